@@ -1,0 +1,40 @@
+import Foundation
+
+/// Moving weights between a model and Hugging Face / PEFT safetensors files.
+/// Names are Hugging Face's, so tensors move unchanged; shapes are checked.
+public enum HuggingFace {
+    /// PEFT saves adapters under this prefix (with the ".default" adapter name stripped).
+    public static let peftPrefix = "base_model.model."
+
+    /// Loads every base weight of `model` from a model.safetensors file.
+    /// A tied model's missing lm_head is fine; any other missing tensor is an error.
+    public static func loadBase(_ model: LlamaModel, from st: SafeTensors) throws {
+        for p in model.store.params where !p.name.contains(".lora_") {
+            try copy(st, name: p.name, into: p)
+        }
+    }
+
+    /// Loads LoRA A and B from a PEFT adapter_model.safetensors.
+    public static func loadAdapter(_ model: LlamaModel, from st: SafeTensors) throws {
+        let loraParams = model.store.params.filter { $0.name.contains(".lora_") }
+        guard !loraParams.isEmpty else { throw LoraDistError("the model has no LoRA adapters to load into") }
+        for p in loraParams { try copy(st, name: peftPrefix + p.name, into: p) }
+    }
+
+    static func copy(_ st: SafeTensors, name: String, into p: Param) throws {
+        let e = try st.entry(name)
+        guard e.shape == p.spec.shape else {
+            throw LoraDistError("\(st.path): '\(name)' has shape \(e.shape), the model expects \(p.spec.shape)")
+        }
+        let v = try st.floats(name)
+        v.withUnsafeBufferPointer { p.value.update(from: $0.baseAddress!, count: v.count) }
+    }
+
+    /// The model directory's weights file, when it has one.
+    public static func weightsFile(modelPath: String) -> String? {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: modelPath, isDirectory: &isDir), isDir.boolValue else { return nil }
+        let f = modelPath + "/model.safetensors"
+        return FileManager.default.fileExists(atPath: f) ? f : nil
+    }
+}

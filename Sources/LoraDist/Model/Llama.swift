@@ -1,0 +1,296 @@
+import Foundation
+
+/// A Llama-style decoder with Hugging Face LlamaForCausalLM's math and names.
+///
+/// Forward and backward are written out layer by layer over flat buffers sized
+/// once for `maxBatch` sequences of `seqLen` tokens. Shapes in comments use
+/// N = batch·T rows, C = hidden, H/KV = query/key-value heads, D = head dim,
+/// I = intermediate, V = vocabulary.
+public final class LlamaModel {
+    public let config: ModelConfig
+    public let lora: LoRAConfig?
+    public let store: ParameterStore
+    public let maxBatch: Int
+    public let seqLen: Int
+    let layers: [DecoderLayer]
+    let embed: Param
+    let finalNorm: Param
+    let lmHead: Linear
+    let rope: RoPE
+    let acts: Activations
+
+    /// The parameters a model of this config has, and which of them train.
+    /// lora == nil means full fine-tuning: everything trains.
+    public static func specs(config c: ModelConfig, lora: LoRAConfig?) throws -> [ParamSpec] {
+        let full = lora == nil
+        var s: [ParamSpec] = []
+        func add(_ name: String, _ shape: [Int], decay: Bool = true) {
+            s.append(ParamSpec(name: name, shape: shape, trainable: full, decay: decay))
+        }
+        add("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])
+        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
+        for i in 0..<c.numHiddenLayers {
+            let p = "model.layers.\(i)."
+            add(p + "input_layernorm.weight", [c.hiddenSize], decay: false)
+            for (n, o, inp) in LlamaModel.projections(c, q: q, kv: kv) {
+                let module = p + (["gate_proj", "up_proj", "down_proj"].contains(n) ? "mlp." : "self_attn.") + n
+                add(module + ".weight", [o, inp])
+                if let lora, lora.targets.contains(n) {
+                    guard lora.rank <= min(o, inp) else {
+                        throw LoraDistError("LoRA rank \(lora.rank) is larger than \(n) allows (min(out, in) = \(min(o, inp)))")
+                    }
+                    s.append(ParamSpec(name: module + ".lora_A.weight", shape: [lora.rank, inp], trainable: true, decay: true))
+                    s.append(ParamSpec(name: module + ".lora_B.weight", shape: [o, lora.rank], trainable: true, decay: true))
+                }
+            }
+            add(p + "post_attention_layernorm.weight", [c.hiddenSize], decay: false)
+        }
+        add("model.norm.weight", [c.hiddenSize], decay: false)
+        if !c.tieWordEmbeddings { add("lm_head.weight", [c.vocabSize, c.hiddenSize]) }
+        return s
+    }
+
+    /// (name, out, in) of each projection, in forward order.
+    static func projections(_ c: ModelConfig, q: Int, kv: Int) -> [(String, Int, Int)] {
+        [("q_proj", q, c.hiddenSize), ("k_proj", kv, c.hiddenSize), ("v_proj", kv, c.hiddenSize),
+         ("o_proj", c.hiddenSize, q), ("gate_proj", c.intermediateSize, c.hiddenSize),
+         ("up_proj", c.intermediateSize, c.hiddenSize), ("down_proj", c.hiddenSize, c.intermediateSize)]
+    }
+
+    public init(config: ModelConfig, lora: LoRAConfig?, maxBatch: Int, seqLen: Int,
+                allocate: ((Int) -> FPtr)? = nil) throws {
+        try config.validate()
+        guard seqLen >= 1, seqLen <= config.maxPositionEmbeddings else {
+            throw LoraDistError("sequence length \(seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
+        self.config = config
+        self.lora = lora
+        self.maxBatch = maxBatch
+        self.seqLen = seqLen
+        store = ParameterStore(specs: try Self.specs(config: config, lora: lora), allocate: allocate)
+        let n = maxBatch * seqLen
+        embed = store["model.embed_tokens.weight"]
+        finalNorm = store["model.norm.weight"]
+        var linearIndex = 0
+        var layers: [DecoderLayer] = []
+        for i in 0..<config.numHiddenLayers {
+            layers.append(DecoderLayer(index: i, config: config, store: store, lora: lora, rows: n,
+                                       batch: maxBatch, seqLen: seqLen, linearIndex: &linearIndex))
+        }
+        self.layers = layers
+        lmHead = Linear(name: "lm_head", inDim: config.hiddenSize, outDim: config.vocabSize, store: store,
+                        lora: nil, index: linearIndex, maxRows: n,
+                        weightName: config.tieWordEmbeddings ? "model.embed_tokens.weight" : nil)
+        rope = RoPE(headDim: config.headDim, maxPositions: seqLen, theta: config.ropeTheta)
+        acts = Activations(config: config, rows: n, seqLen: seqLen, layers: config.numHiddenLayers)
+    }
+
+    public var totalParams: Int { store.totalCount }
+    public var trainableParams: Int { store.trainableCount }
+    /// Parameters of the model itself, without adapters.
+    public var baseParams: Int { store.params.filter { !$0.name.contains(".lora_") }.reduce(0) { $0 + $1.count } }
+
+    /// Hugging Face's initialisation: normal(0, 0.02) matrices, unit norms; LoRA A
+    /// Kaiming-uniform (bound 1/√in), B zero. Each tensor draws from its own
+    /// stream seeded by (seed, name), so the result does not depend on layout.
+    public func initialize(seed: UInt64) {
+        for p in store.params { Self.initialize(p, seed: seed) }
+    }
+
+    public static func initialize(_ p: Param, seed: UInt64) {
+        var g = SplitMix64(seed: SplitMix64.mix(seed, fnv1a(p.name)))
+        let v = p.value
+        if p.name.hasSuffix("norm.weight") {
+            v.update(repeating: 1, count: p.count)
+        } else if p.name.contains(".lora_B.") {
+            v.update(repeating: 0, count: p.count)
+        } else if p.name.contains(".lora_A.") {
+            let bound = 1 / Float(p.spec.shape[1]).squareRoot()
+            for i in 0..<p.count { v[i] = (2 * g.uniform() - 1) * bound }
+        } else {
+            for i in 0..<p.count { v[i] = 0.02 * g.normal() }
+        }
+    }
+
+    // MARK: forward
+
+    /// Runs the decoder on ids[batch, T]; returns logits [batch·T, V] (valid until the next call).
+    @discardableResult
+    public func forward(ids: UnsafePointer<Int32>, batch: Int, dropoutSeeds: UnsafePointer<UInt64>? = nil) -> FPtr {
+        precondition(batch <= maxBatch)
+        let n = batch * seqLen, C = config.hiddenSize, a = acts
+        Embedding.forward(out: a.res[0].ptr, ids: ids, table: embed.value, n: n, dim: C)
+        for (l, layer) in layers.enumerated() {
+            layer.forward(resIn: a.res[l].ptr, resOut: a.res[l + 1].ptr, batch: batch, rope: rope,
+                          dropoutSeeds: dropoutSeeds)
+        }
+        RMSNorm.forward(out: a.lnf.ptr, rstd: a.lnfRstd.ptr, x: a.res[layers.count].ptr, w: finalNorm.value,
+                        n: n, dim: C, eps: config.rmsNormEps)
+        lmHead.forward(y: a.logits.ptr, x: a.lnf.ptr, n: n, seqLen: seqLen, dropoutSeeds: nil)
+        return a.logits.ptr
+    }
+
+    /// Σ cross-entropy and labelled-token count of the last forward.
+    public func loss(targets: UnsafePointer<Int32>, batch: Int) -> (sum: Double, count: Int) {
+        CrossEntropy.forward(logits: acts.logits.ptr, targets: targets, n: batch * seqLen, vocab: config.vocabSize)
+    }
+
+    // MARK: backward
+
+    /// Accumulates gradients of scale · Σ loss into the trainable arena.
+    /// Needs the activations of the forward just run on the same batch.
+    public func backward(ids: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, batch: Int, scale: Float,
+                         afterLayer: ((Int) -> Void)? = nil) {
+        let n = batch * seqLen, C = config.hiddenSize, a = acts
+        // dlogits overwrite the logits in place: [N, V]
+        CrossEntropy.backward(dlogits: a.logits.ptr, logits: a.logits.ptr, targets: targets, n: n,
+                              vocab: config.vocabSize, scale: scale)
+        lmHead.backward(dx: a.dLn.ptr, dy: a.logits.ptr, x: a.lnf.ptr, n: n, accumulateDx: false)
+        a.dRes.ptr.update(repeating: 0, count: n * C)
+        RMSNorm.backward(dx: a.dRes.ptr, dw: finalNorm.grad, dout: a.dLn.ptr, x: a.res[layers.count].ptr,
+                         w: finalNorm.value, rstd: a.lnfRstd.ptr, n: n, dim: C)
+        for l in stride(from: layers.count - 1, through: 0, by: -1) {
+            layers[l].backward(resIn: a.res[l].ptr, batch: batch, rope: rope, a: a)
+            afterLayer?(l)
+        }
+        if let g = embed.grad {
+            Embedding.backward(dTable: g, ids: ids, dout: a.dRes.ptr, n: n, dim: C)
+        }
+    }
+
+    /// All projections, for export and fusing.
+    public var linears: [Linear] { layers.flatMap(\.linears) + [lmHead] }
+}
+
+/// Backward scratch shared by all layers, and the residual stream.
+final class Activations {
+    let res: [FloatBuffer]          // L+1 × [N, C]: input of each layer, output of the last
+    let lnf: FloatBuffer, lnfRstd: FloatBuffer
+    let logits: FloatBuffer         // [N, V]
+    let dRes: FloatBuffer, dLn: FloatBuffer        // [N, C]
+    let dq: FloatBuffer, dAttOut: FloatBuffer      // [N, H·D]
+    let dk: FloatBuffer, dv: FloatBuffer           // [N, KV·D]
+    let dGate: FloatBuffer, dUp: FloatBuffer, dAct: FloatBuffer  // [N, I]
+    let attScratch: FloatBuffer     // [T, T]
+
+    init(config c: ModelConfig, rows n: Int, seqLen: Int, layers: Int) {
+        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
+        res = (0...layers).map { _ in FloatBuffer(n * c.hiddenSize) }
+        lnf = FloatBuffer(n * c.hiddenSize); lnfRstd = FloatBuffer(n)
+        logits = FloatBuffer(n * c.vocabSize)
+        dRes = FloatBuffer(n * c.hiddenSize); dLn = FloatBuffer(n * c.hiddenSize)
+        dq = FloatBuffer(n * q); dAttOut = FloatBuffer(n * q)
+        dk = FloatBuffer(n * kv); dv = FloatBuffer(n * kv)
+        dGate = FloatBuffer(n * c.intermediateSize); dUp = FloatBuffer(n * c.intermediateSize)
+        dAct = FloatBuffer(n * c.intermediateSize)
+        attScratch = FloatBuffer(seqLen * seqLen)
+    }
+}
+
+/// One block: x + attn(norm(x)), then + mlp(norm(·)). Holds what its backward needs.
+final class DecoderLayer {
+    let c: ModelConfig
+    let ln1: Param, ln2: Param
+    let q: Linear, k: Linear, v: Linear, o: Linear, gate: Linear, up: Linear, down: Linear
+    let seqLen: Int
+    // Saved activations, N = maxBatch·T rows.
+    let x1: FloatBuffer, rstd1: FloatBuffer          // norm1 out [N, C], [N]
+    let qa: FloatBuffer, ka: FloatBuffer, va: FloatBuffer  // after RoPE: [N, H·D], [N, KV·D] ×2
+    let probs: FloatBuffer                           // [B, H, T, T]
+    let attOut: FloatBuffer                          // [N, H·D]
+    let mid: FloatBuffer                             // x + attention [N, C]
+    let x2: FloatBuffer, rstd2: FloatBuffer          // norm2 out
+    let gateA: FloatBuffer, upA: FloatBuffer, act: FloatBuffer  // [N, I]
+    let tmp: FloatBuffer                             // [N, C] projection outputs before the residual add
+
+    var linears: [Linear] { [q, k, v, o, gate, up, down] }
+
+    init(index i: Int, config c: ModelConfig, store: ParameterStore, lora: LoRAConfig?, rows n: Int,
+         batch: Int, seqLen: Int, linearIndex: inout Int) {
+        self.c = c
+        self.seqLen = seqLen
+        let p = "model.layers.\(i)."
+        ln1 = store[p + "input_layernorm.weight"]
+        ln2 = store[p + "post_attention_layernorm.weight"]
+        let qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim
+        func lin(_ name: String, _ inDim: Int, _ outDim: Int) -> Linear {
+            linearIndex += 1
+            return Linear(name: p + name, inDim: inDim, outDim: outDim, store: store, lora: lora,
+                          index: linearIndex, maxRows: n)
+        }
+        q = lin("self_attn.q_proj", c.hiddenSize, qd)
+        k = lin("self_attn.k_proj", c.hiddenSize, kvd)
+        v = lin("self_attn.v_proj", c.hiddenSize, kvd)
+        o = lin("self_attn.o_proj", qd, c.hiddenSize)
+        gate = lin("mlp.gate_proj", c.hiddenSize, c.intermediateSize)
+        up = lin("mlp.up_proj", c.hiddenSize, c.intermediateSize)
+        down = lin("mlp.down_proj", c.intermediateSize, c.hiddenSize)
+        x1 = FloatBuffer(n * c.hiddenSize); rstd1 = FloatBuffer(n)
+        qa = FloatBuffer(n * qd); ka = FloatBuffer(n * kvd); va = FloatBuffer(n * kvd)
+        probs = FloatBuffer(batch * c.numAttentionHeads * seqLen * seqLen)
+        attOut = FloatBuffer(n * qd)
+        mid = FloatBuffer(n * c.hiddenSize)
+        x2 = FloatBuffer(n * c.hiddenSize); rstd2 = FloatBuffer(n)
+        gateA = FloatBuffer(n * c.intermediateSize); upA = FloatBuffer(n * c.intermediateSize)
+        act = FloatBuffer(n * c.intermediateSize)
+        tmp = FloatBuffer(n * c.hiddenSize)
+    }
+
+    func shape(_ batch: Int) -> Attention.Shape {
+        Attention.Shape(batch: batch, seqLen: seqLen, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+                        headDim: c.headDim)
+    }
+
+    func forward(resIn: FPtr, resOut: FPtr, batch: Int, rope: RoPE, dropoutSeeds: UnsafePointer<UInt64>?) {
+        let n = batch * seqLen, C = c.hiddenSize, T = seqLen
+        // attention half: mid = x + o(attn(rope(q(norm(x))), rope(k(·)), v(·)))
+        RMSNorm.forward(out: x1.ptr, rstd: rstd1.ptr, x: resIn, w: ln1.value, n: n, dim: C, eps: c.rmsNormEps)
+        q.forward(y: qa.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        k.forward(y: ka.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        v.forward(y: va.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        rope.forward(qa.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
+        rope.forward(ka.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)
+        Attention.forward(out: attOut.ptr, probs: probs.ptr, q: qa.ptr, k: ka.ptr, v: va.ptr, shape(batch))
+        o.forward(y: tmp.ptr, x: attOut.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        Residual.forward(out: mid.ptr, a: resIn, b: tmp.ptr, count: n * C)
+        // MLP half: out = mid + down(silu(gate(norm(mid))) ⊙ up(norm(mid)))
+        RMSNorm.forward(out: x2.ptr, rstd: rstd2.ptr, x: mid.ptr, w: ln2.value, n: n, dim: C, eps: c.rmsNormEps)
+        gate.forward(y: gateA.ptr, x: x2.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        up.forward(y: upA.ptr, x: x2.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        SwiGLU.forward(act: act.ptr, gate: gateA.ptr, up: upA.ptr, count: n * c.intermediateSize)
+        down.forward(y: tmp.ptr, x: act.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        Residual.forward(out: resOut, a: mid.ptr, b: tmp.ptr, count: n * C)
+    }
+
+    /// On entry a.dRes = ∂L/∂(layer output); on exit ∂L/∂(layer input).
+    /// The residual adds pass dRes through unchanged, so each half adds its branch's gradient to it.
+    func backward(resIn: FPtr, batch: Int, rope: RoPE, a: Activations) {
+        let n = batch * seqLen, C = c.hiddenSize, T = seqLen
+        // MLP half
+        down.backward(dx: a.dAct.ptr, dy: a.dRes.ptr, x: act.ptr, n: n, accumulateDx: false)
+        SwiGLU.backward(dgate: a.dGate.ptr, dup: a.dUp.ptr, dact: a.dAct.ptr, gate: gateA.ptr, up: upA.ptr,
+                        count: n * c.intermediateSize)
+        gate.backward(dx: a.dLn.ptr, dy: a.dGate.ptr, x: x2.ptr, n: n, accumulateDx: false)
+        up.backward(dx: a.dLn.ptr, dy: a.dUp.ptr, x: x2.ptr, n: n, accumulateDx: true)
+        RMSNorm.backward(dx: a.dRes.ptr, dw: ln2.grad, dout: a.dLn.ptr, x: mid.ptr, w: ln2.value,
+                         rstd: rstd2.ptr, n: n, dim: C)
+        // attention half
+        o.backward(dx: a.dAttOut.ptr, dy: a.dRes.ptr, x: attOut.ptr, n: n, accumulateDx: false)
+        Attention.backward(dq: a.dq.ptr, dk: a.dk.ptr, dv: a.dv.ptr, dout: a.dAttOut.ptr, probs: probs.ptr,
+                           q: qa.ptr, k: ka.ptr, v: va.ptr, scratch: a.attScratch.ptr, shape(batch))
+        rope.backward(a.dq.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
+        rope.backward(a.dk.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)
+        q.backward(dx: a.dLn.ptr, dy: a.dq.ptr, x: x1.ptr, n: n, accumulateDx: false)
+        k.backward(dx: a.dLn.ptr, dy: a.dk.ptr, x: x1.ptr, n: n, accumulateDx: true)
+        v.backward(dx: a.dLn.ptr, dy: a.dv.ptr, x: x1.ptr, n: n, accumulateDx: true)
+        RMSNorm.backward(dx: a.dRes.ptr, dw: ln1.grad, dout: a.dLn.ptr, x: resIn, w: ln1.value,
+                         rstd: rstd1.ptr, n: n, dim: C)
+    }
+}
+
+/// FNV-1a, for stable name hashes (Swift's Hasher is seeded per process).
+public func fnv1a(_ s: String) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return h
+}

@@ -1,0 +1,144 @@
+import Foundation
+
+/// LoRA as PEFT defines it: ΔW = s · B·A with A [r, in] (Kaiming-uniform),
+/// B [out, r] (zeros), s = alpha / r, or alpha / √r with rsLoRA.
+public struct LoRAConfig: Codable, Equatable {
+    public static let projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+    public var rank: Int
+    public var alpha: Float
+    public var dropout: Float
+    public var targets: [String]
+    public var useRSLoRA: Bool
+
+    public init(rank: Int = 8, alpha: Float = 16, dropout: Float = 0, targets: [String] = ["q_proj", "v_proj"],
+                useRSLoRA: Bool = false) throws {
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.useRSLoRA = useRSLoRA
+        self.targets = try Self.parseTargets(targets)
+        guard rank > 0 else { throw LoraDistError("LoRA rank must be at least 1, got \(rank)") }
+        guard dropout >= 0, dropout < 1 else { throw LoraDistError("LoRA dropout must be in [0, 1), got \(dropout)") }
+    }
+
+    public var scale: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
+
+    /// A list of projection names, or "all-linear" (every projection but lm_head).
+    public static func parseTargets(_ list: [String]) throws -> [String] {
+        let names = list.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            .filter { !$0.isEmpty }
+        if names == ["all-linear"] { return projections }
+        guard !names.isEmpty else { throw LoraDistError("LoRA needs at least one target module") }
+        for n in names where !projections.contains(n) {
+            throw LoraDistError("unknown LoRA target module '\(n)' (known: \(projections.joined(separator: ", ")), or all-linear)")
+        }
+        return projections.filter(names.contains)
+    }
+}
+
+/// A projection y = x·Wᵀ, plus s·B·A·dropout(x) when it carries an adapter.
+/// Like MLX's LoRALinear, the base weight and the adapter sit side by side and
+/// `fuse` folds the adapter back into a plain weight.
+public final class Linear {
+    public let name: String           // module path, e.g. model.layers.0.self_attn.q_proj
+    public let inDim: Int, outDim: Int
+    public let weight: Param
+    public let loraA: Param?          // [r, in]
+    public let loraB: Param?          // [out, r]
+    let scale: Float
+    let dropout: Float
+    let index: UInt64                 // distinguishes dropout streams between projections
+    // Saved for backward, sized for `maxRows` rows once.
+    private var xa: FloatBuffer?      // x·Aᵀ [rows, r]
+    private var mid: FloatBuffer?     // dy·B  [rows, r]
+    private var xDrop: FloatBuffer?   // dropout(x) [rows, in]
+    private var mask: FloatBuffer?    // 0 or 1/(1−p) [rows, in]
+    private var tmp: FloatBuffer?     // [rows, in]
+
+    init(name: String, inDim: Int, outDim: Int, store: ParameterStore, lora: LoRAConfig?, index: Int,
+         maxRows: Int, weightName: String? = nil) {
+        self.name = name
+        self.inDim = inDim
+        self.outDim = outDim
+        self.index = UInt64(index)
+        weight = store[weightName ?? name + ".weight"]
+        loraA = store.byName[name + ".lora_A.weight"]
+        loraB = store.byName[name + ".lora_B.weight"]
+        scale = lora?.scale ?? 0
+        dropout = lora?.dropout ?? 0
+        if let r = lora?.rank, loraA != nil {
+            xa = FloatBuffer(maxRows * r)
+            mid = FloatBuffer(maxRows * r)
+            if dropout > 0 {
+                xDrop = FloatBuffer(maxRows * inDim)
+                mask = FloatBuffer(maxRows * inDim)
+                tmp = FloatBuffer(maxRows * inDim)
+            }
+        }
+    }
+
+    var rank: Int { loraA.map { $0.spec.shape[0] } ?? 0 }
+
+    /// y[n, out] = x[n, in]·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ
+    func forward(y: FPtr, x: UnsafePointer<Float>, n: Int, seqLen: Int, dropoutSeeds: UnsafePointer<UInt64>?) {
+        Matmul.forward(y: y, x: x, w: weight.value, n: n, inDim: inDim, outDim: outDim)
+        guard let a = loraA, let b = loraB, let xa else { return }
+        var xin = x
+        if let xDrop, let mask, let seeds = dropoutSeeds {
+            let keep = 1 / (1 - dropout)
+            for row in 0..<n {
+                var g = SplitMix64(seed: SplitMix64.mix(seeds[row / seqLen], index, UInt64(row % seqLen)))
+                for c in 0..<inDim {
+                    let m: Float = g.uniform() < dropout ? 0 : keep
+                    mask[row * inDim + c] = m
+                    xDrop[row * inDim + c] = x[row * inDim + c] * m
+                }
+            }
+            xin = UnsafePointer(xDrop.ptr)
+        }
+        let r = rank
+        sgemm(transB: true, m: n, n: r, k: inDim, a: xin, lda: inDim, b: a.value, ldb: inDim, c: xa.ptr, ldc: r)
+        sgemm(transB: true, m: n, n: outDim, k: r, alpha: scale, a: xa.ptr, lda: r, b: b.value, ldb: r,
+              beta: 1, c: y, ldc: outDim)
+    }
+
+    /// dx (=, or += when accumulateDx) ∂L/∂x; weight and adapter gradients accumulate.
+    func backward(dx: FPtr, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
+        Matmul.backward(dx: dx, dw: weight.grad, dy: dy, x: x, w: weight.value, n: n, inDim: inDim,
+                        outDim: outDim, accumulateDx: accumulateDx)
+        guard let a = loraA, let b = loraB, let xa, let mid else { return }
+        let r = rank
+        let xin = xDrop.map { UnsafePointer($0.ptr) } ?? x
+        // mid = dy·B [n, r];  dB += s·dyᵀ·xa;  dA += s·midᵀ·dropout(x)
+        sgemm(m: n, n: r, k: outDim, a: dy, lda: outDim, b: b.value, ldb: r, c: mid.ptr, ldc: r)
+        if let gb = b.grad {
+            sgemm(transA: true, m: outDim, n: r, k: n, alpha: scale, a: dy, lda: outDim, b: xa.ptr, ldb: r,
+                  beta: 1, c: gb, ldc: r)
+        }
+        if let ga = a.grad {
+            sgemm(transA: true, m: r, n: inDim, k: n, alpha: scale, a: mid.ptr, lda: r, b: xin, ldb: inDim,
+                  beta: 1, c: ga, ldc: inDim)
+        }
+        // dx += s·mid·A, through the dropout mask
+        if let mask, let tmp {
+            sgemm(m: n, n: inDim, k: r, alpha: scale, a: mid.ptr, lda: r, b: a.value, ldb: inDim,
+                  c: tmp.ptr, ldc: inDim)
+            for i in 0..<(n * inDim) { dx[i] += tmp[i] * mask[i] }
+        } else {
+            sgemm(m: n, n: inDim, k: r, alpha: scale, a: mid.ptr, lda: r, b: a.value, ldb: inDim,
+                  beta: 1, c: dx, ldc: inDim)
+        }
+    }
+
+    /// W + s·B·A as a plain [out, in] weight: the adapter folded back in.
+    public func fused() -> [Float] {
+        var w = Array(UnsafeBufferPointer(start: weight.value, count: outDim * inDim))
+        guard let a = loraA, let b = loraB else { return w }
+        w.withUnsafeMutableBufferPointer { wp in
+            sgemm(m: outDim, n: inDim, k: rank, alpha: scale, a: b.value, lda: rank, b: a.value, ldb: inDim,
+                  beta: 1, c: wp.baseAddress!, ldc: inDim)
+        }
+        return w
+    }
+}

@@ -1,0 +1,68 @@
+/// Where every parameter lives.
+///
+/// Parameters are laid out in two flat arenas: the trainable one, which has a
+/// gradient, optimizer state and is what the gradient exchange moves, and the
+/// frozen one, which has none of these. LoRA and full fine-tuning differ only in
+/// which arena a tensor is placed: under LoRA the base weights are frozen and the
+/// adapters trainable; under full fine-tuning every base weight is trainable.
+public struct ParamSpec {
+    public let name: String        // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
+    public let shape: [Int]
+    public let trainable: Bool
+    public let decay: Bool         // AdamW weight decay applies (not to norms)
+    public var count: Int { shape.reduce(1, *) }
+}
+
+public struct Param {
+    public let spec: ParamSpec
+    public let offset: Int         // element offset in its arena
+    public let value: FPtr
+    public let grad: FPtr?         // nil when frozen
+    public var name: String { spec.name }
+    public var count: Int { spec.count }
+}
+
+public final class ParameterStore {
+    public private(set) var params: [Param] = []
+    public let byName: [String: Param]
+    public let frozenCount: Int
+    public let trainableCount: Int
+    /// Values: trainable arena then frozen arena, one allocation (later a shared window).
+    public let values: FPtr
+    /// Gradients of the trainable arena, same layout.
+    public let grads: FloatBuffer
+    private let owned: FloatBuffer?
+
+    /// `allocate` hands back storage for `count` floats; by default a private buffer.
+    public init(specs: [ParamSpec], allocate: ((Int) -> FPtr)? = nil) {
+        let trainable = specs.filter(\.trainable), frozen = specs.filter { !$0.trainable }
+        trainableCount = trainable.reduce(0) { $0 + $1.count }
+        frozenCount = frozen.reduce(0) { $0 + $1.count }
+        let total = trainableCount + frozenCount
+        if let allocate {
+            values = allocate(total)
+            owned = nil
+        } else {
+            let b = FloatBuffer(total)
+            values = b.ptr
+            owned = b
+        }
+        grads = FloatBuffer(trainableCount)
+        var list: [Param] = [], map: [String: Param] = [:]
+        var off = 0
+        for s in trainable + frozen {
+            let p = Param(spec: s, offset: off, value: values + off,
+                          grad: s.trainable ? grads.ptr + off : nil)
+            list.append(p)
+            map[s.name] = p
+            off += s.count
+        }
+        params = list
+        byName = map
+    }
+
+    public subscript(name: String) -> Param { byName[name]! }
+    public var trainableValues: FPtr { values }
+    public var totalCount: Int { trainableCount + frozenCount }
+    public var trainable: [Param] { params.filter { $0.spec.trainable } }
+}

@@ -1,0 +1,102 @@
+import Foundation
+
+/// AdamW (decoupled weight decay, as torch.optim.AdamW) over a contiguous range
+/// of the trainable arena: the range this rank owns.
+public struct AdamWConfig: Codable, Equatable {
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var eps: Float = 1e-8
+    public var weightDecay: Float = 0.0
+    public var clipNorm: Float = 1.0      // global gradient norm; 0 turns clipping off
+    public init() {}
+}
+
+public final class AdamW {
+    public let config: AdamWConfig
+    public let range: Range<Int>
+    public let m: FloatBuffer
+    public let v: FloatBuffer
+    public private(set) var t: Int = 0
+    /// Per element: 1 where weight decay applies (not on norms). Spans, not a mask, to stay small.
+    let decaySpans: [Range<Int>]
+
+    public init(config: AdamWConfig, store: ParameterStore, range: Range<Int>? = nil) {
+        self.config = config
+        let r = range ?? 0..<store.trainableCount
+        self.range = r
+        m = FloatBuffer(r.count)
+        v = FloatBuffer(r.count)
+        decaySpans = store.trainable.filter(\.spec.decay).compactMap {
+            let span = max($0.offset, r.lowerBound)..<min($0.offset + $0.count, r.upperBound)
+            return span.isEmpty ? nil : span
+        }
+    }
+
+    /// One update of values[range] from grads[range] at learning rate lr.
+    /// `gradScale` folds gradient clipping into the update.
+    public func step(values: FPtr, grads: UnsafePointer<Float>, lr: Float, gradScale: Float = 1) {
+        t += 1
+        let b1 = config.beta1, b2 = config.beta2, eps = config.eps
+        let bc1 = 1 - Foundation.pow(b1, Float(t)), bc2 = 1 - Foundation.pow(b2, Float(t))
+        let stepSize = lr / bc1, invSqrtBc2 = 1 / bc2.squareRoot()
+        if config.weightDecay > 0 {
+            let f = 1 - lr * config.weightDecay
+            for span in decaySpans { for i in span { values[i] *= f } }
+        }
+        let lo = range.lowerBound
+        let mp = m.ptr, vp = v.ptr
+        for i in range {
+            let g = grads[i] * gradScale
+            let mi = b1 * mp[i - lo] + (1 - b1) * g
+            let vi = b2 * vp[i - lo] + (1 - b2) * g * g
+            mp[i - lo] = mi
+            vp[i - lo] = vi
+            values[i] -= stepSize * mi / (vi.squareRoot() * invSqrtBc2 + eps)
+        }
+    }
+
+    /// Restores the step counter (checkpoint resume).
+    public func setStep(_ step: Int) { t = step }
+}
+
+/// Linear warmup from 0 to lr, then cosine decay to minLR at the last step.
+public struct LRSchedule: Codable, Equatable {
+    public var lr: Float
+    public var warmup: Int
+    public var total: Int
+    public var minLR: Float
+
+    public init(lr: Float, warmup: Int, total: Int, minLR: Float) {
+        self.lr = lr; self.warmup = warmup; self.total = total; self.minLR = minLR
+    }
+
+    /// Learning rate of optimizer step `step` (1-based).
+    public func at(_ step: Int) -> Float {
+        if step <= warmup { return lr * Float(step) / Float(max(warmup, 1)) }
+        let span = max(total - warmup, 1)
+        let progress = min(Float(step - warmup) / Float(span), 1)
+        return minLR + 0.5 * (lr - minLR) * (1 + Foundation.cos(Float.pi * progress))
+    }
+}
+
+public enum GradClip {
+    /// Σ g² over a range, in double so large models don't lose precision.
+    public static func sumSquares(_ g: UnsafePointer<Float>, count: Int) -> Double {
+        var s: Double = 0
+        var i = 0
+        while i < count {
+            let end = min(i + 4096, count)
+            var part: Float = 0
+            for j in i..<end { part += g[j] * g[j] }
+            s += Double(part)
+            i = end
+        }
+        return s
+    }
+
+    /// The factor that brings a gradient of norm `norm` to at most `maxNorm`.
+    public static func scale(norm: Double, maxNorm: Float) -> Float {
+        guard maxNorm > 0, norm > Double(maxNorm) else { return 1 }
+        return Float(Double(maxNorm) / (norm + 1e-6))
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+
+/// Softmax cross-entropy over the vocabulary. Targets < 0 are ignored (Hugging
+/// Face's -100 convention), so a sequence's last position can carry no label.
+public enum CrossEntropy {
+    /// Returns (Σ loss over labelled rows, number of labelled rows) for logits[n, V].
+    public static func forward(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
+                               n: Int, vocab: Int) -> (sum: Double, count: Int) {
+        var total = 0.0, count = 0
+        for i in 0..<n where targets[i] >= 0 {
+            let row = logits + i * vocab
+            var mx = -Float.infinity
+            for j in 0..<vocab { mx = max(mx, row[j]) }
+            var s: Float = 0
+            for j in 0..<vocab { s += Foundation.exp(row[j] - mx) }
+            total += Double(Foundation.log(s) + mx - row[Int(targets[i])])
+            count += 1
+        }
+        return (total, count)
+    }
+
+    /// dlogits = scale · (softmax(logits) − onehot(target)); zero on unlabelled rows.
+    /// dlogits may alias logits: each row is read before it is overwritten.
+    /// `scale` is 1 / (labelled tokens in the global batch), so micro-batches and
+    /// ranks add up to the gradient of the mean loss.
+    public static func backward(dlogits: FPtr, logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
+                                n: Int, vocab: Int, scale: Float) {
+        for i in 0..<n {
+            let row = logits + i * vocab, d = dlogits + i * vocab
+            guard targets[i] >= 0 else {
+                d.update(repeating: 0, count: vocab)
+                continue
+            }
+            var mx = -Float.infinity
+            for j in 0..<vocab { mx = max(mx, row[j]) }
+            var s: Float = 0
+            for j in 0..<vocab {
+                let e = Foundation.exp(row[j] - mx)
+                d[j] = e
+                s += e
+            }
+            let inv = scale / s
+            for j in 0..<vocab { d[j] *= inv }
+            d[Int(targets[i])] -= scale
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import CBLAS
+
+/// Row-major C = alpha · op(A) · op(B) + beta · C, through OpenBLAS.
+/// op(A) is m × k, op(B) is k × n, C is m × n.
+@inline(__always)
+func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+           alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+           b: UnsafePointer<Float>, ldb: Int,
+           beta: Float = 0, c: FPtr, ldc: Int) {
+    FlopCounter.sgemm &+= 2 &* m &* n &* k
+    cblas_sgemm(CblasRowMajor,
+                transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
+                beta, c, Int32(ldc))
+}
+
+/// The linear kernel, y = x · Wᵀ, with weights stored [out, in] as Hugging Face does.
+public enum Matmul {
+    /// y[n, out] = x[n, in] · W[out, in]ᵀ  (+ y when accumulate)
+    public static func forward(y: FPtr, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                               n: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
+        sgemm(transB: true, m: n, n: outDim, k: inDim, a: x, lda: inDim, b: w, ldb: inDim,
+              beta: accumulate ? 1 : 0, c: y, ldc: outDim)
+    }
+
+    /// dx[n, in] (+)= dy[n, out] · W[out, in];  dW[out, in] += dyᵀ · x.
+    /// Either output may be nil: frozen weights get no gradient.
+    public static func backward(dx: FPtr?, dw: FPtr?, dy: UnsafePointer<Float>,
+                                x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                n: Int, inDim: Int, outDim: Int, accumulateDx: Bool = false) {
+        if let dx {
+            sgemm(m: n, n: inDim, k: outDim, a: dy, lda: outDim, b: w, ldb: inDim,
+                  beta: accumulateDx ? 1 : 0, c: dx, ldc: inDim)
+        }
+        if let dw {
+            sgemm(transA: true, m: outDim, n: inDim, k: n, a: dy, lda: outDim, b: x, ldb: inDim,
+                  beta: 1, c: dw, ldc: inDim)
+        }
+    }
+}
+
+public enum BLAS {
+    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+    public static var config: String { String(cString: openblas_get_config()) }
+}
+
+/// Counts the floating-point operations sent to sgemm, for the step benchmark.
+/// Not synchronised: the trainer calls sgemm from one thread.
+public enum FlopCounter {
+    nonisolated(unsafe) public static var sgemm = 0
+}

@@ -1,0 +1,53 @@
+import Foundation
+
+/// Rotary position embedding in Hugging Face's rotate-half layout: within each
+/// head of size D, element d pairs with d + D/2 and both turn by pos · θ^(−2d/D).
+public final class RoPE {
+    public let headDim: Int
+    public let maxPositions: Int
+    let cos: FloatBuffer   // [maxPositions, D/2]
+    let sin: FloatBuffer
+
+    public init(headDim: Int, maxPositions: Int, theta: Double) {
+        self.headDim = headDim
+        self.maxPositions = maxPositions
+        let half = headDim / 2
+        cos = FloatBuffer(maxPositions * half)
+        sin = FloatBuffer(maxPositions * half)
+        for p in 0..<maxPositions {
+            for d in 0..<half {
+                // Hugging Face computes inv_freq and the angle in fp32; match it.
+                let invFreq = Float(1.0 / Foundation.pow(theta, Double(2 * d) / Double(headDim)))
+                let angle = Float(p) * invFreq
+                cos[p * half + d] = Foundation.cos(angle)
+                sin[p * half + d] = Foundation.sin(angle)
+            }
+        }
+    }
+
+    /// Rotates x[B·T, heads·D] in place; row r has position r mod T.
+    public func forward(_ x: FPtr, rows: Int, seqLen: Int, heads: Int) {
+        apply(x, rows: rows, seqLen: seqLen, heads: heads, sign: 1)
+    }
+
+    /// The rotation is orthogonal, so the backward turns the gradient back by −angle.
+    public func backward(_ dx: FPtr, rows: Int, seqLen: Int, heads: Int) {
+        apply(dx, rows: rows, seqLen: seqLen, heads: heads, sign: -1)
+    }
+
+    private func apply(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, sign: Float) {
+        let half = headDim / 2
+        for r in 0..<rows {
+            let pos = r % seqLen
+            let c = cos.ptr + pos * half, s = sin.ptr + pos * half
+            for h in 0..<heads {
+                let v = x + (r * heads + h) * headDim
+                for d in 0..<half {
+                    let x1 = v[d], x2 = v[d + half], sn = sign * s[d]
+                    v[d] = x1 * c[d] - x2 * sn
+                    v[d + half] = x2 * c[d] + x1 * sn
+                }
+            }
+        }
+    }
+}

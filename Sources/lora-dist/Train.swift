@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import LoraDist
+
+extension TrainMode: ExpressibleByArgument {}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tune a model (the default job when no subcommand is given).")
+
+    @Option(help: "lora: train low-rank adapters on a frozen base; full: train every weight.")
+    var mode: TrainMode = .lora
+    @Option(help: "Built-in config (tiny, small, bench), a config.json, or a Hugging Face model directory (config.json + model.safetensors).")
+    var model: String = "small"
+    @Option(help: "A text file or a folder of .txt files. Default: the corpus tools/fetch-corpus.sh installs.")
+    var data: String?
+    @Option(help: "Optimizer steps.") var steps: Int = 200
+    @Option(help: "Sequences per optimizer step (the global batch).") var batch: Int = 8
+    @Option(name: .customLong("micro-batch"), help: "Sequences per forward/backward pass; gradients accumulate over batch / micro-batch passes. Default: the whole batch.")
+    var microBatch: Int?
+    @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = 128
+    @Option(help: "Peak learning rate.") var lr: Float = 2e-3
+    @Option(name: .customLong("min-lr-ratio"), help: "Cosine decay ends at lr × this.") var minLRRatio: Float = 0.1
+    @Option(help: "Linear warmup steps.") var warmup: Int = 10
+    @Option(name: .customLong("weight-decay"), help: "AdamW decoupled weight decay (not applied to norms).") var weightDecay: Float = 0
+    @Option(name: .customLong("clip"), help: "Clip the global gradient norm to this (0: off).") var clipNorm: Float = 1
+    @Option(help: "LoRA rank r.") var rank: Int = 8
+    @Option(help: "LoRA alpha; the adapter is scaled by alpha / r.") var alpha: Float = 16
+    @Option(name: .customLong("lora-dropout"), help: "Dropout on the adapter's input.") var loraDropout: Float = 0
+    @Option(help: "LoRA target modules: a comma-separated list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all-linear.")
+    var targets: String = "all-linear"
+    @Flag(name: .customLong("rslora"), help: "Scale the adapter by alpha / sqrt(r) (rank-stabilised LoRA).") var rsLoRA = false
+    @Option(name: .customLong("run-dir"), help: "Where metrics.jsonl and summary.json go.") var runDir: String = "runs/default"
+    @Option(help: "Seed for initialisation, sampling and dropout.") var seed: UInt64 = 1234
+    @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int = 50
+    @Option(name: .customLong("eval-seqs"), help: "Dev sequences per evaluation.") var evalSequences: Int = 32
+    @Option(name: .customLong("dev-percent"), help: "Share of corpus blocks held out for dev.") var devPercent: Int = 5
+    @Flag(help: "No progress line.") var quiet = false
+
+    func run() throws {
+        var o = TrainOptions()
+        o.mode = mode
+        o.model = model
+        o.data = data ?? defaultDataPath()
+        if data == nil, !FileManager.default.fileExists(atPath: o.data) {
+            throw LoraDistError("default corpus not found at \(o.data): run tools/fetch-corpus.sh, or pass --data PATH")
+        }
+        o.steps = steps; o.batch = batch; o.microBatch = microBatch; o.seqLen = seqLen
+        o.lr = lr; o.minLRRatio = minLRRatio; o.warmup = warmup
+        o.optimizer.weightDecay = weightDecay; o.optimizer.clipNorm = clipNorm
+        if mode == .lora {
+            o.lora = try LoRAConfig(rank: rank, alpha: alpha, dropout: loraDropout, targets: [targets], useRSLoRA: rsLoRA)
+        }
+        o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences
+        o.devPercent = devPercent; o.quiet = quiet
+        let trainer = try Trainer(options: o)
+        let m = trainer.model
+        FileHandle.standardError.write(Data("""
+            lora-dist: \(mode.rawValue) on \(model) (\(m.baseParams.formatted()) parameters), \
+            \(m.trainableParams.formatted()) trainable (\(String(format: "%.2f", 100 * Double(m.trainableParams) / Double(m.baseParams)))%)
+            corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens
+            \n
+            """.utf8))
+        let s = try trainer.run()
+        let d0 = s["initial_dev_loss"] as! Double, d1 = s["dev_loss"] as! Double
+        print(String(format: "%@: dev loss %.3f → %.3f (perplexity %.1f → %.1f), %.0f tokens/s, %@ of %@ parameters trained",
+                     mode.rawValue, d0, d1, Foundation.exp(d0), Foundation.exp(d1), s["tokens_per_s"] as! Double,
+                     m.trainableParams.formatted(), m.baseParams.formatted()))
+        print("run directory: \(runDir) (metrics.jsonl, summary.json)")
+    }
+}
