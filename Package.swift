@@ -31,8 +31,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LoraDistTests",
-            dependencies: ["LoraDist"],
-            resources: [.copy("Fixtures")]
+            dependencies: ["LoraDist"]
         ),
     ],
     swiftLanguageModes: [.v5]

@@ -38,3 +38,39 @@ public enum HuggingFace {
         return FileManager.default.fileExists(atPath: f) ? f : nil
     }
 }
+
+extension LoRAConfig {
+    /// Reads a PEFT adapter_config.json (r, lora_alpha, lora_dropout, target_modules, use_rslora).
+    public static func fromPEFT(json data: Data, source: String = "adapter_config.json") throws -> LoRAConfig {
+        guard let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw LoraDistError("\(source): not a JSON object")
+        }
+        guard (o["peft_type"] as? String ?? "LORA") == "LORA" else {
+            throw LoraDistError("\(source): peft_type \(o["peft_type"]!) is not LORA")
+        }
+        guard let r = (o["r"] as? NSNumber)?.intValue else { throw LoraDistError("\(source): missing \"r\"") }
+        let targets: [String]
+        if let list = o["target_modules"] as? [String] { targets = list }
+        else if let one = o["target_modules"] as? String { targets = [one] }
+        else { throw LoraDistError("\(source): missing \"target_modules\"") }
+        return try LoRAConfig(rank: r, alpha: (o["lora_alpha"] as? NSNumber)?.floatValue ?? Float(r),
+                              dropout: (o["lora_dropout"] as? NSNumber)?.floatValue ?? 0, targets: targets,
+                              useRSLoRA: (o["use_rslora"] as? NSNumber)?.boolValue ?? false)
+    }
+}
+
+extension HuggingFace {
+    /// Writes a Hugging Face model directory (config.json, model.safetensors) with
+    /// every adapter folded into its base weight: W + s·B·A.
+    public static func saveMerged(_ model: LlamaModel, to dir: String) throws {
+        try RunFiles.createDirectory(dir)
+        var fused: [String: [Float]] = [:]
+        for lin in model.linears where lin.loraA != nil { fused[lin.weight.name] = lin.fused() }
+        let tensors = model.store.params.filter { !$0.name.contains(".lora_") }.map { p in
+            (name: p.name, shape: p.spec.shape,
+             values: fused[p.name] ?? Array(UnsafeBufferPointer(start: p.value, count: p.count)))
+        }
+        try SafeTensors.write(tensors, to: dir + "/model.safetensors")
+        try RunFiles.writeAtomically(try RunFiles.json(model.config.huggingFaceJSON()), to: dir + "/config.json")
+    }
+}

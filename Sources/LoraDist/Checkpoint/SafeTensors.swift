@@ -55,7 +55,10 @@ public struct SafeTensors {
             }
             guard let size = Self.sizes[dtype] else { throw LoraDistError("\(path): '\(name)' has unsupported dtype \(dtype)") }
             guard shape.allSatisfy({ $0 >= 0 }) else { throw LoraDistError("\(path): '\(name)' has a negative dimension") }
-            let count = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
+            var count = 1, overflow = false
+            for dim in shape + [size] where !overflow { (count, overflow) = count.multipliedReportingOverflow(by: dim) }
+            guard !overflow else { throw LoraDistError("\(path): '\(name)' shape \(shape) is too large") }
+            count /= size
             guard offs[0] >= 0, offs[0] <= offs[1], offs[1] <= dataLen else {
                 throw LoraDistError("\(path): '\(name)' data_offsets \(offs) lie outside the \(dataLen)-byte data section")
             }

@@ -1,0 +1,225 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// Every kernel's backward against central finite differences.
+///
+/// For a kernel y = f(x), the test takes L = Σ r ⊙ y with fixed random r, so ∂L/∂y = r,
+/// and compares the analytic ∂L/∂x with (L(x + h) − L(x − h)) / 2h, h = 1e-2 (L is
+/// summed in double). Tolerance: ‖analytic − numeric‖ / ‖numeric‖ < 5e-3; the
+/// truncation error of a central difference is O(h²) ≈ 1e-4 here and fp32 rounding
+/// adds about 1e-5, so a wrong backward (off by a term or a sign) fails by far.
+@Suite struct KernelGradientTests {
+    static let h: Float = 1e-2
+    static let tolerance = 5e-3
+
+    static func random(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+        var g = SplitMix64(seed: seed)
+        return (0..<n).map { _ in scale * g.normal() }
+    }
+
+    /// Numeric gradient of `loss` with respect to every element of `x`.
+    static func numeric(_ x: inout [Float], _ loss: ([Float]) -> Double) -> [Double] {
+        (0..<x.count).map { i in
+            let keep = x[i]
+            x[i] = keep + h; let up = loss(x)
+            x[i] = keep - h; let down = loss(x)
+            x[i] = keep
+            return (up - down) / Double(2 * h)
+        }
+    }
+
+    static func dot(_ a: [Float], _ b: UnsafePointer<Float>) -> Double {
+        var s = 0.0
+        for i in 0..<a.count { s += Double(a[i]) * Double(b[i]) }
+        return s
+    }
+
+    static func check(_ analytic: [Float], _ numeric: [Double], _ what: String) {
+        let err = normRelativeError(analytic.map(Double.init), numeric)
+        #expect(err < tolerance, "\(what): relative error \(err)")
+    }
+
+    @Test func embedding() {
+        let n = 6, dim = 5, vocab = 4
+        let ids: [Int32] = [0, 3, 1, 3, 3, 2]
+        var table = Self.random(vocab * dim, seed: 1)
+        let r = Self.random(n * dim, seed: 2)
+        let loss = { (t: [Float]) -> Double in
+            let out = FloatBuffer(n * dim)
+            Embedding.forward(out: out.ptr, ids: ids, table: t, n: n, dim: dim)
+            return Self.dot(r, out.ptr)
+        }
+        let dTable = FloatBuffer(vocab * dim)
+        Embedding.backward(dTable: dTable.ptr, ids: ids, dout: r, n: n, dim: dim)
+        Self.check(dTable.array, Self.numeric(&table, loss), "embedding table")
+    }
+
+    @Test func rmsnorm() {
+        let n = 4, dim = 7
+        var x = Self.random(n * dim, seed: 3), w = Self.random(dim, seed: 4, scale: 0.5).map { $0 + 1 }
+        let r = Self.random(n * dim, seed: 5)
+        func loss(_ x: [Float], _ w: [Float]) -> Double {
+            let out = FloatBuffer(n * dim), rstd = FloatBuffer(n)
+            RMSNorm.forward(out: out.ptr, rstd: rstd.ptr, x: x, w: w, n: n, dim: dim, eps: 1e-6)
+            return Self.dot(r, out.ptr)
+        }
+        let out = FloatBuffer(n * dim), rstd = FloatBuffer(n), dx = FloatBuffer(n * dim), dw = FloatBuffer(dim)
+        RMSNorm.forward(out: out.ptr, rstd: rstd.ptr, x: x, w: w, n: n, dim: dim, eps: 1e-6)
+        RMSNorm.backward(dx: dx.ptr, dw: dw.ptr, dout: r, x: x, w: w, rstd: rstd.ptr, n: n, dim: dim)
+        let wc = w, xc = x
+        Self.check(dx.array, Self.numeric(&x) { loss($0, wc) }, "rmsnorm x")
+        Self.check(dw.array, Self.numeric(&w) { loss(xc, $0) }, "rmsnorm weight")
+    }
+
+    @Test func linear() {
+        let n = 5, inDim = 6, outDim = 4
+        var x = Self.random(n * inDim, seed: 6), w = Self.random(outDim * inDim, seed: 7)
+        let r = Self.random(n * outDim, seed: 8)
+        func loss(_ x: [Float], _ w: [Float]) -> Double {
+            let y = FloatBuffer(n * outDim)
+            Matmul.forward(y: y.ptr, x: x, w: w, n: n, inDim: inDim, outDim: outDim)
+            return Self.dot(r, y.ptr)
+        }
+        let dx = FloatBuffer(n * inDim), dw = FloatBuffer(outDim * inDim)
+        Matmul.backward(dx: dx.ptr, dw: dw.ptr, dy: r, x: x, w: w, n: n, inDim: inDim, outDim: outDim)
+        let wc = w, xc = x
+        Self.check(dx.array, Self.numeric(&x) { loss($0, wc) }, "linear x")
+        Self.check(dw.array, Self.numeric(&w) { loss(xc, $0) }, "linear weight")
+    }
+
+    @Test func rope() {
+        let rows = 6, T = 3, heads = 2, D = 8
+        let rope = RoPE(headDim: D, maxPositions: T, theta: 10000)
+        var x = Self.random(rows * heads * D, seed: 9)
+        let r = Self.random(rows * heads * D, seed: 10)
+        let loss = { (x: [Float]) -> Double in
+            var y = x
+            y.withUnsafeMutableBufferPointer { rope.forward($0.baseAddress!, rows: rows, seqLen: T, heads: heads) }
+            return Self.dot(r, y)
+        }
+        var dx = r
+        dx.withUnsafeMutableBufferPointer { rope.backward($0.baseAddress!, rows: rows, seqLen: T, heads: heads) }
+        Self.check(dx, Self.numeric(&x, loss), "rope")
+    }
+
+    @Test("attention, grouped-query, with more rows than one block", arguments: [(5, 1), (70, 2)])
+    func attention(T: Int, batch: Int) {
+        let s = Attention.Shape(batch: batch, seqLen: T, heads: 4, kvHeads: 2, headDim: 4)
+        let nq = batch * T * s.heads * s.headDim, nkv = batch * T * s.kvHeads * s.headDim
+        var q = Self.random(nq, seed: 11), k = Self.random(nkv, seed: 12), v = Self.random(nkv, seed: 13)
+        let r = Self.random(nq, seed: 14)
+        func loss(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
+            let out = FloatBuffer(nq), probs = FloatBuffer(batch * s.heads * T * T)
+            Attention.forward(out: out.ptr, probs: probs.ptr, q: q, k: k, v: v, s)
+            return Self.dot(r, out.ptr)
+        }
+        let out = FloatBuffer(nq), probs = FloatBuffer(batch * s.heads * T * T)
+        Attention.forward(out: out.ptr, probs: probs.ptr, q: q, k: k, v: v, s)
+        let dq = FloatBuffer(nq), dk = FloatBuffer(nkv), dv = FloatBuffer(nkv), scratch = FloatBuffer(T * T)
+        Attention.backward(dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, dout: r, probs: probs.ptr, q: q, k: k, v: v,
+                           scratch: scratch.ptr, s)
+        let (qc, kc, vc) = (q, k, v)
+        // Finite differences on a sample of elements keep the T = 70 case quick.
+        func sampled(_ x: inout [Float], _ analytic: [Float], _ f: ([Float]) -> Double, _ what: String) {
+            let idx = Array(stride(from: 0, to: x.count, by: max(1, x.count / 60)))
+            var a: [Float] = [], num: [Double] = []
+            for i in idx {
+                let keep = x[i]
+                x[i] = keep + Self.h; let up = f(x)
+                x[i] = keep - Self.h; let down = f(x)
+                x[i] = keep
+                a.append(analytic[i]); num.append((up - down) / Double(2 * Self.h))
+            }
+            Self.check(a, num, what)
+        }
+        sampled(&q, dq.array, { loss($0, kc, vc) }, "attention q")
+        sampled(&k, dk.array, { loss(qc, $0, vc) }, "attention k")
+        sampled(&v, dv.array, { loss(qc, kc, $0) }, "attention v")
+        // causality: a query never attends to a later key
+        for b in 0..<batch { for h in 0..<s.heads { for i in 0..<T { for j in (i + 1)..<T {
+            #expect(probs[((b * s.heads + h) * T + i) * T + j] == 0)
+        } } } }
+    }
+
+    @Test func swiglu() {
+        let n = 12
+        var gate = Self.random(n, seed: 15, scale: 2), up = Self.random(n, seed: 16)
+        let r = Self.random(n, seed: 17)
+        func loss(_ g: [Float], _ u: [Float]) -> Double {
+            let act = FloatBuffer(n)
+            SwiGLU.forward(act: act.ptr, gate: g, up: u, count: n)
+            return Self.dot(r, act.ptr)
+        }
+        let dg = FloatBuffer(n), du = FloatBuffer(n)
+        SwiGLU.backward(dgate: dg.ptr, dup: du.ptr, dact: r, gate: gate, up: up, count: n)
+        let gc = gate, uc = up
+        Self.check(dg.array, Self.numeric(&gate) { loss($0, uc) }, "swiglu gate")
+        Self.check(du.array, Self.numeric(&up) { loss(gc, $0) }, "swiglu up")
+    }
+
+    @Test func residual() {
+        let n = 8
+        var a = Self.random(n, seed: 18)
+        let b = Self.random(n, seed: 19), r = Self.random(n, seed: 20)
+        let loss = { (a: [Float]) -> Double in
+            let out = FloatBuffer(n)
+            Residual.forward(out: out.ptr, a: a, b: b, count: n)
+            return Self.dot(r, out.ptr)
+        }
+        let da = FloatBuffer(n)
+        Residual.backward(da: da.ptr, dout: r, count: n)
+        Self.check(da.array, Self.numeric(&a, loss), "residual")
+    }
+
+    @Test func crossEntropy() {
+        let n = 5, vocab = 7
+        var logits = Self.random(n * vocab, seed: 21, scale: 2)
+        let targets: [Int32] = [3, 0, -1, 6, 2]  // one ignored row
+        let scale: Float = 0.25
+        let loss = { (l: [Float]) -> Double in
+            Double(scale) * CrossEntropy.forward(logits: l, targets: targets, n: n, vocab: vocab).sum
+        }
+        let d = FloatBuffer(n * vocab)
+        CrossEntropy.backward(dlogits: d.ptr, logits: logits, targets: targets, n: n, vocab: vocab, scale: scale)
+        Self.check(d.array, Self.numeric(&logits, loss), "cross-entropy")
+        #expect(CrossEntropy.forward(logits: logits, targets: targets, n: n, vocab: vocab).count == 4)
+    }
+
+    @Test("LoRA linear: x, A and B, with and without dropout", arguments: [Float(0), Float(0.3)])
+    func loraLinear(dropout: Float) throws {
+        let n = 4, inDim = 6, outDim = 5
+        let lora = try LoRAConfig(rank: 2, alpha: 3, dropout: dropout, targets: ["q_proj"])
+        let specs = [ParamSpec(name: "l.weight", shape: [outDim, inDim], trainable: true, decay: true),
+                     ParamSpec(name: "l.lora_A.weight", shape: [2, inDim], trainable: true, decay: true),
+                     ParamSpec(name: "l.lora_B.weight", shape: [outDim, 2], trainable: true, decay: true)]
+        let store = ParameterStore(specs: specs)
+        for p in store.params { for (i, v) in Self.random(p.count, seed: fnv1a(p.name)).enumerated() { p.value[i] = v } }
+        let lin = Linear(name: "l", inDim: inDim, outDim: outDim, store: store, lora: lora, index: 1, maxRows: n)
+        let x = Self.random(n * inDim, seed: 22)
+        let r = Self.random(n * outDim, seed: 23)
+        let seeds: [UInt64] = [7, 8]  // two sequences of two rows: the same masks every call
+        func loss(_ x: [Float]) -> Double {
+            let y = FloatBuffer(n * outDim)
+            lin.forward(y: y.ptr, x: x, n: n, seqLen: 2, dropoutSeeds: seeds)
+            return Self.dot(r, y.ptr)
+        }
+        _ = loss(x)
+        let dx = FloatBuffer(n * inDim)
+        lin.backward(dx: dx.ptr, dy: r, x: x, n: n, accumulateDx: false)
+        var xv = x
+        Self.check(dx.array, Self.numeric(&xv, loss), "lora x")
+        _ = loss(x)  // the saved activations belong to x again
+        for p in store.params {
+            let analytic = Array(UnsafeBufferPointer(start: p.grad!, count: p.count))
+            let num: [Double] = (0..<p.count).map { i in
+                let keep = p.value[i]
+                p.value[i] = keep + Self.h; let up = loss(x)
+                p.value[i] = keep - Self.h; let down = loss(x)
+                p.value[i] = keep
+                return (up - down) / Double(2 * Self.h)
+            }
+            Self.check(analytic, num, "lora \(p.name)")
+        }
+    }
+}

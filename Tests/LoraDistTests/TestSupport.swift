@@ -1,0 +1,71 @@
+import Foundation
+@testable import LoraDist
+
+/// Paths and helpers shared by the tests.
+enum TestPaths {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    static let fixtures = repo + "/Tests/Fixtures"
+
+    /// The lora-dist executable `swift test` builds beside the test bundle.
+    static var binary: String {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // xctest bundles on Linux are a single file; on other layouts walk up to the build folder.
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("lora-dist").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return repo + "/.build/debug/lora-dist"
+    }
+
+    static func tempDir(_ name: String) -> String {
+        let d = NSTemporaryDirectory() + "lora-dist-test-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+}
+
+/// max |a − b| / max(|b|), the relative error used against the PyTorch fixtures.
+func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
+    var diff: Float = 0, scale: Float = 0
+    for i in 0..<a.count {
+        diff = max(diff, abs(a[i] - b[i]))
+        scale = max(scale, abs(b[i]))
+    }
+    return diff / max(scale, 1e-12)
+}
+
+/// ‖a − b‖ / ‖b‖ (Euclidean), the error used against finite differences.
+func normRelativeError(_ a: [Double], _ b: [Double]) -> Double {
+    var d = 0.0, n = 0.0
+    for i in 0..<a.count { d += (a[i] - b[i]) * (a[i] - b[i]); n += b[i] * b[i] }
+    return (d / max(n, 1e-30)).squareRoot()
+}
+
+/// Runs a command; returns (exit status, stdout, stderr).
+@discardableResult
+func runProcess(_ path: String, _ args: [String], env: [String: String]? = nil) throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    if let env { p.environment = env }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Drain stderr on another thread so a chatty child cannot fill one pipe and block.
+    final class Box: @unchecked Sendable { var data = Data() }
+    let errBox = Box()
+    let drained = DispatchSemaphore(value: 0)
+    DispatchQueue.global().async {
+        errBox.data = err.fileHandleForReading.readDataToEndOfFile()
+        drained.signal()
+    }
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    drained.wait()
+    let e = errBox.data
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}

@@ -1,0 +1,180 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// The loop as a whole: optimizer, schedule, accumulation, the trainable set, data.
+@Suite struct TrainingTests {
+    /// A small real-looking corpus written into a temp folder.
+    static func corpus(_ name: String) throws -> String {
+        let dir = TestPaths.tempDir(name)
+        var text = ""
+        let lines = ["The quick brown fox jumps over the lazy dog.", "To be, or not to be, that is the question:",
+                     "Whether 'tis nobler in the mind to suffer", "The slings and arrows of outrageous fortune,",
+                     "Or to take arms against a sea of troubles", "And by opposing end them. To die: to sleep;"]
+        for i in 0..<400 { text += lines[i % lines.count] + " \(i % 7)\n" }
+        try text.write(toFile: dir + "/a.txt", atomically: true, encoding: .utf8)
+        try String(text.reversed()).write(toFile: dir + "/b.txt", atomically: true, encoding: .utf8)
+        return dir
+    }
+
+    static func options(_ mode: TrainMode, data: String, steps: Int = 40) throws -> TrainOptions {
+        var o = TrainOptions()
+        o.mode = mode
+        o.model = "tiny"
+        o.data = data
+        o.steps = steps
+        o.batch = 4
+        o.seqLen = 32
+        o.lr = 1e-2
+        o.warmup = 2
+        o.evalSequences = 8
+        o.quiet = true
+        o.runDir = TestPaths.tempDir("run-\(mode)")
+        o.lora = try LoRAConfig(rank: 4, alpha: 8, targets: ["all-linear"])
+        return o
+    }
+
+    /// Full fine-tuning from random init learns the corpus; LoRA then adapts that
+    /// base (saved and reloaded as a Hugging Face directory) to a shifted domain.
+    /// (LoRA on a random base cannot move far: its frozen 0.02-scale head caps the logits.)
+    @Test("full fine-tuning learns from scratch, LoRA adapts the result to a new domain")
+    func learns() throws {
+        let general = try Self.corpus("general")
+        let full = try Trainer(options: try Self.options(.full, data: general))
+        let s = try full.run()
+        let before = s["initial_dev_loss"] as! Double, after = s["dev_loss"] as! Double
+        #expect(after < before - 1, "full: dev loss \(before) → \(after)")
+        let lines = try String(contentsOfFile: full.options.runDir + "/metrics.jsonl", encoding: .utf8)
+            .split(separator: "\n")
+        #expect(lines.count == 40)
+
+        let base = TestPaths.tempDir("base")
+        try HuggingFace.saveMerged(full.model, to: base)
+        let domain = TestPaths.tempDir("domain")
+        var shouted = try String(contentsOfFile: general + "/a.txt", encoding: .utf8).uppercased()
+        shouted = shouted.replacingOccurrences(of: " ", with: "_")
+        try shouted.write(toFile: domain + "/shout.txt", atomically: true, encoding: .utf8)
+        var o = try Self.options(.lora, data: domain)
+        o.model = base
+        let lora = try Trainer(options: o)
+        let l = try lora.run()
+        let lb = l["initial_dev_loss"] as! Double, la = l["dev_loss"] as! Double
+        #expect(la < lb - 0.5, "lora: dev loss \(lb) → \(la)")
+    }
+
+    @Test("LoRA leaves every base weight untouched and trains only the adapters")
+    func loraFreezesBase() throws {
+        let t = try Trainer(options: try Self.options(.lora, data: try Self.corpus("frozen"), steps: 5))
+        let base = t.model.store.params.filter { !$0.name.contains(".lora_") }
+        let before = base.map { Array(UnsafeBufferPointer(start: $0.value, count: $0.count)) }
+        let loraBefore = t.model.store.trainable.map { Array(UnsafeBufferPointer(start: $0.value, count: $0.count)) }
+        try t.run()
+        for (p, b) in zip(base, before) {
+            #expect(Array(UnsafeBufferPointer(start: p.value, count: p.count)) == b, "\(p.name) changed")
+            #expect(p.grad == nil)
+        }
+        let changed = zip(t.model.store.trainable, loraBefore).filter {
+            Array(UnsafeBufferPointer(start: $0.0.value, count: $0.0.count)) != $0.1
+        }
+        #expect(changed.count == t.model.store.trainable.count)
+        #expect(t.model.store.trainable.allSatisfy { $0.name.contains(".lora_") })
+        // 2 layers × 7 projections × (A + B)
+        #expect(t.model.store.trainable.count == 28)
+    }
+
+    @Test("gradient accumulation over micro-batches gives the full batch's gradient")
+    func accumulation() throws {
+        let data = try Self.corpus("accum")
+        var o = try Self.options(.full, data: data, steps: 1)
+        let whole = try Trainer(options: o)
+        _ = try whole.step(1)
+        o.microBatch = 3  // 4 = 3 + 1: an uneven split
+        let split = try Trainer(options: o)
+        _ = try split.step(1)
+        let a = Array(UnsafeBufferPointer(start: whole.model.store.values, count: whole.model.store.totalCount))
+        let b = Array(UnsafeBufferPointer(start: split.model.store.values, count: split.model.store.totalCount))
+        #expect(relativeError(b, a) < 1e-5)
+        let ga = whole.model.store.grads.array, gb = split.model.store.grads.array
+        #expect(relativeError(gb, ga) < 1e-5)
+    }
+
+    @Test("AdamW matches torch.optim.AdamW's update rule, no decay on norms")
+    func adamw() {
+        let specs = [ParamSpec(name: "w", shape: [3], trainable: true, decay: true),
+                     ParamSpec(name: "norm.weight", shape: [1], trainable: true, decay: false)]
+        let store = ParameterStore(specs: specs)
+        var cfg = AdamWConfig()
+        cfg.weightDecay = 0.1
+        let opt = AdamW(config: cfg, store: store)
+        let p0: [Double] = [1, -2, 0.5, 1]
+        for i in 0..<4 { store.values[i] = Float(p0[i]) }
+        let grads: [[Double]] = [[0.1, -0.2, 0.3, 0.4], [-0.5, 0.1, 0.0, 0.2]]
+        // Reference in double: p ← p(1 − lr·wd); m, v moments; p ← p − lr·m̂/(√v̂ + eps)
+        var p = p0, m = [Double](repeating: 0, count: 4), v = m
+        let lr = 0.01
+        for (t, g) in grads.enumerated() {
+            for i in 0..<4 { store.grads[i] = Float(g[i]) }
+            opt.step(values: store.values, grads: store.grads.ptr, lr: Float(lr))
+            for i in 0..<4 {
+                if i < 3 { p[i] *= 1 - lr * 0.1 }
+                m[i] = 0.9 * m[i] + 0.1 * g[i]
+                v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i]
+                let mh = m[i] / (1 - pow(0.9, Double(t + 1))), vh = v[i] / (1 - pow(0.999, Double(t + 1)))
+                p[i] -= lr * mh / (vh.squareRoot() + 1e-8)
+            }
+        }
+        for i in 0..<4 { #expect(abs(Double(store.values[i]) - p[i]) < 1e-6, "element \(i)") }
+    }
+
+    @Test func schedule() {
+        let s = LRSchedule(lr: 1, warmup: 10, total: 110, minLR: 0.1)
+        #expect(s.at(1) == 0.1)
+        #expect(s.at(10) == 1)
+        #expect(abs(s.at(60) - 0.55) < 1e-6)   // half way through the cosine
+        #expect(abs(s.at(110) - 0.1) < 1e-6)
+        #expect(s.at(30) > s.at(40))
+    }
+
+    @Test func clipping() {
+        #expect(GradClip.scale(norm: 0.5, maxNorm: 1) == 1)
+        #expect(abs(GradClip.scale(norm: 4, maxNorm: 1) - 0.25) < 1e-6)
+        #expect(GradClip.scale(norm: 4, maxNorm: 0) == 1)
+    }
+
+    @Test("the corpus split is deterministic, disjoint and covers every block")
+    func corpusSplit() throws {
+        let dir = try Self.corpus("split")
+        let a = try Corpus(path: dir, tokenizer: ByteTokenizer(), devPercent: 20)
+        let b = try Corpus(path: dir, tokenizer: ByteTokenizer(), devPercent: 20)
+        #expect(a.train == b.train && a.dev == b.dev)
+        #expect(!a.dev.isEmpty && !a.train.isEmpty)
+        #expect(a.train.count + a.dev.count == a.bytes + 2 * a.documents)  // bytes + BOS/EOS per file
+    }
+
+    @Test("the batch of a step is fixed by seed and step, not by who asks")
+    func sampler() throws {
+        let s = try Sampler(tokens: (0..<1000).map { Int32($0 % 250) }, seqLen: 16, seed: 9)
+        var x1 = [Int32](repeating: 0, count: 16), y1 = x1, x2 = x1, y2 = x1
+        s.fill(step: 3, index: 5, inputs: &x1, targets: &y1)
+        s.fill(step: 3, index: 5, inputs: &x2, targets: &y2)
+        #expect(x1 == x2 && y1 == y2)
+        #expect(Array(x1[1...]) == Array(y1[..<15]))  // targets are the next tokens
+        s.fill(step: 4, index: 5, inputs: &x2, targets: &y2)
+        #expect(x1 != x2)
+    }
+
+    @Test("a tensor slice survives a protobuf-c round trip; corrupt bytes are refused")
+    func protoSlice() throws {
+        let r = TensorSliceRecord(name: "model.norm.weight", shape: [4, 3], start: 2, values: [1, -2.5, 3e-7, 0])
+        let bytes = r.encoded()
+        #expect(try TensorSliceRecord(decoding: bytes) == r)
+        #expect(throws: LoraDistError.self) { try TensorSliceRecord(decoding: Data([0xFF, 0xFF, 0xFF])) }
+    }
+
+    @Test func byteTokenizer() {
+        let t = ByteTokenizer()
+        let s = "naïve café — ok"
+        #expect(t.decode(t.encode(s)) == s)
+        #expect(t.encode("A") == [65])
+    }
+}
