@@ -3,6 +3,7 @@ import Foundation
 import LoraDist
 
 extension TrainMode: ExpressibleByArgument {}
+extension ExchangeStrategy: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -35,6 +36,12 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int = 50
     @Option(name: .customLong("eval-seqs"), help: "Dev sequences per evaluation.") var evalSequences: Int = 32
     @Option(name: .customLong("dev-percent"), help: "Share of corpus blocks held out for dev.") var devPercent: Int = 5
+    @Option(help: "Gradient exchange: hierarchical (reduce-scatter in the node, allreduce across nodes) or flat (one world allreduce, the DDP baseline).")
+    var exchange: ExchangeStrategy = .hierarchical
+    @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB; each bucket is sent as soon as the backward completes it.")
+    var bucketMB: Double = 4
+    @Option(help: "OpenBLAS threads per rank (default: the rank's cores shared among the node's ranks; env LORA_DIST_THREADS).")
+    var threads: Int?
     @Flag(help: "No progress line.") var quiet = false
 
     func run() throws {
@@ -53,19 +60,31 @@ struct Train: ParsableCommand {
         }
         o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences
         o.devPercent = devPercent; o.quiet = quiet
-        let trainer = try Trainer(options: o)
+        o.exchange = exchange; o.bucketMB = bucketMB
+        let cluster = Cluster()
+        try setThreads(threads, cluster: cluster)
+        let trainer = try Trainer(options: o, cluster: cluster)
         let m = trainer.model
-        FileHandle.standardError.write(Data("""
-            lora-dist: \(mode.rawValue) on \(model) (\(m.baseParams.formatted()) parameters), \
-            \(m.trainableParams.formatted()) trainable (\(String(format: "%.2f", 100 * Double(m.trainableParams) / Double(m.baseParams)))%)
-            corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens
-            \n
-            """.utf8))
-        let s = try trainer.run()
-        let d0 = s["initial_dev_loss"] as! Double, d1 = s["dev_loss"] as! Double
-        print(String(format: "%@: dev loss %.3f → %.3f (perplexity %.1f → %.1f), %.0f tokens/s, %@ of %@ parameters trained",
-                     mode.rawValue, d0, d1, Foundation.exp(d0), Foundation.exp(d1), s["tokens_per_s"] as! Double,
-                     m.trainableParams.formatted(), m.baseParams.formatted()))
+        if cluster.isRoot {
+            FileHandle.standardError.write(Data("""
+                lora-dist: \(mode.rawValue) on \(model), \(m.trainableParams.formatted()) of \(m.baseParams.formatted()) parameters trainable \
+                (\(String(format: "%.2f", 100 * Double(m.trainableParams) / Double(m.baseParams)))%)
+                \(cluster.size) rank(s) on \(cluster.nodes) node(s), \(exchange.rawValue) exchange, \(BLAS.threads) BLAS thread(s) per rank
+                corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens
+
+                """.utf8))
+        }
+        let s = try cluster.agree { try trainer.run() }
+        guard cluster.isRoot else { return }
+        print(Report.closing(s))
         print("run directory: \(runDir) (metrics.jsonl, summary.json)")
     }
+}
+
+/// OpenBLAS threads: the flag, else LORA_DIST_THREADS, else the cluster's share of the cores.
+func setThreads(_ flag: Int?, cluster: Cluster) throws {
+    let env = ProcessInfo.processInfo.environment["LORA_DIST_THREADS"].flatMap { Int($0) }
+    let n = flag ?? env ?? cluster.defaultBLASThreads()
+    guard n >= 1 else { throw LoraDistError("--threads must be at least 1, got \(n)") }
+    BLAS.setThreads(n)
 }

@@ -220,7 +220,7 @@ extension BadInputTests {
             try CLIFiles.writeCorpus(corpus)
             let (status, stdout, stderr) = try runProcess(TestPaths.binary, trainArgs(data: corpus, runDir: runDir, extra))
             try #require(status == 0, "exit \(status); stderr: \(stderr)")
-            #expect(stdout.contains("\(mode): dev loss"), "\(stdout)")
+            #expect(stdout.contains("\(mode) done: dev loss"), "\(stdout)")
             #expect(!stderr.contains("error"), "\(stderr)")
 
             let metrics = try String(contentsOfFile: runDir + "/metrics.jsonl", encoding: .utf8)

@@ -50,7 +50,7 @@ func runProcess(_ path: String, _ args: [String], env: [String: String]? = nil) 
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
-    if let env { p.environment = env }
+    p.environment = env ?? cleanEnvironment()
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
@@ -68,4 +68,21 @@ func runProcess(_ path: String, _ args: [String], env: [String: String]? = nil) 
     let e = errBox.data
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// The environment without what a singleton MPI_Init left in this process
+/// (OMPI_*/PMIX_* variables make a child mpirun or MPI program fail); OMPI_ALLOW_* stays.
+func cleanEnvironment() -> [String: String] {
+    ProcessInfo.processInfo.environment.filter { key, _ in
+        key.hasPrefix("OMPI_ALLOW") || !(key.hasPrefix("OMPI_") || key.hasPrefix("PMIX_") || key.hasPrefix("OPAL_"))
+    }
+}
+
+/// One cluster for the whole test process (a world of one; MPI_Init runs once).
+enum TestCluster {
+    nonisolated(unsafe) static let shared = Cluster()
+}
+
+func makeTrainer(_ o: TrainOptions) throws -> Trainer {
+    try Trainer(options: o, cluster: TestCluster.shared)
 }

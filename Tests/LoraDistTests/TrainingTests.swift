@@ -3,7 +3,7 @@ import Testing
 @testable import LoraDist
 
 /// The loop as a whole: optimizer, schedule, accumulation, the trainable set, data.
-@Suite struct TrainingTests {
+@Suite(.serialized) struct TrainingTests {
     /// A small real-looking corpus written into a temp folder.
     static func corpus(_ name: String) throws -> String {
         let dir = TestPaths.tempDir(name)
@@ -40,7 +40,7 @@ import Testing
     @Test("full fine-tuning learns from scratch, LoRA adapts the result to a new domain")
     func learns() throws {
         let general = try Self.corpus("general")
-        let full = try Trainer(options: try Self.options(.full, data: general))
+        let full = try makeTrainer(try Self.options(.full, data: general))
         let s = try full.run()
         let before = s["initial_dev_loss"] as! Double, after = s["dev_loss"] as! Double
         #expect(after < before - 1, "full: dev loss \(before) → \(after)")
@@ -56,7 +56,7 @@ import Testing
         try shouted.write(toFile: domain + "/shout.txt", atomically: true, encoding: .utf8)
         var o = try Self.options(.lora, data: domain)
         o.model = base
-        let lora = try Trainer(options: o)
+        let lora = try makeTrainer(o)
         let l = try lora.run()
         let lb = l["initial_dev_loss"] as! Double, la = l["dev_loss"] as! Double
         #expect(la < lb - 0.5, "lora: dev loss \(lb) → \(la)")
@@ -64,7 +64,7 @@ import Testing
 
     @Test("LoRA leaves every base weight untouched and trains only the adapters")
     func loraFreezesBase() throws {
-        let t = try Trainer(options: try Self.options(.lora, data: try Self.corpus("frozen"), steps: 5))
+        let t = try makeTrainer(try Self.options(.lora, data: try Self.corpus("frozen"), steps: 5))
         let base = t.model.store.params.filter { !$0.name.contains(".lora_") }
         let before = base.map { Array(UnsafeBufferPointer(start: $0.value, count: $0.count)) }
         let loraBefore = t.model.store.trainable.map { Array(UnsafeBufferPointer(start: $0.value, count: $0.count)) }
@@ -86,10 +86,10 @@ import Testing
     func accumulation() throws {
         let data = try Self.corpus("accum")
         var o = try Self.options(.full, data: data, steps: 1)
-        let whole = try Trainer(options: o)
+        let whole = try makeTrainer(o)
         _ = try whole.step(1)
         o.microBatch = 3  // 4 = 3 + 1: an uneven split
-        let split = try Trainer(options: o)
+        let split = try makeTrainer(o)
         _ = try split.step(1)
         let a = Array(UnsafeBufferPointer(start: whole.model.store.values, count: whole.model.store.totalCount))
         let b = Array(UnsafeBufferPointer(start: split.model.store.values, count: split.model.store.totalCount))

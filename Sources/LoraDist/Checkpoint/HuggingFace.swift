@@ -8,26 +8,39 @@ public enum HuggingFace {
 
     /// Loads every base weight of `model` from a model.safetensors file.
     /// A tied model's missing lm_head is fine; any other missing tensor is an error.
-    public static func loadBase(_ model: LlamaModel, from st: SafeTensors) throws {
+    /// Checks that `st` holds every base tensor of `specs` with the right shape.
+    public static func checkBase(_ specs: [ParamSpec], in st: SafeTensors) throws {
+        for spec in specs where !spec.name.contains(".lora_") {
+            let e = try st.entry(spec.name)
+            guard ["F32", "F16", "BF16", "F64"].contains(e.dtype) else {
+                throw LoraDistError("\(st.path): '\(spec.name)' is \(e.dtype), not a floating tensor")
+            }
+            guard e.shape == spec.shape else {
+                throw LoraDistError("\(st.path): '\(spec.name)' has shape \(e.shape), the model expects \(spec.shape)")
+            }
+        }
+    }
+
+    /// Shapes are checked for every tensor; values are written for the `owned` arena ranges only.
+    public static func loadBase(_ model: LlamaModel, from st: SafeTensors, owned: [Range<Int>]? = nil) throws {
         for p in model.store.params where !p.name.contains(".lora_") {
-            try copy(st, name: p.name, into: p)
+            try copy(st, name: p.name, into: p, store: model.store, owned: owned)
         }
     }
 
     /// Loads LoRA A and B from a PEFT adapter_model.safetensors.
-    public static func loadAdapter(_ model: LlamaModel, from st: SafeTensors) throws {
+    public static func loadAdapter(_ model: LlamaModel, from st: SafeTensors, owned: [Range<Int>]? = nil) throws {
         let loraParams = model.store.params.filter { $0.name.contains(".lora_") }
         guard !loraParams.isEmpty else { throw LoraDistError("the model has no LoRA adapters to load into") }
-        for p in loraParams { try copy(st, name: peftPrefix + p.name, into: p) }
+        for p in loraParams { try copy(st, name: peftPrefix + p.name, into: p, store: model.store, owned: owned) }
     }
 
-    static func copy(_ st: SafeTensors, name: String, into p: Param) throws {
+    static func copy(_ st: SafeTensors, name: String, into p: Param, store: ParameterStore, owned: [Range<Int>]?) throws {
         let e = try st.entry(name)
         guard e.shape == p.spec.shape else {
             throw LoraDistError("\(st.path): '\(name)' has shape \(e.shape), the model expects \(p.spec.shape)")
         }
-        let v = try st.floats(name)
-        v.withUnsafeBufferPointer { p.value.update(from: $0.baseAddress!, count: v.count) }
+        try store.write(p, owned: owned ?? store.all) { try st.floats(name) }
     }
 
     /// The model directory's weights file, when it has one.

@@ -21,15 +21,21 @@ public final class LlamaModel {
 
     /// The parameters a model of this config has, and which of them train.
     /// lora == nil means full fine-tuning: everything trains.
+    ///
+    /// The order is the order in which the backward completes gradients: head,
+    /// final norm, layers last to first, embedding (which a tied head also feeds).
+    /// The trainable arena follows it, so gradient buckets fill front to back and
+    /// each can be sent while the backward goes on.
     public static func specs(config c: ModelConfig, lora: LoRAConfig?) throws -> [ParamSpec] {
         let full = lora == nil
         var s: [ParamSpec] = []
         func add(_ name: String, _ shape: [Int], decay: Bool = true) {
             s.append(ParamSpec(name: name, shape: shape, trainable: full, decay: decay))
         }
-        add("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])
+        if !c.tieWordEmbeddings { add("lm_head.weight", [c.vocabSize, c.hiddenSize]) }
+        add("model.norm.weight", [c.hiddenSize], decay: false)
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
-        for i in 0..<c.numHiddenLayers {
+        for i in stride(from: c.numHiddenLayers - 1, through: 0, by: -1) {
             let p = "model.layers.\(i)."
             add(p + "input_layernorm.weight", [c.hiddenSize], decay: false)
             for (n, o, inp) in LlamaModel.projections(c, q: q, kv: kv) {
@@ -45,8 +51,7 @@ public final class LlamaModel {
             }
             add(p + "post_attention_layernorm.weight", [c.hiddenSize], decay: false)
         }
-        add("model.norm.weight", [c.hiddenSize], decay: false)
-        if !c.tieWordEmbeddings { add("lm_head.weight", [c.vocabSize, c.hiddenSize]) }
+        add("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])
         return s
     }
 
@@ -92,24 +97,23 @@ public final class LlamaModel {
 
     /// Hugging Face's initialisation: normal(0, 0.02) matrices, unit norms; LoRA A
     /// Kaiming-uniform (bound 1/√in), B zero. Each tensor draws from its own
-    /// stream seeded by (seed, name), so the result does not depend on layout.
-    public func initialize(seed: UInt64) {
-        for p in store.params { Self.initialize(p, seed: seed) }
+    /// stream seeded by (seed, name), so the result depends neither on the layout
+    /// nor on which rank writes which part. Only the `owned` arena ranges are written.
+    public func initialize(seed: UInt64, owned: [Range<Int>]? = nil) {
+        for p in store.params {
+            store.write(p, owned: owned ?? store.all) { Self.initialValues(p.spec, seed: seed) }
+        }
     }
 
-    public static func initialize(_ p: Param, seed: UInt64) {
-        var g = SplitMix64(seed: SplitMix64.mix(seed, fnv1a(p.name)))
-        let v = p.value
-        if p.name.hasSuffix("norm.weight") {
-            v.update(repeating: 1, count: p.count)
-        } else if p.name.contains(".lora_B.") {
-            v.update(repeating: 0, count: p.count)
-        } else if p.name.contains(".lora_A.") {
-            let bound = 1 / Float(p.spec.shape[1]).squareRoot()
-            for i in 0..<p.count { v[i] = (2 * g.uniform() - 1) * bound }
-        } else {
-            for i in 0..<p.count { v[i] = 0.02 * g.normal() }
+    public static func initialValues(_ spec: ParamSpec, seed: UInt64) -> [Float] {
+        var g = SplitMix64(seed: SplitMix64.mix(seed, fnv1a(spec.name)))
+        if spec.name.hasSuffix("norm.weight") { return [Float](repeating: 1, count: spec.count) }
+        if spec.name.contains(".lora_B.") { return [Float](repeating: 0, count: spec.count) }
+        if spec.name.contains(".lora_A.") {
+            let bound = 1 / Float(spec.shape[1]).squareRoot()
+            return (0..<spec.count).map { _ in (2 * g.uniform() - 1) * bound }
         }
+        return (0..<spec.count).map { _ in 0.02 * g.normal() }
     }
 
     // MARK: forward

@@ -62,6 +62,26 @@ public final class ParameterStore {
     }
 
     public subscript(name: String) -> Param { byName[name]! }
+
+    /// Writes the elements of `p` that fall inside `owned` (arena offsets), taking
+    /// them from the whole tensor `make` produces; `make` is not called when this
+    /// rank owns none of `p`. Ranks of a node share the values, and each writes
+    /// only what it owns.
+    public func write(_ p: Param, owned: [Range<Int>], _ make: () throws -> [Float]) rethrows {
+        let span = p.offset..<(p.offset + p.count)
+        let parts = owned.map { $0.clamped(to: span) }.filter { !$0.isEmpty }
+        guard !parts.isEmpty else { return }
+        let v = try make()
+        precondition(v.count == p.count)
+        v.withUnsafeBufferPointer { src in
+            for r in parts {
+                (values + r.lowerBound).update(from: src.baseAddress! + (r.lowerBound - p.offset), count: r.count)
+            }
+        }
+    }
+
+    /// Everything, for a process that owns the whole store.
+    public var all: [Range<Int>] { [0..<totalCount] }
     public var trainableValues: FPtr { values }
     public var totalCount: Int { trainableCount + frozenCount }
     public var trainable: [Param] { params.filter { $0.spec.trainable } }

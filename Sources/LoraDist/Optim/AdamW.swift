@@ -27,13 +27,14 @@ public final class AdamW {
         m = FloatBuffer(r.count)
         v = FloatBuffer(r.count)
         decaySpans = store.trainable.filter(\.spec.decay).compactMap {
-            let span = max($0.offset, r.lowerBound)..<min($0.offset + $0.count, r.upperBound)
+            let span = ($0.offset..<($0.offset + $0.count)).clamped(to: r)
             return span.isEmpty ? nil : span
         }
     }
 
-    /// One update of values[range] from grads[range] at learning rate lr.
-    /// `gradScale` folds gradient clipping into the update.
+    /// One update of values[range] at learning rate lr; `grads` points at the
+    /// gradient of range.lowerBound (the owned shard's gradient, as the exchange
+    /// leaves it). `gradScale` folds gradient clipping into the update.
     public func step(values: FPtr, grads: UnsafePointer<Float>, lr: Float, gradScale: Float = 1) {
         t += 1
         let b1 = config.beta1, b2 = config.beta2, eps = config.eps
@@ -46,7 +47,7 @@ public final class AdamW {
         let lo = range.lowerBound
         let mp = m.ptr, vp = v.ptr
         for i in range {
-            let g = grads[i] * gradScale
+            let g = grads[i - lo] * gradScale
             let mi = b1 * mp[i - lo] + (1 - b1) * g
             let vi = b2 * vp[i - lo] + (1 - b2) * g * g
             mp[i - lo] = mi

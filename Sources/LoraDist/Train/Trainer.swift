@@ -10,8 +10,8 @@ public struct TrainOptions {
     public var model: String = "small"
     public var data: String = ""
     public var steps: Int = 200
-    public var batch: Int = 8              // sequences per optimizer step (the global batch)
-    public var microBatch: Int? = nil      // sequences per forward/backward; default: the batch
+    public var batch: Int = 8              // sequences per optimizer step, over all ranks
+    public var microBatch: Int? = nil      // sequences per forward/backward on one rank; default: its share
     public var seqLen: Int = 128
     public var lr: Float = 1e-3
     public var minLRRatio: Float = 0.1     // cosine decays to lr · ratio
@@ -23,54 +23,97 @@ public struct TrainOptions {
     public var evalEvery: Int = 50
     public var evalSequences: Int = 32
     public var devPercent: Int = 5
+    public var exchange: ExchangeStrategy = .hierarchical
+    public var bucketMB: Double = 4
     public var quiet: Bool = false
 
     public init() {}
 }
 
-/// Runs the loop: sample → forward → backward → clip → AdamW, with evaluation
-/// on the dev split and one metrics record per optimizer step.
+/// Runs the loop on every rank: sample this rank's share of the global batch →
+/// forward → backward (gradient buckets leave as they complete) → clip → AdamW
+/// on the owned shard → publish to the node. Rank 0 writes the run directory.
 public final class Trainer {
     public let options: TrainOptions
+    public let cluster: Cluster
     public let model: LlamaModel
     public let corpus: Corpus
+    let window: SharedWindow
     let sampler: Sampler
     let optimizer: AdamW
+    let exchange: GradientExchange
     let schedule: LRSchedule
+    let share: Range<Int>          // this rank's sequences of the global batch
     let micro: Int
+    let readyOffset: [Int]         // per layer: trainable arena [0, x) is final once its backward is done
     // Batch buffers, sized once.
     let inputs: UnsafeMutablePointer<Int32>
     let targets: UnsafeMutablePointer<Int32>
     let seeds: UnsafeMutablePointer<UInt64>
 
     /// Validates everything and builds the model, before anything is written.
-    public init(options o: TrainOptions) throws {
-        guard o.steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(o.steps)") }
-        guard o.batch >= 1 else { throw LoraDistError("--batch must be at least 1, got \(o.batch)") }
-        guard o.seqLen >= 2 else { throw LoraDistError("--seq must be at least 2, got \(o.seqLen)") }
-        guard o.lr > 0, o.lr.isFinite else { throw LoraDistError("--lr must be positive, got \(o.lr)") }
-        guard o.warmup >= 0 else { throw LoraDistError("--warmup must not be negative") }
-        guard (0...50).contains(o.devPercent) else { throw LoraDistError("--dev-percent must be in 0...50") }
-        if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
-        if o.mode == .lora && o.lora == nil { throw LoraDistError("LoRA mode needs a LoRA config") }
+    /// Collective: every rank of `cluster` calls it. Checks that can fail run
+    /// first, on every rank, and the ranks agree on the outcome before the first
+    /// collective that builds something, so a rank that fails never leaves the
+    /// others waiting.
+    public init(options o: TrainOptions, cluster: Cluster) throws {
+        let (config, corpus, sampler, weights) = try cluster.agree { () throws -> (ModelConfig, Corpus, Sampler, SafeTensors?) in
+            try Self.validate(o, cluster: cluster)
+            let config = try ModelConfig.load(o.model)
+            let tokenizer = ByteTokenizer()
+            guard config.vocabSize >= tokenizer.vocabSize else {
+                throw LoraDistError("model vocabulary \(config.vocabSize) is smaller than the byte tokenizer's \(tokenizer.vocabSize)")
+            }
+            guard o.seqLen <= config.maxPositionEmbeddings else {
+                throw LoraDistError("sequence length \(o.seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
+            }
+            let specs = try LlamaModel.specs(config: config, lora: o.mode == .lora ? o.lora : nil)
+            let corpus = try Corpus(path: o.data, tokenizer: tokenizer, devPercent: o.devPercent)
+            let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
+            guard corpus.dev.count > o.seqLen else {
+                throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
+            }
+            let weights = try HuggingFace.weightsFile(modelPath: o.model).map { try SafeTensors(path: $0) }
+            if let weights { try HuggingFace.checkBase(specs, in: weights) }
+            return (config, corpus, sampler, weights)
+        }
         options = o
-        micro = min(o.microBatch ?? o.batch, o.batch)
-        let config = try ModelConfig.load(o.model)
-        let tokenizer = ByteTokenizer()
-        guard config.vocabSize >= tokenizer.vocabSize else {
-            throw LoraDistError("model vocabulary \(config.vocabSize) is smaller than the byte tokenizer's \(tokenizer.vocabSize)")
+        self.cluster = cluster
+        self.corpus = corpus
+        self.sampler = sampler
+        share = Cluster.shard(o.batch, parts: cluster.size, index: cluster.rank)
+        let maxShare = (o.batch + cluster.size - 1) / cluster.size
+        micro = max(1, min(o.microBatch ?? maxShare, maxShare))
+        // The weights live in the node's shared window; every rank maps all of it.
+        var win: SharedWindow?
+        let node = cluster.node
+        model = try LlamaModel(config: config, lora: o.mode == .lora ? o.lora : nil, maxBatch: micro, seqLen: o.seqLen) {
+            win = SharedWindow(node: node, count: $0)
+            return win!.base
         }
-        corpus = try Corpus(path: o.data, tokenizer: tokenizer, devPercent: o.devPercent)
-        sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
-        guard corpus.dev.count > o.seqLen else {
-            throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
+        window = win!
+        let store = model.store
+        let trainShard = cluster.owned(store.trainableCount)
+        let frozenShard = cluster.owned(store.frozenCount)
+        let owned = [trainShard, (store.trainableCount + frozenShard.lowerBound)..<(store.trainableCount + frozenShard.upperBound)]
+        model.initialize(seed: o.seed, owned: owned)
+        if let weights { try HuggingFace.loadBase(model, from: weights, owned: owned) }
+        window.publish()
+        optimizer = AdamW(config: o.optimizer, store: store, range: trainShard)
+        exchange = try GradientExchange(strategy: o.exchange, cluster: cluster, grads: store.grads.ptr,
+                                        count: store.trainableCount, bucketElements: Int(o.bucketMB * 1_048_576 / 4))
+        var ready: [Int] = []
+        var upTo = 0
+        for l in 0..<config.numHiddenLayers {
+            let ends = store.trainable.filter { $0.name.hasPrefix("model.layers.\(l).") }.map { $0.offset + $0.count }
+            ready.append(ends.max() ?? upTo)
         }
-        model = try LlamaModel(config: config, lora: o.mode == .lora ? o.lora : nil, maxBatch: micro, seqLen: o.seqLen)
-        model.initialize(seed: o.seed)
-        if let weights = HuggingFace.weightsFile(modelPath: o.model) {
-            try HuggingFace.loadBase(model, from: try SafeTensors(path: weights))
+        // Layers finish last to first; offsets before a finished layer are final too.
+        for l in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
+            upTo = max(upTo, ready[l])
+            ready[l] = upTo
         }
-        optimizer = AdamW(config: o.optimizer, store: model.store)
+        readyOffset = ready
         schedule = LRSchedule(lr: o.lr, warmup: min(o.warmup, o.steps), total: o.steps, minLR: o.lr * o.minLRRatio)
         inputs = .allocate(capacity: micro * o.seqLen)
         targets = .allocate(capacity: micro * o.seqLen)
@@ -81,14 +124,31 @@ public final class Trainer {
         inputs.deallocate(); targets.deallocate(); seeds.deallocate()
     }
 
-    /// Mean cross-entropy over up to `evalSequences` non-overlapping dev windows.
+    static func validate(_ o: TrainOptions, cluster: Cluster) throws {
+        guard o.steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(o.steps)") }
+        guard o.batch >= 1 else { throw LoraDistError("--batch must be at least 1, got \(o.batch)") }
+        guard o.seqLen >= 2 else { throw LoraDistError("--seq must be at least 2, got \(o.seqLen)") }
+        guard o.lr > 0, o.lr.isFinite else { throw LoraDistError("--lr must be positive, got \(o.lr)") }
+        guard o.warmup >= 0 else { throw LoraDistError("--warmup must not be negative") }
+        guard (0...50).contains(o.devPercent) else { throw LoraDistError("--dev-percent must be in 0...50") }
+        guard o.bucketMB > 0 else { throw LoraDistError("--bucket-mb must be positive") }
+        if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
+        if o.mode == .lora && o.lora == nil { throw LoraDistError("LoRA mode needs a LoRA config") }
+        if o.exchange == .hierarchical && !cluster.uniform {
+            throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
+        }
+    }
+
+    /// Mean cross-entropy over up to `evalSequences` non-overlapping dev windows,
+    /// split among the ranks. Collective.
     public func evaluate() -> Double {
         let T = options.seqLen
         let windows = max(1, min(options.evalSequences, (corpus.dev.count - 1) / T))
-        var sum = 0.0, count = 0
-        var w = 0
-        while w < windows {
-            let b = min(micro, windows - w)
+        let mine = Cluster.shard(windows, parts: cluster.size, index: cluster.rank)
+        var sum = 0.0, count = 0.0
+        var w = mine.lowerBound
+        while w < mine.upperBound {
+            let b = min(micro, mine.upperBound - w)
             for i in 0..<b {
                 let start = (w + i) * T
                 for t in 0..<T {
@@ -99,73 +159,110 @@ public final class Trainer {
             model.forward(ids: inputs, batch: b)
             let l = model.loss(targets: targets, batch: b)
             sum += l.sum
-            count += l.count
+            count += Double(l.count)
             w += b
         }
-        return sum / Double(max(count, 1))
+        let total = cluster.world.allreduce([sum, count])
+        return total[0] / max(total[1], 1)
     }
 
-    /// One optimizer step over the global batch; returns (mean loss, gradient norm).
-    public func step(_ step: Int) throws -> (loss: Double, gradNorm: Double) {
-        let T = options.seqLen, B = options.batch
-        model.store.grads.zero()
+    public struct StepResult {
+        public var loss: Double, gradNorm: Double, commWait: Double, seconds: Double
+    }
+
+    /// One optimizer step over the global batch. Collective.
+    public func step(_ step: Int) throws -> StepResult {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let T = options.seqLen
+        let store = model.store
+        store.grads.zero()
+        exchange.begin()
         var lossSum = 0.0
-        let scale = 1 / Float(B * T)  // every position of a sampled sequence is labelled
-        var first = 0
-        while first < B {
-            let b = min(micro, B - first)
+        let scale = 1 / Float(options.batch * T)  // every position of a sampled sequence is labelled
+        var first = share.lowerBound
+        while first < share.upperBound {
+            let b = min(micro, share.upperBound - first)
             for i in 0..<b {
                 sampler.fill(step: step, index: first + i, inputs: inputs + i * T, targets: targets + i * T)
                 seeds[i] = sampler.dropoutSeed(step: step, index: first + i)
             }
             model.forward(ids: inputs, batch: b, dropoutSeeds: seeds)
             lossSum += model.loss(targets: targets, batch: b).sum
-            model.backward(ids: inputs, targets: targets, batch: b, scale: scale)
+            let last = first + b == share.upperBound
+            // Buckets leave during the last micro-batch's backward, as layers complete.
+            model.backward(ids: inputs, targets: targets, batch: b, scale: scale,
+                           afterLayer: last ? { [exchange, readyOffset] l in exchange.ready(upTo: readyOffset[l]) } : nil)
             first += b
         }
-        let loss = lossSum / Double(B * T)
+        exchange.finish()
+        let loss = cluster.world.allreduce([lossSum])[0] / Double(options.batch * T)
         guard loss.isFinite else { throw LoraDistError("loss is \(loss) at step \(step): training diverged (try a lower --lr)") }
-        let norm = GradClip.sumSquares(model.store.grads.ptr, count: model.store.trainableCount).squareRoot()
+        // Each rank holds the summed gradient of its shard; the node's shards make the whole.
+        let sq = GradClip.sumSquares(exchange.shardGrads, count: exchange.shard.count)
+        let norm = cluster.node.allreduce([sq])[0].squareRoot()
         let clip = GradClip.scale(norm: norm, maxNorm: options.optimizer.clipNorm)
-        optimizer.step(values: model.store.trainableValues, grads: model.store.grads.ptr,
-                       lr: schedule.at(step), gradScale: clip)
-        return (loss, norm)
+        optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
+        window.publish()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        return StepResult(loss: loss, gradNorm: norm, commWait: cluster.world.allreduceMax(exchange.waitSeconds),
+                          seconds: seconds)
     }
 
-    /// The whole run: writes metrics.jsonl and summary.json into the run directory.
+    /// What one step moves, for this model and for full fine-tuning of it.
+    public var exchangeBytes: (intra: Double, inter: Double) { exchange.bytesPerStep }
+    public var fullFineTuningExchangeBytes: Double {
+        let b = GradientExchange.bytesPerStep(strategy: options.exchange, elements: model.baseParams,
+                                              worldSize: cluster.size, localSize: cluster.node.size, nodes: cluster.nodes)
+        return b.intra + b.inter
+    }
+
+    /// The whole run. Rank 0 writes metrics.jsonl and summary.json; returns the summary.
     @discardableResult
     public func run() throws -> [String: Any] {
         let o = options
-        try RunFiles.createDirectory(o.runDir)
-        let metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl")
-        let progress = Progress(total: o.steps, quiet: o.quiet)
+        let root = cluster.isRoot
+        var metrics: MetricsLog?
+        if root {
+            do {
+                try RunFiles.createDirectory(o.runDir)
+                metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl")
+            } catch { MPIRuntime.abort("\(error)") }
+        }
+        let progress = Progress(total: o.steps, quiet: o.quiet || !root)
         let start = Date()
         let initialDev = evaluate()
         var devLoss = initialDev
-        var tokens = 0, lastLoss = 0.0
-        var trainSeconds = 0.0
+        var tokens = 0, lastLoss = 0.0, trainSeconds = 0.0, waitSeconds = 0.0
+        let bytes = exchangeBytes
         for s in 1...o.steps {
-            let t0 = Date()
-            let (loss, norm) = try step(s)
-            let dt = Date().timeIntervalSince(t0)
-            trainSeconds += dt
+            let r = try step(s)
+            trainSeconds += r.seconds
+            waitSeconds += r.commWait
             tokens += o.batch * o.seqLen
-            lastLoss = loss
+            lastLoss = r.loss
             var rec: [String: Any] = [
-                "step": s, "loss": rounded(loss), "lr": Double(schedule.at(s)), "tokens": tokens,
-                "tokens_per_s": rounded(Double(o.batch * o.seqLen) / dt, 1), "step_s": rounded(dt),
-                "grad_norm": rounded(norm), "trainable_params": model.trainableParams, "mode": o.mode.rawValue,
+                "step": s, "loss": rounded(r.loss), "lr": Double(schedule.at(s)), "tokens": tokens,
+                "tokens_per_s": rounded(Double(o.batch * o.seqLen) / r.seconds, 1), "step_s": rounded(r.seconds),
+                "grad_norm": rounded(r.gradNorm), "trainable_params": model.trainableParams, "mode": o.mode.rawValue,
+                "exchange_bytes": Int(bytes.intra + bytes.inter), "exchange_bytes_intra": Int(bytes.intra),
+                "exchange_bytes_inter": Int(bytes.inter), "exchanged_params": model.trainableParams,
+                "comm_wait_s": rounded(r.commWait), "compute_s": rounded(max(r.seconds - r.commWait, 0)),
+                "world_size": cluster.size, "exchange": o.exchange.rawValue,
             ]
             if s % o.evalEvery == 0 || s == o.steps {
                 devLoss = evaluate()
                 rec["dev_loss"] = rounded(devLoss)
             }
-            try metrics.append(rec)
-            progress.update(step: s, loss: loss, tokensPerSecond: Double(tokens) / trainSeconds,
-                            secondsPerStep: trainSeconds / Double(s))
+            if let metrics {
+                do { try metrics.append(rec) } catch { MPIRuntime.abort("\(error)") }
+            }
+            progress.update(step: s, loss: r.loss, tokensPerSecond: Double(tokens) / trainSeconds,
+                            secondsPerStep: trainSeconds / Double(s), commShare: waitSeconds / trainSeconds)
         }
         progress.finish()
+        let nodeMemory = cluster.world.allreduceMax(NodeMemory.nodeBytes(cluster))
         let wall = Date().timeIntervalSince(start)
+        let perStep = bytes.intra + bytes.inter, fullPerStep = fullFineTuningExchangeBytes
         let summary: [String: Any] = [
             "mode": o.mode.rawValue, "model": o.model, "steps": o.steps, "batch": o.batch, "seq_len": o.seqLen,
             "tokens": tokens, "final_loss": rounded(lastLoss),
@@ -175,8 +272,17 @@ public final class Trainer {
             "base_params": model.baseParams,
             "tokens_per_s": rounded(Double(tokens) / trainSeconds, 1), "wall_s": rounded(wall, 3),
             "lora": o.mode == .lora ? loraJSON(o.lora!) : NSNull(), "lr": Double(o.lr), "seed": o.seed,
+            "world_size": cluster.size, "nodes": cluster.nodes, "ranks_per_node": cluster.node.size,
+            "exchange": o.exchange.rawValue, "blas_threads": BLAS.threads,
+            "exchange_bytes_per_step": Int(perStep), "full_ft_exchange_bytes_per_step": Int(fullPerStep),
+            "exchange_ratio": fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : NSNull(),
+            "comm_wait_share": rounded(waitSeconds / trainSeconds, 4),
+            "node_memory_bytes": Int(nodeMemory),
         ]
-        try RunFiles.writeAtomically(try RunFiles.json(summary), to: o.runDir + "/summary.json")
+        if root {
+            do { try RunFiles.writeAtomically(try RunFiles.json(summary), to: o.runDir + "/summary.json") }
+            catch { MPIRuntime.abort("\(error)") }
+        }
         return summary
     }
 
@@ -187,7 +293,7 @@ public final class Trainer {
 }
 
 /// The progress line on stderr: rewritten in place on a terminal, a line every
-/// few steps otherwise (logs stay short).
+/// few seconds otherwise (logs stay short).
 final class Progress {
     let total: Int
     let quiet: Bool
@@ -196,14 +302,14 @@ final class Progress {
 
     init(total: Int, quiet: Bool) { self.total = total; self.quiet = quiet }
 
-    func update(step: Int, loss: Double, tokensPerSecond: Double, secondsPerStep: Double) {
+    func update(step: Int, loss: Double, tokensPerSecond: Double, secondsPerStep: Double, commShare: Double) {
         guard !quiet else { return }
         let now = Date()
         guard step == total || now.timeIntervalSince(lastPrint) >= (tty ? 0.2 : 5) else { return }
         lastPrint = now
         let eta = Double(total - step) * secondsPerStep
-        let line = String(format: "step %d/%d  loss %.4f  %.0f tok/s  ETA %@", step, total, loss, tokensPerSecond,
-                          formatDuration(eta))
+        let line = String(format: "step %d/%d  loss %.4f  %.0f tok/s  comm %.0f%%  ETA %@", step, total, loss,
+                          tokensPerSecond, 100 * commShare, formatDuration(eta))
         FileHandle.standardError.write(Data(((tty ? "\r\u{1B}[K" : "") + line + (tty ? "" : "\n")).utf8))
     }
 

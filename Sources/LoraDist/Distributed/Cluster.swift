@@ -1,0 +1,71 @@
+import Foundation
+
+/// The job's communicators: the world, this node (ranks sharing memory), and
+/// the cross-node group of ranks with the same local index.
+public final class Cluster {
+    public let world: Communicator
+    public let node: Communicator
+    public let cross: Communicator
+    public let nodes: Int
+    /// Every node runs the same number of ranks (hierarchical exchange needs it).
+    public let uniform: Bool
+
+    public init() {
+        world = Communicator.world
+        node = world.splitShared()
+        cross = world.split(color: node.rank, key: world.rank)
+        nodes = Int(world.allreduce([node.rank == 0 ? 1 : 0])[0])
+        uniform = world.allreduceMax(Double(node.size)) == -world.allreduceMax(-Double(node.size))
+    }
+
+    public var rank: Int { world.rank }
+    public var size: Int { world.size }
+    public var isRoot: Bool { world.rank == 0 }
+
+    /// Part `index` of `count` elements split into `parts` contiguous, nearly equal ranges.
+    public static func shard(_ count: Int, parts: Int, index: Int) -> Range<Int> {
+        let base = count / parts, extra = count % parts
+        let lo = index * base + min(index, extra)
+        return lo..<(lo + base + (index < extra ? 1 : 0))
+    }
+
+    /// The range of `count` elements this rank owns on its node.
+    public func owned(_ count: Int) -> Range<Int> { Self.shard(count, parts: node.size, index: node.rank) }
+
+    /// OpenBLAS threads per rank: the cores this rank may run on, shared among
+    /// the node's ranks, so 8 ranks on 2 cores do not start 16 threads.
+    public func defaultBLASThreads() -> Int {
+        let online = max(sysconf(Int32(_SC_NPROCESSORS_ONLN)), 1)
+        let allowed = allowedCPUs() ?? online
+        return max(1, min(allowed, online / node.size))
+    }
+
+    /// Runs `body` on every rank and agrees on failure: when any rank throws,
+    /// the lowest failing rank prints its message, and every rank throws
+    /// `ClusterFailure` (already reported), so all exit non-zero together.
+    public func agree<T>(_ body: () throws -> T) throws -> T {
+        var result: T?
+        var failure: Error?
+        do { result = try body() } catch { failure = error }
+        let lowest = world.allreduceMin(failure == nil ? Int.max : world.rank)
+        if lowest == Int.max { return result! }
+        if lowest == world.rank, let failure {
+            let prefix = world.size > 1 ? "[rank \(world.rank)] " : ""
+            FileHandle.standardError.write(Data("lora-dist: error: \(prefix)\(failure)\n".utf8))
+        }
+        throw ClusterFailure()
+    }
+}
+
+/// A failure already reported by `Cluster.agree`: exit non-zero without printing again.
+public struct ClusterFailure: Error {}
+
+/// CPUs this process may run on (mpirun binds ranks to cores when there are few),
+/// from the Cpus_allowed mask in /proc/self/status.
+private func allowedCPUs() -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) else { return nil }
+    let hex = line.dropFirst("Cpus_allowed:".count).filter { $0.isHexDigit }
+    let n = hex.reduce(0) { $0 + (Int(String($1), radix: 16)?.nonzeroBitCount ?? 0) }
+    return n > 0 ? n : nil
+}

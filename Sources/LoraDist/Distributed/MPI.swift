@@ -1,0 +1,230 @@
+import CMPI
+import Foundation
+
+/// The MPI runtime: initialised once per process, finalised at exit. Without
+/// mpirun, OpenMPI's singleton init makes the process a world of one.
+public enum MPIRuntime {
+    nonisolated(unsafe) private static var initialized = false
+    private static let lock = NSLock()
+
+    /// Calls MPI_Init_thread once (later calls are no-ops) and registers MPI_Finalize at exit.
+    public static func initialize() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !initialized else { return }
+        var provided: Int32 = 0
+        // SERIALIZED: one thread at a time calls MPI (the trainer's; OpenBLAS's
+        // threads never do), though not always the same one (test runners).
+        MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided)
+        initialized = true
+        atexit { MPIRuntime.finalize() }
+    }
+
+    public static func finalize() {
+        var done: Int32 = 0
+        MPI_Finalized(&done)
+        var inited: Int32 = 0
+        MPI_Initialized(&inited)
+        if inited != 0 && done == 0 { MPI_Finalize() }
+    }
+
+    /// Ends every rank of the job: for failures one rank sees and the others cannot.
+    public static func abort(_ message: String, code: Int32 = 1) -> Never {
+        FileHandle.standardError.write(Data("lora-dist: error: \(message)\n".utf8))
+        MPI_Abort(cmpi_comm_world(), code)
+        exit(code)
+    }
+
+    /// True when this process was started by mpirun (or srun with PMIx).
+    public static var launchedByMPI: Bool {
+        let env = ProcessInfo.processInfo.environment
+        return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_RANK"] != nil
+    }
+}
+
+/// An outstanding non-blocking collective.
+public struct Request {
+    var handle: MPI_Request?
+
+    /// Blocks until done.
+    public mutating func wait() {
+        guard handle != nil else { return }
+        MPI_Wait(&handle, cmpi_status_ignore())
+        handle = nil
+    }
+
+    /// Progresses the collective; true when it has completed.
+    public mutating func test() -> Bool {
+        guard handle != nil else { return true }
+        var flag: Int32 = 0
+        MPI_Test(&handle, &flag, cmpi_status_ignore())
+        if flag != 0 { handle = nil }
+        return flag != 0
+    }
+
+    public var isDone: Bool { handle == nil }
+}
+
+/// A communicator and the collectives the trainer uses, over Float buffers.
+public final class Communicator {
+    public let comm: MPI_Comm?
+    public let rank: Int
+    public let size: Int
+    let owned: Bool
+
+    init(_ comm: MPI_Comm?, owned: Bool) {
+        self.comm = comm
+        self.owned = owned
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(comm, &r)
+        MPI_Comm_size(comm, &s)
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    deinit {
+        var c = comm
+        var finalized: Int32 = 0
+        MPI_Finalized(&finalized)
+        if owned && finalized == 0 { MPI_Comm_free(&c) }
+    }
+
+    public static var world: Communicator {
+        MPIRuntime.initialize()
+        return Communicator(cmpi_comm_world(), owned: false)
+    }
+
+    /// The ranks that share memory with this one (one node).
+    public func splitShared() -> Communicator {
+        var out: MPI_Comm?
+        MPI_Comm_split_type(comm, Int32(MPI_COMM_TYPE_SHARED), Int32(rank), cmpi_info_null(), &out)
+        return Communicator(out, owned: true)
+    }
+
+    /// Ranks with the same color, ordered by key.
+    public func split(color: Int, key: Int) -> Communicator {
+        var out: MPI_Comm?
+        MPI_Comm_split(comm, Int32(color), Int32(key), &out)
+        return Communicator(out, owned: true)
+    }
+
+    public func barrier() { MPI_Barrier(comm) }
+
+    /// In-place sum over all ranks.
+    public func allreduce(_ buf: FPtr, count: Int) {
+        guard size > 1, count > 0 else { return }
+        MPI_Allreduce(cmpi_in_place(), buf, Int32(count), cmpi_float(), cmpi_sum(), comm)
+    }
+
+    public func iallreduce(_ buf: FPtr, count: Int) -> Request {
+        guard size > 1, count > 0 else { return Request(handle: nil) }
+        var r: MPI_Request?
+        MPI_Iallreduce(cmpi_in_place(), buf, Int32(count), cmpi_float(), cmpi_sum(), comm, &r)
+        return Request(handle: r)
+    }
+
+    public func allreduce(_ values: [Double]) -> [Double] {
+        var v = values
+        guard size > 1 else { return v }
+        MPI_Allreduce(cmpi_in_place(), &v, Int32(v.count), cmpi_double(), cmpi_sum(), comm)
+        return v
+    }
+
+    public func allreduceMin(_ value: Int) -> Int {
+        var v = Int64(value)
+        guard size > 1 else { return value }
+        MPI_Allreduce(cmpi_in_place(), &v, 1, cmpi_int64(), cmpi_min(), comm)
+        return Int(v)
+    }
+
+    public func allreduceMax(_ value: Double) -> Double {
+        var v = value
+        guard size > 1 else { return value }
+        MPI_Allreduce(cmpi_in_place(), &v, 1, cmpi_double(), cmpi_max(), comm)
+        return v
+    }
+
+    /// Sums send[0..<Σcounts] over ranks; rank r receives the sum of its block counts[r] into recv.
+    public func ireduceScatter(send: UnsafePointer<Float>, recv: FPtr, counts: [Int32]) -> Request {
+        var r: MPI_Request?
+        counts.withUnsafeBufferPointer { c in
+            MPI_Ireduce_scatter(send, recv, c.baseAddress, cmpi_float(), cmpi_sum(), comm, &r)
+        }
+        return Request(handle: r)
+    }
+
+    /// Every rank's `count` floats, concatenated in rank order, on every rank.
+    public func allgather(_ send: UnsafePointer<Float>, count: Int, into recv: FPtr) {
+        MPI_Allgather(send, Int32(count), cmpi_float(), recv, Int32(count), cmpi_float(), comm)
+    }
+
+    public func iallgather(_ send: UnsafePointer<Float>, count: Int, into recv: FPtr) -> Request {
+        var r: MPI_Request?
+        MPI_Iallgather(send, Int32(count), cmpi_float(), recv, Int32(count), cmpi_float(), comm, &r)
+        return Request(handle: r)
+    }
+
+    /// Gathers a string from every rank (for host names).
+    public func allgather(string: String, maxBytes: Int = 256) -> [String] {
+        var mine = [UInt8](repeating: 0, count: maxBytes)
+        for (i, b) in string.utf8.prefix(maxBytes - 1).enumerated() { mine[i] = b }
+        var all = [UInt8](repeating: 0, count: maxBytes * size)
+        MPI_Allgather(&mine, Int32(maxBytes), cmpi_byte(), &all, Int32(maxBytes), cmpi_byte(), comm)
+        return (0..<size).map { r in
+            let slice = all[(r * maxBytes)..<((r + 1) * maxBytes)]
+            return String(decoding: slice.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    /// Rank 0's bytes on every rank.
+    public func broadcast(_ data: inout [UInt8]) {
+        var n = Int64(data.count)
+        MPI_Bcast(&n, 1, cmpi_int64(), 0, comm)
+        if data.count != Int(n) { data = [UInt8](repeating: 0, count: Int(n)) }
+        MPI_Bcast(&data, Int32(n), cmpi_byte(), 0, comm)
+    }
+}
+
+/// An MPI-3 shared-memory window: one allocation per node that every rank of
+/// the node maps. `allocate` is collective over the node communicator.
+public final class SharedWindow {
+    var win: MPI_Win?
+    public let base: FPtr
+    public let count: Int
+    let node: Communicator
+
+    /// `count` floats, all placed in local rank 0's segment so the array is
+    /// contiguous; every rank gets a pointer to its start.
+    public init(node: Communicator, count: Int) {
+        self.node = node
+        self.count = count
+        let bytes = node.rank == 0 ? max(count, 1) * 4 : 0
+        var ptr: UnsafeMutableRawPointer?
+        var w: MPI_Win?
+        MPI_Win_allocate_shared(MPI_Aint(bytes), 4, cmpi_info_null(), node.comm, &ptr, &w)
+        var size: MPI_Aint = 0
+        var disp: Int32 = 0
+        var base0: UnsafeMutableRawPointer?
+        MPI_Win_shared_query(w, 0, &size, &disp, &base0)
+        win = w
+        base = base0!.bindMemory(to: Float.self, capacity: max(count, 1))
+        // Passive target for the whole run; publish() orders writes and reads.
+        MPI_Win_lock_all(Int32(MPI_MODE_NOCHECK), w)
+    }
+
+    /// Makes this rank's writes visible to the node and waits for every other
+    /// rank's: sync, barrier, sync.
+    public func publish() {
+        MPI_Win_sync(win)
+        node.barrier()
+        MPI_Win_sync(win)
+    }
+
+    deinit {
+        var finalized: Int32 = 0
+        MPI_Finalized(&finalized)
+        guard finalized == 0 else { return }
+        MPI_Win_unlock_all(win)
+        MPI_Win_free(&win)
+    }
+}
