@@ -42,6 +42,8 @@ struct Train: ParsableCommand {
     var bucketMB: Double = 4
     @Option(help: "OpenBLAS threads per rank (default: the rank's cores shared among the node's ranks; env LORA_DIST_THREADS).")
     var threads: Int?
+    @Option(name: .customLong("export-merged"), help: "At the end, write the trained model (adapters folded in) as a Hugging Face directory here.")
+    var exportMerged: String?
     @Flag(help: "No progress line.") var quiet = false
 
     func run() throws {
@@ -76,6 +78,9 @@ struct Train: ParsableCommand {
         }
         let s = try cluster.agree { try trainer.run() }
         guard cluster.isRoot else { return }
+        if let exportMerged {
+            do { try HuggingFace.saveMerged(trainer.model, to: exportMerged) } catch { MPIRuntime.abort("\(error)") }
+        }
         print(Report.closing(s))
         print("run directory: \(runDir) (metrics.jsonl, summary.json)")
     }

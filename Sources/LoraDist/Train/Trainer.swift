@@ -195,17 +195,24 @@ public final class Trainer {
             first += b
         }
         exchange.finish()
-        let loss = cluster.world.allreduce([lossSum])[0] / Double(options.batch * T)
+        // Time blocked in MPI after the overlap: the exchange's tail, the two
+        // scalar reductions and the node barrier that publishes the update.
+        var wait = exchange.waitSeconds
+        func timed<T>(_ body: () -> T) -> T {
+            let t = DispatchTime.now().uptimeNanoseconds
+            defer { wait += Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9 }
+            return body()
+        }
+        let loss = timed { cluster.world.allreduce([lossSum])[0] } / Double(options.batch * T)
         guard loss.isFinite else { throw LoraDistError("loss is \(loss) at step \(step): training diverged (try a lower --lr)") }
         // Each rank holds the summed gradient of its shard; the node's shards make the whole.
         let sq = GradClip.sumSquares(exchange.shardGrads, count: exchange.shard.count)
-        let norm = cluster.node.allreduce([sq])[0].squareRoot()
+        let norm = timed { cluster.node.allreduce([sq])[0] }.squareRoot()
         let clip = GradClip.scale(norm: norm, maxNorm: options.optimizer.clipNorm)
         optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
-        window.publish()
+        timed { window.publish() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        return StepResult(loss: loss, gradNorm: norm, commWait: cluster.world.allreduceMax(exchange.waitSeconds),
-                          seconds: seconds)
+        return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds)
     }
 
     /// What one step moves, for this model and for full fine-tuning of it.

@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// Multi-rank behaviour under the real mpirun (OpenMPI), launched from the test.
+@Suite(.serialized) struct MultiRankTests {
+    static let mpirun = "/usr/bin/mpirun"
+
+    /// mpirun -n N lora-dist ARGS, with the singleton-MPI variables of this process stripped.
+    @discardableResult
+    static func launch(_ n: Int, _ args: [String]) throws -> (Int32, String, String) {
+        try runProcess(mpirun, ["--allow-run-as-root", "--oversubscribe", "-n", "\(n)", TestPaths.binary] + args)
+    }
+
+    static func corpus() throws -> String {
+        let dir = TestPaths.tempDir("mr-corpus")
+        var text = ""
+        for i in 0..<300 { text += "Line \(i): the rain in Spain stays mainly in the plain, \(i % 13) times.\n" }
+        try text.write(toFile: dir + "/c.txt", atomically: true, encoding: .utf8)
+        return dir
+    }
+
+    struct Run {
+        let losses: [Double]
+        let weights: SafeTensors
+        let summary: [String: Any]
+        let metrics: [[String: Any]]
+    }
+
+    static func train(ranks: Int, mode: String, exchange: String, batch: Int, data: String,
+                      extra: [String] = []) throws -> Run {
+        let dir = TestPaths.tempDir("mr-\(ranks)-\(mode)-\(exchange)")
+        let args = ["train", "--model", "tiny", "--mode", mode, "--data", data, "--steps", "4", "--batch", "\(batch)",
+                    "--seq", "24", "--lr", "5e-3", "--rank", "4", "--warmup", "1", "--eval-seqs", "4", "--quiet",
+                    "--exchange", exchange, "--run-dir", dir + "/run", "--export-merged", dir + "/merged"] + extra
+        let (status, _, err) = try launch(ranks, args)
+        try #require(status == 0, "mpirun -n \(ranks) exited \(status): \(err)")
+        let metrics = try String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/run/summary.json"))) as? [String: Any])
+        return Run(losses: metrics.map { $0["loss"] as! Double }, weights: try SafeTensors(path: dir + "/merged/model.safetensors"),
+                   summary: summary, metrics: metrics)
+    }
+
+    /// Same seed and global batch on 1, 2, 4 and 8 ranks, flat and hierarchical:
+    /// the same loss at every step (relative 1e-5) and the same final weights
+    /// (max |Δ| ≤ 1e-5; only the order of fp32 sums differs). The batch of 5 does
+    /// not divide among 2, 4 or 8 ranks, and at 8 ranks three get no sequence.
+    @Test("1, 2, 4 and 8 ranks train the same model", arguments: ["lora", "full"])
+    func equivalence(mode: String) throws {
+        let data = try Self.corpus()
+        let ref = try Self.train(ranks: 1, mode: mode, exchange: "hierarchical", batch: 5, data: data)
+        for ranks in [2, 4, 8] {
+            for exchange in ["flat", "hierarchical"] {
+                let r = try Self.train(ranks: ranks, mode: mode, exchange: exchange, batch: 5, data: data)
+                for (a, b) in zip(r.losses, ref.losses) {
+                    #expect(abs(a - b) <= 1e-5 * abs(b), "\(ranks) ranks \(exchange): loss \(a) vs \(b)")
+                }
+                var worst: Float = 0
+                for name in ref.weights.names {
+                    let x = try r.weights.floats(name), y = try ref.weights.floats(name)
+                    for i in 0..<x.count { worst = max(worst, abs(x[i] - y[i])) }
+                }
+                #expect(worst <= 1e-5, "\(ranks) ranks \(exchange): weights differ by \(worst)")
+                #expect(r.summary["world_size"] as? Int == ranks)
+                #expect(r.metrics.allSatisfy { $0["world_size"] as? Int == ranks && $0["exchange"] as? String == exchange })
+            }
+        }
+    }
+
+    @Test("only the trainable set is exchanged, and the bytes follow the collective's cost")
+    func accounting() throws {
+        let data = try Self.corpus()
+        let lora = try Self.train(ranks: 4, mode: "lora", exchange: "flat", batch: 4, data: data)
+        let full = try Self.train(ranks: 4, mode: "full", exchange: "flat", batch: 4, data: data)
+        let loraParams = lora.summary["trainable_params"] as! Int, fullParams = full.summary["trainable_params"] as! Int
+        // flat ring allreduce on one node: 2(p−1)/p · 4 bytes · parameters, all inside the node
+        #expect(lora.metrics[0]["exchange_bytes"] as? Int == Int(2.0 * 3 / 4 * 4 * Double(loraParams)))
+        #expect(lora.metrics[0]["exchange_bytes_intra"] as? Int == lora.metrics[0]["exchange_bytes"] as? Int)
+        #expect(lora.metrics[0]["exchange_bytes_inter"] as? Int == 0)
+        #expect(lora.metrics[0]["exchanged_params"] as? Int == loraParams)
+        #expect(full.metrics[0]["exchanged_params"] as? Int == fullParams)
+        #expect(lora.summary["full_ft_exchange_bytes_per_step"] as? Int == full.summary["exchange_bytes_per_step"] as? Int)
+        let ratio = lora.summary["exchange_ratio"] as! Double
+        #expect(abs(ratio - Double(loraParams) / Double(fullParams)) < 1e-5)
+        // hierarchical on one node: a reduce-scatter, (p−1)/p of the gradient
+        let hier = try Self.train(ranks: 4, mode: "lora", exchange: "hierarchical", batch: 4, data: data)
+        #expect(hier.metrics[0]["exchange_bytes"] as? Int == Int(3.0 / 4 * 4 * Double(loraParams)))
+        for m in lora.metrics {
+            let wait = m["comm_wait_s"] as! Double, compute = m["compute_s"] as! Double
+            #expect(wait >= 0 && compute > 0)
+        }
+        #expect((lora.summary["node_memory_bytes"] as! Int) > 0)
+    }
+
+    @Test("bad input under mpirun: one line, every rank exits non-zero, nothing written")
+    func badInput() throws {
+        let dir = TestPaths.tempDir("mr-bad")
+        let (status, out, err) = try Self.launch(4, ["train", "--model", "tiny", "--data", dir + "/missing", "--run-dir", dir + "/run"])
+        #expect(status != 0)
+        let lines = err.split(separator: "\n").filter { $0.contains("lora-dist: error:") }
+        #expect(lines.count == 1, "\(err)")
+        #expect(lines.first?.contains("does not exist") == true)
+        #expect(out.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/run"))
+    }
+
+    @Test("a diverging run stops every rank with one message")
+    func divergence() throws {
+        let data = try Self.corpus()
+        let dir = TestPaths.tempDir("mr-nan")
+        let (status, _, err) = try Self.launch(2, ["train", "--model", "tiny", "--mode", "full", "--data", data, "--steps", "30",
+                                                   "--batch", "2", "--seq", "16", "--lr", "1e30", "--clip", "0", "--warmup", "0",
+                                                   "--quiet", "--run-dir", dir])
+        #expect(status != 0)
+        let lines = err.split(separator: "\n").filter { $0.contains("lora-dist: error:") }
+        #expect(lines.count == 1, "\(err)")
+        #expect(lines.first?.contains("diverged") == true)
+    }
+
+    @Test("a rank killed with SIGKILL ends the job non-zero within 30 seconds")
+    func killedRank() throws {
+        let data = try Self.corpus()
+        let dir = TestPaths.tempDir("mr-kill")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.mpirun)
+        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "4", TestPaths.binary, "train", "--model", "tiny",
+                       "--data", data, "--steps", "1000000", "--batch", "4", "--seq", "16", "--quiet", "--run-dir", dir]
+        p.environment = cleanEnvironment()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Wait until training runs (rank 0 has written a step), then kill one rank.
+        let start = Date()
+        while !FileManager.default.fileExists(atPath: dir + "/metrics.jsonl") || (try? String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8))?.isEmpty != false {
+            try #require(Date().timeIntervalSince(start) < 60, "training never started")
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let (_, pids, _) = try runProcess("/usr/bin/pgrep", ["-f", "--", "--run-dir \(dir)"])
+        let ranks = pids.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != p.processIdentifier }
+        try #require(ranks.count >= 4, "rank pids: \(pids)")
+        kill(ranks[ranks.count - 1], SIGKILL)
+        let killed = Date()
+        while p.isRunning && Date().timeIntervalSince(killed) < 30 { Thread.sleep(forTimeInterval: 0.1) }
+        let ended = !p.isRunning
+        if !ended { p.terminate() }
+        #expect(ended, "mpirun still running 30 s after a rank was killed")
+        if ended { #expect(p.terminationStatus != 0) }
+    }
+}
