@@ -4,7 +4,7 @@ import LoraDist
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed.", subcommands: [BenchStep.self])
+        abstract: "Measure speed.", subcommands: [BenchStep.self, BenchAllreduce.self])
 }
 
 struct BenchStep: ParsableCommand {
@@ -26,5 +26,24 @@ struct BenchStep: ParsableCommand {
         let lora = mode == .lora ? try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) : nil
         let r = try StepBenchmark.run(model: model, lora: lora, batch: batch, seqLen: seqLen, steps: steps)
         print(r.report)
+    }
+}
+
+struct BenchAllreduce: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce",
+        abstract: "Allreduce bus bandwidth and latency by message size on the world, node and cross-node communicators (run under mpirun).")
+
+    @Option(name: .customLong("sizes"), help: "Message sizes in bytes, comma-separated.")
+    var sizes: String = "4096,65536,262144,1048576,16777216,67108864"
+    @Option(name: .customLong("min-seconds"), help: "Measure each size for at least this long.")
+    var minSeconds: Double = 0.2
+
+    func run() throws {
+        let parsed = sizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parsed.allSatisfy({ ($0 ?? 0) >= 4 }) else { throw LoraDistError("--sizes must be byte counts of at least 4, got \(sizes)") }
+        let cluster = Cluster()
+        let rows = AllreduceBenchmark.run(cluster: cluster, sizes: parsed.map { $0! }, minSeconds: minSeconds)
+        if cluster.isRoot { print(AllreduceBenchmark.table(rows, cluster: cluster), terminator: "") }
     }
 }
