@@ -91,6 +91,9 @@ import Testing
             #expect(wait >= 0 && compute > 0)
         }
         #expect((lora.summary["node_memory_bytes"] as! Int) > 0)
+        // 4 ranks on this machine's cores: OpenBLAS threads are the cores shared among the ranks
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        #expect(lora.summary["blas_threads"] as? Int == max(1, cores / 4))
     }
 
     @Test("bad input under mpirun: one line, every rank exits non-zero, nothing written")

@@ -98,6 +98,25 @@ import Testing
         #expect(relativeError(gb, ga) < 1e-5)
     }
 
+    @Test("gradient buckets leave during the backward, not after it")
+    func bucketsOverlapBackward() throws {
+        var o = try Self.options(.full, data: try Self.corpus("buckets"), steps: 1)
+        o.bucketMB = 4.0 * 2048 / 1_048_576  // 2048-element buckets
+        let t = try makeTrainer(o)
+        // After the last layer (the first the backward finishes) some buckets are final already.
+        let layers = t.model.config.numHiddenLayers
+        #expect(t.readyOffset.count == layers)
+        for l in 1..<layers { #expect(t.readyOffset[l - 1] >= t.readyOffset[l]) }
+        #expect(t.readyOffset[layers - 1] >= 2048)
+        #expect(t.readyOffset[0] < t.model.store.trainableCount)  // the embedding completes last
+        t.exchange.begin()
+        t.exchange.ready(upTo: t.readyOffset[layers - 1])
+        #expect(t.exchange.launched >= 1)
+        #expect(t.exchange.launched < t.exchange.buckets.count)
+        t.exchange.finish()
+        #expect(t.exchange.launched == t.exchange.buckets.count)
+    }
+
     @Test("AdamW matches torch.optim.AdamW's update rule, no decay on norms")
     func adamw() {
         let specs = [ParamSpec(name: "w", shape: [3], trainable: true, decay: true),

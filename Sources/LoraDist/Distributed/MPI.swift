@@ -153,6 +153,18 @@ public final class Communicator {
         return Request(handle: r)
     }
 
+    /// Blocking form of `ireduceScatter`.
+    public func reduceScatter(send: UnsafePointer<Float>, recv: FPtr, counts: [Int32]) {
+        var r = ireduceScatter(send: send, recv: recv, counts: counts)
+        r.wait()
+    }
+
+    public func ibarrier() -> Request {
+        var r: MPI_Request?
+        MPI_Ibarrier(comm, &r)
+        return Request(handle: r)
+    }
+
     /// Every rank's `count` floats, concatenated in rank order, on every rank.
     public func allgather(_ send: UnsafePointer<Float>, count: Int, into recv: FPtr) {
         MPI_Allgather(send, Int32(count), cmpi_float(), recv, Int32(count), cmpi_float(), comm)
