@@ -142,6 +142,51 @@ void   loradist__slice_ref__free_unpacked
   assert(message->base.descriptor == &loradist__slice_ref__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   loradist__slice_list__init
+                     (Loradist__SliceList         *message)
+{
+  static const Loradist__SliceList init_value = LORADIST__SLICE_LIST__INIT;
+  *message = init_value;
+}
+size_t loradist__slice_list__get_packed_size
+                     (const Loradist__SliceList *message)
+{
+  assert(message->base.descriptor == &loradist__slice_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t loradist__slice_list__pack
+                     (const Loradist__SliceList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &loradist__slice_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t loradist__slice_list__pack_to_buffer
+                     (const Loradist__SliceList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &loradist__slice_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Loradist__SliceList *
+       loradist__slice_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Loradist__SliceList *)
+     protobuf_c_message_unpack (&loradist__slice_list__descriptor,
+                                allocator, len, data);
+}
+void   loradist__slice_list__free_unpacked
+                     (Loradist__SliceList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &loradist__slice_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   loradist__manifest__init
                      (Loradist__Manifest         *message)
 {
@@ -187,7 +232,7 @@ void   loradist__manifest__free_unpacked
   assert(message->base.descriptor == &loradist__manifest__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor loradist__tensor_slice__field_descriptors[6] =
+static const ProtobufCFieldDescriptor loradist__tensor_slice__field_descriptors[7] =
 {
   {
     "name",
@@ -261,11 +306,24 @@ static const ProtobufCFieldDescriptor loradist__tensor_slice__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kind",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__TensorSlice, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned loradist__tensor_slice__field_indices_by_name[] = {
   4,   /* field[4] = count */
   5,   /* field[5] = data */
   1,   /* field[1] = dtype */
+  6,   /* field[6] = kind */
   0,   /* field[0] = name */
   2,   /* field[2] = shape */
   3,   /* field[3] = start */
@@ -273,7 +331,7 @@ static const unsigned loradist__tensor_slice__field_indices_by_name[] = {
 static const ProtobufCIntRange loradist__tensor_slice__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor loradist__tensor_slice__descriptor =
 {
@@ -283,7 +341,7 @@ const ProtobufCMessageDescriptor loradist__tensor_slice__descriptor =
   "Loradist__TensorSlice",
   "loradist",
   sizeof(Loradist__TensorSlice),
-  6,
+  7,
   loradist__tensor_slice__field_descriptors,
   loradist__tensor_slice__field_indices_by_name,
   1,  loradist__tensor_slice__number_ranges,
@@ -328,7 +386,7 @@ const ProtobufCMessageDescriptor loradist__shard_chunk__descriptor =
   (ProtobufCMessageInit) loradist__shard_chunk__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor loradist__slice_ref__field_descriptors[9] =
+static const ProtobufCFieldDescriptor loradist__slice_ref__field_descriptors[10] =
 {
   {
     "name",
@@ -438,10 +496,23 @@ static const ProtobufCFieldDescriptor loradist__slice_ref__field_descriptors[9] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "dtype",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__SliceRef, dtype),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned loradist__slice_ref__field_indices_by_name[] = {
   3,   /* field[3] = count */
   7,   /* field[7] = crc32c */
+  9,   /* field[9] = dtype */
   4,   /* field[4] = file */
   8,   /* field[8] = kind */
   6,   /* field[6] = length */
@@ -453,7 +524,7 @@ static const unsigned loradist__slice_ref__field_indices_by_name[] = {
 static const ProtobufCIntRange loradist__slice_ref__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor loradist__slice_ref__descriptor =
 {
@@ -463,14 +534,52 @@ const ProtobufCMessageDescriptor loradist__slice_ref__descriptor =
   "Loradist__SliceRef",
   "loradist",
   sizeof(Loradist__SliceRef),
-  9,
+  10,
   loradist__slice_ref__field_descriptors,
   loradist__slice_ref__field_indices_by_name,
   1,  loradist__slice_ref__number_ranges,
   (ProtobufCMessageInit) loradist__slice_ref__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[13] =
+static const ProtobufCFieldDescriptor loradist__slice_list__field_descriptors[1] =
+{
+  {
+    "slices",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Loradist__SliceList, n_slices),
+    offsetof(Loradist__SliceList, slices),
+    &loradist__slice_ref__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned loradist__slice_list__field_indices_by_name[] = {
+  0,   /* field[0] = slices */
+};
+static const ProtobufCIntRange loradist__slice_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor loradist__slice_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "loradist.SliceList",
+  "SliceList",
+  "Loradist__SliceList",
+  "loradist",
+  sizeof(Loradist__SliceList),
+  1,
+  loradist__slice_list__field_descriptors,
+  loradist__slice_list__field_indices_by_name,
+  1,  loradist__slice_list__number_ranges,
+  (ProtobufCMessageInit) loradist__slice_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[19] =
 {
   {
     "format_version",
@@ -628,16 +737,94 @@ static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[13] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mode",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, mode),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sampler_seed",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, sampler_seed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "optimizer_step",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, optimizer_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nodes",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, nodes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_utc",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, created_utc),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run_state_json",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, run_state_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned loradist__manifest__field_indices_by_name[] = {
   12,   /* field[12] = base_identity */
+  17,   /* field[17] = created_utc */
   8,   /* field[8] = exchange */
   0,   /* field[0] = format_version */
   5,   /* field[5] = lora_config_json */
+  13,   /* field[13] = mode */
   4,   /* field[4] = model_config_json */
+  16,   /* field[16] = nodes */
   6,   /* field[6] = optimizer_config_json */
+  15,   /* field[15] = optimizer_step */
   1,   /* field[1] = program_version */
   11,   /* field[11] = rng_state */
+  18,   /* field[18] = run_state_json */
+  14,   /* field[14] = sampler_seed */
   10,   /* field[10] = sampler_state */
   9,   /* field[9] = slices */
   2,   /* field[2] = step */
@@ -647,7 +834,7 @@ static const unsigned loradist__manifest__field_indices_by_name[] = {
 static const ProtobufCIntRange loradist__manifest__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor loradist__manifest__descriptor =
 {
@@ -657,7 +844,7 @@ const ProtobufCMessageDescriptor loradist__manifest__descriptor =
   "Loradist__Manifest",
   "loradist",
   sizeof(Loradist__Manifest),
-  13,
+  19,
   loradist__manifest__field_descriptors,
   loradist__manifest__field_indices_by_name,
   1,  loradist__manifest__number_ranges,

@@ -44,6 +44,13 @@ struct Train: ParsableCommand {
     var threads: Int?
     @Option(name: .customLong("export-merged"), help: "At the end, write the trained model (adapters folded in) as a Hugging Face directory here.")
     var exportMerged: String?
+    @Option(name: .customLong("save-every"), help: "Save a checkpoint every K steps (the end of the run always saves one).")
+    var saveEvery: Int?
+    @Option(name: .customLong("keep-last"), help: "Keep the newest N checkpoints.") var keepLast: Int = 3
+    @Option(help: "Resume from a checkpoint of --run-dir: latest, a step number, or a checkpoint directory.")
+    var resume: String?
+    @Option(name: .customLong("stop-after"), help: "Rehearse a preemption: after step K save a checkpoint and exit with status 75, as on SIGTERM.")
+    var stopAfter: Int?
     @Flag(help: "No progress line.") var quiet = false
 
     func run() throws {
@@ -63,6 +70,8 @@ struct Train: ParsableCommand {
         o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences
         o.devPercent = devPercent; o.quiet = quiet
         o.exchange = exchange; o.bucketMB = bucketMB
+        o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
+        Preemption.install()
         let cluster = Cluster()
         try setThreads(threads, cluster: cluster)
         let trainer = try Trainer(options: o, cluster: cluster)
@@ -76,7 +85,14 @@ struct Train: ParsableCommand {
 
                 """.utf8))
         }
-        let s = try cluster.agree { try trainer.run() }
+        let outcome = try cluster.agree { try trainer.run() }
+        let s = outcome.summary
+        if outcome.preempted {
+            if cluster.isRoot {
+                FileHandle.standardError.write(Data("lora-dist: stopped after step \(s["steps_done"]!), checkpoint \(s["checkpoint"]!); resume with --resume latest\n".utf8))
+            }
+            Foundation.exit(Preemption.exitCode)
+        }
         guard cluster.isRoot else { return }
         if let exportMerged {
             do { try HuggingFace.saveMerged(trainer.model, to: exportMerged) } catch { MPIRuntime.abort("\(error)") }

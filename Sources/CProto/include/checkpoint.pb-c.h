@@ -18,6 +18,7 @@ PROTOBUF_C__BEGIN_DECLS
 typedef struct Loradist__TensorSlice Loradist__TensorSlice;
 typedef struct Loradist__ShardChunk Loradist__ShardChunk;
 typedef struct Loradist__SliceRef Loradist__SliceRef;
+typedef struct Loradist__SliceList Loradist__SliceList;
 typedef struct Loradist__Manifest Loradist__Manifest;
 
 
@@ -55,17 +56,24 @@ struct  Loradist__TensorSlice
    */
   int64_t count;
   /*
-   * little-endian values
+   * count little-endian values
    */
   ProtobufCBinaryData data;
+  /*
+   * "param", "adam_m" or "adam_v"
+   */
+  char *kind;
 };
 #define LORADIST__TENSOR_SLICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&loradist__tensor_slice__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, {0,NULL} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, {0,NULL}, (char *)protobuf_c_empty_string }
 
 
 /*
- * One message of a shard file: a list of slices.
+ * The unit a shard file is made of. A shard file is a concatenation of
+ * ShardChunk messages, one slice each (at most 16 Mi elements, so no message
+ * nears protobuf's 2 GiB limit); concatenated messages parse as one ShardChunk
+ * holding every slice, so `protoc --decode loradist.ShardChunk` reads a whole file.
  */
 struct  Loradist__ShardChunk
 {
@@ -89,9 +97,12 @@ struct  Loradist__SliceRef
   int64_t *shape;
   int64_t start;
   int64_t count;
+  /*
+   * shard file name, relative to the checkpoint directory
+   */
   char *file;
   /*
-   * byte offset of the ShardChunk message in the file
+   * byte offset of the slice's ShardChunk message in the file
    */
   int64_t offset;
   /*
@@ -99,17 +110,35 @@ struct  Loradist__SliceRef
    */
   int64_t length;
   /*
-   * checksum of the slice's data bytes
+   * CRC-32C (Castagnoli) of the slice's data bytes
    */
   uint32_t crc32c;
   /*
-   * "param", "adam_m", "adam_v"
+   * "param", "adam_m" or "adam_v"
    */
   char *kind;
+  /*
+   * "F32"
+   */
+  char *dtype;
 };
 #define LORADIST__SLICE_REF__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&loradist__slice_ref__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * What each rank sends rank 0 after writing its shard file.
+ */
+struct  Loradist__SliceList
+{
+  ProtobufCMessage base;
+  size_t n_slices;
+  Loradist__SliceRef **slices;
+};
+#define LORADIST__SLICE_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&loradist__slice_list__descriptor) \
+    , 0,NULL }
 
 
 struct  Loradist__Manifest
@@ -117,22 +146,73 @@ struct  Loradist__Manifest
   ProtobufCMessage base;
   uint32_t format_version;
   char *program_version;
+  /*
+   * optimizer steps completed
+   */
   int64_t step;
   int64_t tokens_seen;
+  /*
+   * Hugging Face config.json of the model
+   */
   char *model_config_json;
+  /*
+   * PEFT-style LoRA config; empty for full fine-tuning
+   */
   char *lora_config_json;
+  /*
+   * AdamW hyper-parameters and the LR schedule
+   */
   char *optimizer_config_json;
+  /*
+   * ranks at save time
+   */
   int64_t world_size;
+  /*
+   * "flat" or "hierarchical"
+   */
   char *exchange;
   size_t n_slices;
   Loradist__SliceRef **slices;
+  /*
+   * reserved: the sampler is stateless (see sampler_seed)
+   */
   ProtobufCBinaryData sampler_state;
+  /*
+   * reserved: every random stream is counter-based (see sampler_seed)
+   */
   ProtobufCBinaryData rng_state;
+  /*
+   * config + CRC-32C of the frozen base (LoRA); empty for full
+   */
   char *base_identity;
+  /*
+   * "lora" or "full"
+   */
+  char *mode;
+  /*
+   * batches, dropout masks: functions of (seed, step, index)
+   */
+  uint64_t sampler_seed;
+  /*
+   * AdamW's step counter t
+   */
+  int64_t optimizer_step;
+  /*
+   * nodes at save time
+   */
+  int64_t nodes;
+  /*
+   * ISO 8601
+   */
+  char *created_utc;
+  /*
+   * what the run reports across a resume (initial dev loss, seconds trained)
+   */
+  char *run_state_json;
 };
 #define LORADIST__MANIFEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&loradist__manifest__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, {0,NULL}, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /* Loradist__TensorSlice methods */
@@ -192,6 +272,25 @@ Loradist__SliceRef *
 void   loradist__slice_ref__free_unpacked
                      (Loradist__SliceRef *message,
                       ProtobufCAllocator *allocator);
+/* Loradist__SliceList methods */
+void   loradist__slice_list__init
+                     (Loradist__SliceList         *message);
+size_t loradist__slice_list__get_packed_size
+                     (const Loradist__SliceList   *message);
+size_t loradist__slice_list__pack
+                     (const Loradist__SliceList   *message,
+                      uint8_t             *out);
+size_t loradist__slice_list__pack_to_buffer
+                     (const Loradist__SliceList   *message,
+                      ProtobufCBuffer     *buffer);
+Loradist__SliceList *
+       loradist__slice_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   loradist__slice_list__free_unpacked
+                     (Loradist__SliceList *message,
+                      ProtobufCAllocator *allocator);
 /* Loradist__Manifest methods */
 void   loradist__manifest__init
                      (Loradist__Manifest         *message);
@@ -222,6 +321,9 @@ typedef void (*Loradist__ShardChunk_Closure)
 typedef void (*Loradist__SliceRef_Closure)
                  (const Loradist__SliceRef *message,
                   void *closure_data);
+typedef void (*Loradist__SliceList_Closure)
+                 (const Loradist__SliceList *message,
+                  void *closure_data);
 typedef void (*Loradist__Manifest_Closure)
                  (const Loradist__Manifest *message,
                   void *closure_data);
@@ -234,6 +336,7 @@ typedef void (*Loradist__Manifest_Closure)
 extern const ProtobufCMessageDescriptor loradist__tensor_slice__descriptor;
 extern const ProtobufCMessageDescriptor loradist__shard_chunk__descriptor;
 extern const ProtobufCMessageDescriptor loradist__slice_ref__descriptor;
+extern const ProtobufCMessageDescriptor loradist__slice_list__descriptor;
 extern const ProtobufCMessageDescriptor loradist__manifest__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -188,6 +188,21 @@ public final class Communicator {
         }
     }
 
+    /// Every rank's bytes at `root` (in rank order); nil elsewhere.
+    public func gather(_ data: [UInt8], root: Int = 0) -> [[UInt8]]? {
+        var mine = Int32(data.count)
+        var sizes = [Int32](repeating: 0, count: size)
+        MPI_Gather(&mine, 1, cmpi_int32(), &sizes, 1, cmpi_int32(), Int32(root), comm)
+        var displs = [Int32](repeating: 0, count: size)
+        for r in 1..<max(size, 1) { displs[r] = displs[r - 1] + sizes[r - 1] }
+        let total = rank == root ? Int(sizes.reduce(0, +)) : 0
+        var all = [UInt8](repeating: 0, count: max(total, 1))
+        var send = data
+        MPI_Gatherv(&send, mine, cmpi_byte(), &all, &sizes, &displs, cmpi_byte(), Int32(root), comm)
+        guard rank == root else { return nil }
+        return (0..<size).map { r in Array(all[Int(displs[r])..<(Int(displs[r]) + Int(sizes[r]))]) }
+    }
+
     /// Rank 0's bytes on every rank.
     public func broadcast(_ data: inout [UInt8]) {
         var n = Int64(data.count)

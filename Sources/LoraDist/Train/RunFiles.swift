@@ -32,11 +32,26 @@ public enum RunFiles {
 public final class MetricsLog {
     let handle: FileHandle
 
-    public init(path: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil),
-              let h = FileHandle(forWritingAtPath: path) else {
-            throw LoraDistError("cannot create \(path)")
+    /// A new log; or, when resuming, the existing one cut back to the steps up
+    /// to the checkpoint (a run killed after its last save logged steps that
+    /// the resumed run will redo).
+    public init(path: String, keepingStepsUpTo last: Int? = nil) throws {
+        var kept = Data()
+        if let last, let old = FileManager.default.contents(atPath: path) {
+            for line in old.split(separator: UInt8(ascii: "\n")) {
+                guard let obj = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any],
+                      let step = obj["step"] as? Int, step <= last else { continue }
+                kept.append(contentsOf: line)
+                kept.append(UInt8(ascii: "\n"))
+            }
+            try RunFiles.writeAtomically(kept, to: path)
+        } else {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw LoraDistError("cannot create \(path)")
+            }
         }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw LoraDistError("cannot open \(path)") }
+        h.seekToEndOfFile()
         handle = h
     }
 

@@ -25,6 +25,10 @@ public struct TrainOptions {
     public var devPercent: Int = 5
     public var exchange: ExchangeStrategy = .hierarchical
     public var bucketMB: Double = 4
+    public var saveEvery: Int? = nil       // also saves at the end, always
+    public var keepLast: Int = 3
+    public var resume: String? = nil       // "latest", a step, or a checkpoint directory
+    public var stopAfter: Int? = nil       // rehearse a preemption: save and stop after this step
     public var quiet: Bool = false
 
     public init() {}
@@ -132,6 +136,9 @@ public final class Trainer {
         guard o.warmup >= 0 else { throw LoraDistError("--warmup must not be negative") }
         guard (0...50).contains(o.devPercent) else { throw LoraDistError("--dev-percent must be in 0...50") }
         guard o.bucketMB > 0 else { throw LoraDistError("--bucket-mb must be positive") }
+        if let k = o.saveEvery, k < 1 { throw LoraDistError("--save-every must be at least 1, got \(k)") }
+        guard o.keepLast >= 1 else { throw LoraDistError("--keep-last must be at least 1, got \(o.keepLast)") }
+        if let k = o.stopAfter, k < 1 { throw LoraDistError("--stop-after must be at least 1, got \(k)") }
         if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
         if o.mode == .lora && o.lora == nil { throw LoraDistError("LoRA mode needs a LoRA config") }
         if o.exchange == .hierarchical && !cluster.uniform {
@@ -168,6 +175,7 @@ public final class Trainer {
 
     public struct StepResult {
         public var loss: Double, gradNorm: Double, commWait: Double, seconds: Double
+        public var stop: Bool  // some rank was asked to stop (SIGTERM)
     }
 
     /// One optimizer step over the global batch. Collective.
@@ -203,7 +211,9 @@ public final class Trainer {
             defer { wait += Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9 }
             return body()
         }
-        let loss = timed { cluster.world.allreduce([lossSum])[0] } / Double(options.batch * T)
+        // The loss sum and the preemption flag travel together: every rank learns both.
+        let reduced = timed { cluster.world.allreduce([lossSum, Preemption.isRequested ? 1 : 0]) }
+        let loss = reduced[0] / Double(options.batch * T)
         guard loss.isFinite else { throw LoraDistError("loss is \(loss) at step \(step): training diverged (try a lower --lr)") }
         // Each rank holds the summed gradient of its shard; the node's shards make the whole.
         let sq = GradClip.sumSquares(exchange.shardGrads, count: exchange.shard.count)
@@ -212,7 +222,7 @@ public final class Trainer {
         optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
         timed { window.publish() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds)
+        return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds, stop: reduced[1] > 0)
     }
 
     /// What one step moves, for this model and for full fine-tuning of it.
@@ -223,25 +233,46 @@ public final class Trainer {
         return b.intra + b.inter
     }
 
-    /// The whole run. Rank 0 writes metrics.jsonl and summary.json; returns the summary.
+    public struct Outcome {
+        public var summary: [String: Any]
+        /// Stopped early (SIGTERM or --stop-after) with a checkpoint to resume from.
+        public var preempted: Bool
+    }
+
+    /// The whole run, from step 1 or from a checkpoint. Rank 0 writes
+    /// metrics.jsonl, summary.json and the manifests; every rank its shard.
     @discardableResult
-    public func run() throws -> [String: Any] {
+    public func run() throws -> Outcome {
         let o = options
         let root = cluster.isRoot
+        var first = 1, tokens = 0, state: [String: Any] = [:]
+        if let which = o.resume {
+            let r = try resume(which)
+            first = r.step + 1
+            tokens = r.tokens
+            state = r.state
+        }
         var metrics: MetricsLog?
         if root {
             do {
                 try RunFiles.createDirectory(o.runDir)
-                metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl")
+                metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl", keepingStepsUpTo: o.resume == nil ? nil : first - 1)
             } catch { MPIRuntime.abort("\(error)") }
         }
         let progress = Progress(total: o.steps, quiet: o.quiet || !root)
         let start = Date()
-        let initialDev = evaluate()
-        var devLoss = initialDev
-        var tokens = 0, lastLoss = 0.0, trainSeconds = 0.0, waitSeconds = 0.0
+        let initialDev = (state["initial_dev_loss"] as? Double) ?? evaluate()
+        var devLoss = (state["dev_loss"] as? Double) ?? initialDev
+        var lastLoss = (state["final_loss"] as? Double) ?? .nan
+        var trainSeconds = (state["train_seconds"] as? Double) ?? 0, waitSeconds = (state["wait_seconds"] as? Double) ?? 0
         let bytes = exchangeBytes
-        for s in 1...o.steps {
+        var preempted = false
+        func runState() -> [String: Any] {
+            ["initial_dev_loss": initialDev, "dev_loss": devLoss, "final_loss": lastLoss, "train_seconds": trainSeconds,
+             "wait_seconds": waitSeconds]
+        }
+        var s = first
+        while s <= o.steps {
             let r = try step(s)
             trainSeconds += r.seconds
             waitSeconds += r.commWait
@@ -263,8 +294,14 @@ public final class Trainer {
             if let metrics {
                 do { try metrics.append(rec) } catch { MPIRuntime.abort("\(error)") }
             }
-            progress.update(step: s, loss: r.loss, tokensPerSecond: Double(tokens) / trainSeconds,
-                            secondsPerStep: trainSeconds / Double(s), commShare: waitSeconds / trainSeconds)
+            progress.update(step: s, loss: r.loss, tokensPerSecond: Double(tokens) / max(trainSeconds, 1e-9),
+                            secondsPerStep: trainSeconds / Double(s - first + 1), commShare: waitSeconds / max(trainSeconds, 1e-9))
+            preempted = r.stop || s == o.stopAfter
+            if preempted || s == o.steps || (o.saveEvery.map { s % $0 == 0 } ?? false) {
+                try saveCheckpoint(step: s, tokens: tokens, runState: runState())
+            }
+            if preempted { break }
+            s += 1
         }
         progress.finish()
         let nodeMemory = cluster.world.allreduceMax(NodeMemory.nodeBytes(cluster))
@@ -272,25 +309,27 @@ public final class Trainer {
         let perStep = bytes.intra + bytes.inter, fullPerStep = fullFineTuningExchangeBytes
         let summary: [String: Any] = [
             "mode": o.mode.rawValue, "model": o.model, "steps": o.steps, "batch": o.batch, "seq_len": o.seqLen,
+            "steps_done": preempted ? s : o.steps, "preempted": preempted,
             "tokens": tokens, "final_loss": rounded(lastLoss),
             "initial_dev_loss": rounded(initialDev), "initial_dev_perplexity": rounded(Foundation.exp(initialDev), 3),
             "dev_loss": rounded(devLoss), "dev_perplexity": rounded(Foundation.exp(devLoss), 3),
             "trainable_params": model.trainableParams, "total_params": model.totalParams,
             "base_params": model.baseParams,
-            "tokens_per_s": rounded(Double(tokens) / trainSeconds, 1), "wall_s": rounded(wall, 3),
+            "tokens_per_s": rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), "wall_s": rounded(wall, 3),
             "lora": o.mode == .lora ? loraJSON(o.lora!) : NSNull(), "lr": Double(o.lr), "seed": o.seed,
             "world_size": cluster.size, "nodes": cluster.nodes, "ranks_per_node": cluster.node.size,
             "exchange": o.exchange.rawValue, "blas_threads": BLAS.threads,
             "exchange_bytes_per_step": Int(perStep), "full_ft_exchange_bytes_per_step": Int(fullPerStep),
             "exchange_ratio": fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : NSNull(),
-            "comm_wait_share": rounded(waitSeconds / trainSeconds, 4),
+            "comm_wait_share": rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
             "node_memory_bytes": Int(nodeMemory),
+            "checkpoint": checkpointRoot + "/" + CheckpointFiles.stepName(preempted ? s : o.steps),
         ]
         if root {
             do { try RunFiles.writeAtomically(try RunFiles.json(summary), to: o.runDir + "/summary.json") }
             catch { MPIRuntime.abort("\(error)") }
         }
-        return summary
+        return Outcome(summary: summary, preempted: preempted)
     }
 
     func loraJSON(_ l: LoRAConfig) -> [String: Any] {

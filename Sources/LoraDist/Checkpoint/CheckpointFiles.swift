@@ -1,0 +1,208 @@
+import Foundation
+
+/// The files of a checkpoint directory and how they are written and read.
+///
+///     RUN/checkpoints/
+///       latest                      "step-0000100\n", replaced by atomic rename
+///       step-0000100/
+///         shard-00000.pb            ShardChunk messages written by world rank 0
+///         shard-00001.pb            ... by rank 1 (each writer rank writes its owned slices)
+///         manifest.pb               Manifest, written last by rank 0
+///
+/// A step directory without manifest.pb is an interrupted save and is never read.
+public enum CheckpointFiles {
+    public static let manifestName = "manifest.pb"
+    public static let latestName = "latest"
+    /// Elements per slice message: 64 MiB of payload, far below protobuf's 2 GiB limit.
+    public static let maxSliceElements = 16 * 1024 * 1024
+
+    public static func stepName(_ step: Int) -> String { String(format: "step-%07d", step) }
+    public static func shardName(_ rank: Int) -> String { String(format: "shard-%05d.pb", rank) }
+
+    /// One slice to write: elements [start, start + count) of a tensor, from memory.
+    public struct Outgoing {
+        public let name: String, kind: String, shape: [Int], start: Int, count: Int
+        public let values: UnsafePointer<Float>
+        public init(name: String, kind: String, shape: [Int], start: Int, count: Int, values: UnsafePointer<Float>) {
+            self.name = name; self.kind = kind; self.shape = shape; self.start = start; self.count = count; self.values = values
+        }
+    }
+
+    /// Writes `slices` (chunked) into dir/file and fsyncs it; returns where each landed.
+    public static func writeShard(dir: String, file: String, slices: [Outgoing]) throws -> [SliceRef] {
+        let path = dir + "/" + file
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw ioError("cannot create", path) }
+        defer { close(fd) }
+        var refs: [SliceRef] = []
+        var offset = 0
+        for s in slices {
+            var done = 0
+            repeat {
+                let n = min(maxSliceElements, s.count - done)
+                let values = Array(UnsafeBufferPointer(start: s.values + done, count: n))
+                let rec = TensorSliceRecord(name: s.name, kind: s.kind, shape: s.shape, start: s.start + done, values: values)
+                let bytes = rec.encoded()
+                try writeAll(fd, bytes, path: path)
+                let crc = values.withUnsafeBytes { CRC32C.checksum($0) }
+                refs.append(SliceRef(name: s.name, kind: s.kind, shape: s.shape, start: s.start + done, count: n,
+                                     file: file, offset: offset, length: bytes.count, crc32c: crc))
+                offset += bytes.count
+                done += n
+            } while done < s.count
+        }
+        guard fsync(fd) == 0 else { throw ioError("cannot fsync", path) }
+        return refs
+    }
+
+    /// Writes `data` to `path` durably and atomically: temporary file, fsync,
+    /// rename over the target, fsync of the directory.
+    public static func writeDurably(_ data: Data, to path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = dir + "/." + (path as NSString).lastPathComponent + ".tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw ioError("cannot create", tmp) }
+        do {
+            try writeAll(fd, data, path: tmp)
+            guard fsync(fd) == 0 else { throw ioError("cannot fsync", tmp) }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(tmp)
+            throw error
+        }
+        guard rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw ioError("cannot rename \(tmp) to", path)
+        }
+        try syncDirectory(dir)
+    }
+
+    public static func syncDirectory(_ dir: String) throws {
+        let fd = open(dir, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { throw ioError("cannot open directory", dir) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw ioError("cannot fsync directory", dir) }
+    }
+
+    static func writeAll(_ fd: Int32, _ data: Data, path: String) throws {
+        try data.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = write(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw ioError("cannot write", path) }
+                done += n
+            }
+        }
+    }
+
+    static func ioError(_ what: String, _ path: String) -> LoraDistError {
+        LoraDistError("\(what) \(path): \(String(cString: strerror(errno)))")
+    }
+
+    // MARK: reading
+
+    /// A checkpoint directory from `--resume`: "latest", a step number, a step
+    /// directory name, or a path to a checkpoint directory.
+    public static func resolve(_ which: String, checkpoints root: String) throws -> String {
+        let fm = FileManager.default
+        if which == "latest" {
+            let pointer = root + "/" + latestName
+            guard let name = try? String(contentsOfFile: pointer, encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines), !name.isEmpty else {
+                throw LoraDistError("no checkpoint to resume: \(pointer) does not exist")
+            }
+            return root + "/" + name
+        }
+        if let n = Int(which) { return root + "/" + stepName(n) }
+        if which.hasPrefix("step-") && !which.contains("/") { return root + "/" + which }
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: which, isDirectory: &isDir), isDir.boolValue else {
+            throw LoraDistError("checkpoint \(which) not found (give latest, a step number, or a checkpoint directory)")
+        }
+        return which
+    }
+
+    public static func readManifest(_ dir: String) throws -> Manifest {
+        let path = dir + "/" + manifestName
+        guard FileManager.default.fileExists(atPath: dir) else { throw LoraDistError("checkpoint \(dir) does not exist") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw LoraDistError("\(path) is missing: \(dir) is not a complete checkpoint")
+        }
+        return try Manifest(decoding: data, source: path)
+    }
+
+    /// Reads slices from one checkpoint, keeping files open, verifying each checksum.
+    public final class Reader {
+        let dir: String
+        var handles: [String: FileHandle] = [:]
+
+        public init(dir: String) { self.dir = dir }
+        deinit { for h in handles.values { try? h.close() } }
+
+        public func read(_ ref: SliceRef) throws -> TensorSliceRecord {
+            let path = dir + "/" + ref.file
+            let h: FileHandle
+            if let open = handles[ref.file] { h = open } else {
+                guard let fh = FileHandle(forReadingAtPath: path) else {
+                    throw LoraDistError("\(path) is missing (needed for '\(ref.name)')")
+                }
+                handles[ref.file] = fh
+                h = fh
+            }
+            let data: Data
+            do {
+                try h.seek(toOffset: UInt64(ref.offset))
+                data = try h.read(upToCount: ref.length) ?? Data()
+            } catch { throw LoraDistError("cannot read \(path): \(error.localizedDescription)") }
+            guard data.count == ref.length else {
+                throw LoraDistError("\(path) is truncated: '\(ref.name)' (\(ref.kind)) needs bytes \(ref.offset)..<\(ref.offset + ref.length)")
+            }
+            let rec = try TensorSliceRecord(decoding: data, crc32c: ref.crc32c, source: path)
+            guard rec.name == ref.name, rec.kind == ref.kind, rec.start == ref.start, rec.values.count == ref.count else {
+                throw LoraDistError("\(path): the slice at byte \(ref.offset) is not '\(ref.name)' (\(ref.kind)) as the manifest says")
+            }
+            return rec
+        }
+    }
+
+    /// Fills dst with elements `range` of tensor `name` (kind) from the manifest's
+    /// slices. Fails when any element is not covered.
+    public static func gather(_ name: String, kind: String, range: Range<Int>, into dst: FPtr,
+                              manifest: Manifest, reader: Reader, index: [String: [SliceRef]]) throws {
+        var covered = 0
+        for ref in index[name + "#" + kind] ?? [] {
+            let span = (ref.start..<(ref.start + ref.count)).clamped(to: range)
+            guard !span.isEmpty else { continue }
+            let rec = try reader.read(ref)
+            rec.values.withUnsafeBufferPointer { v in
+                (dst + (span.lowerBound - range.lowerBound)).update(from: v.baseAddress! + (span.lowerBound - ref.start),
+                                                                    count: span.count)
+            }
+            covered += span.count
+        }
+        guard covered == range.count else {
+            throw LoraDistError("checkpoint lacks elements \(range) of '\(name)' (\(kind)): it holds \(covered) of them")
+        }
+    }
+
+    /// Slices by "name#kind", sorted by start.
+    public static func index(_ m: Manifest) -> [String: [SliceRef]] {
+        Dictionary(grouping: m.slices) { $0.name + "#" + $0.kind }.mapValues { $0.sorted { $0.start < $1.start } }
+    }
+
+    /// Removes all but the newest `keep` complete step directories (never `protect`),
+    /// and any interrupted save older than the newest complete one.
+    public static func prune(_ root: String, keep: Int, protect: String) {
+        let fm = FileManager.default
+        guard keep > 0, let names = try? fm.contentsOfDirectory(atPath: root) else { return }
+        let steps = names.filter { $0.hasPrefix("step-") }.sorted()
+        let complete = steps.filter { fm.fileExists(atPath: root + "/" + $0 + "/" + manifestName) }
+        let kept = Set(complete.suffix(keep)).union([protect])
+        guard let newest = complete.last else { return }
+        for s in steps where !kept.contains(s) && s <= newest {
+            try? fm.removeItem(atPath: root + "/" + s)
+        }
+    }
+}

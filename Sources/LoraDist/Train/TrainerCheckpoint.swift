@@ -1,0 +1,152 @@
+import Foundation
+
+/// Saving and resuming: every writer rank writes the slices it owns, rank 0
+/// gathers their slice lists and writes the manifest last, then `latest`.
+extension Trainer {
+    public var checkpointRoot: String { options.runDir + "/checkpoints" }
+
+    /// The owned elements of the trainable arena, tensor by tensor:
+    /// (parameter, element range within the tensor, arena offset of its first element).
+    var ownedPieces: [(Param, Range<Int>, Int)] {
+        let owned = optimizer.range
+        return model.store.trainable.compactMap { p in
+            let span = (p.offset..<(p.offset + p.count)).clamped(to: owned)
+            return span.isEmpty ? nil : (p, (span.lowerBound - p.offset)..<(span.upperBound - p.offset), span.lowerBound)
+        }
+    }
+
+    /// CRC-32C over the frozen tensors in name order: the identity of a LoRA
+    /// checkpoint's base. Empty under full fine-tuning (the checkpoint holds every weight).
+    public func baseIdentity() -> String {
+        let frozen = model.store.params.filter { $0.grad == nil }.sorted { $0.name < $1.name }
+        guard !frozen.isEmpty else { return "" }
+        var crc: UInt32 = 0
+        for p in frozen { crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: p.value, count: p.count * 4)) }
+        return String(format: "crc32c:%08x over %d frozen tensors (%d values)", crc, frozen.count,
+                      frozen.reduce(0) { $0 + $1.count })
+    }
+
+    func loraConfigJSON() -> String {
+        guard let l = model.lora else { return "" }
+        let d: [String: Any] = ["peft_type": "LORA", "r": l.rank, "lora_alpha": Double(l.alpha), "lora_dropout": Double(l.dropout),
+                                "target_modules": l.targets, "use_rslora": l.useRSLoRA]
+        return String(decoding: (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+    }
+
+    func optimizerConfigJSON() -> String {
+        let o = options.optimizer, s = schedule
+        let d: [String: Any] = ["type": "adamw", "beta1": Double(o.beta1), "beta2": Double(o.beta2), "eps": Double(o.eps),
+                                "weight_decay": Double(o.weightDecay), "clip_norm": Double(o.clipNorm), "lr": Double(s.lr),
+                                "warmup_steps": s.warmup, "total_steps": s.total, "min_lr": Double(s.minLR)]
+        return String(decoding: (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+    }
+
+    /// Saves the state after `step`. Collective; a failure on any rank fails every rank.
+    public func saveCheckpoint(step: Int, tokens: Int, runState: [String: Any]) throws {
+        let root = checkpointRoot, name = CheckpointFiles.stepName(step), dir = root + "/" + name
+        try cluster.agree {
+            guard cluster.isRoot else { return }
+            let fm = FileManager.default
+            try RunFiles.createDirectory(root)
+            // A directory of this step without `latest` pointing at it is an interrupted save: start over.
+            if fm.fileExists(atPath: dir) { try fm.removeItem(atPath: dir) }
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        }
+        // One node's ranks hold every owned range; the other nodes hold copies.
+        let writer = cluster.cross.rank == 0
+        let refs: [SliceRef] = try cluster.agree {
+            guard writer else { return [] }
+            let m = optimizer.m.ptr, v = optimizer.v.ptr, lo = optimizer.range.lowerBound
+            var out: [CheckpointFiles.Outgoing] = []
+            for (p, r, arena) in ownedPieces {
+                for (kind, ptr) in [("param", model.store.values + arena), ("adam_m", m + (arena - lo)), ("adam_v", v + (arena - lo))] {
+                    out.append(.init(name: p.name, kind: kind, shape: p.spec.shape, start: r.lowerBound, count: r.count,
+                                     values: ptr))
+                }
+            }
+            return try CheckpointFiles.writeShard(dir: dir, file: CheckpointFiles.shardName(cluster.rank), slices: out)
+        }
+        let lists = cluster.world.gather(Array(SliceRef.encodeList(refs)))
+        try cluster.agree {
+            guard let lists else { return }
+            var m = Manifest()
+            m.programVersion = LoraDistVersion.string
+            m.step = step
+            m.tokensSeen = tokens
+            m.modelConfigJSON = String(decoding: try RunFiles.json(model.config.huggingFaceJSON()), as: UTF8.self)
+            m.loraConfigJSON = loraConfigJSON()
+            m.optimizerConfigJSON = optimizerConfigJSON()
+            m.worldSize = cluster.size
+            m.nodes = cluster.nodes
+            m.exchange = options.exchange.rawValue
+            m.slices = try lists.flatMap { try SliceRef.decodeList(Data($0)) }
+            m.baseIdentity = baseIdentity()
+            m.mode = options.mode.rawValue
+            m.samplerSeed = options.seed
+            m.optimizerStep = optimizer.t
+            m.createdUTC = ISO8601DateFormatter().string(from: Date())
+            m.runStateJSON = String(decoding: try JSONSerialization.data(withJSONObject: runState, options: [.sortedKeys]), as: UTF8.self)
+            try CheckpointFiles.writeDurably(m.encoded(), to: dir + "/" + CheckpointFiles.manifestName)
+            try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.latestName)
+            CheckpointFiles.prune(root, keep: options.keepLast, protect: name)
+        }
+    }
+
+    /// Loads a checkpoint into this run (any world size). Collective. Everything
+    /// is read and verified into private buffers first; the shared weights and
+    /// the optimizer change only when every rank has succeeded.
+    /// Returns (step, tokens seen, run state).
+    public func resume(_ which: String) throws -> (step: Int, tokens: Int, state: [String: Any]) {
+        let (manifest, values, m, v) = try cluster.agree { () throws -> (Manifest, [Float], [Float], [Float]) in
+            let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
+            let manifest = try CheckpointFiles.readManifest(dir)
+            let src = dir + "/" + CheckpointFiles.manifestName
+            guard manifest.mode == options.mode.rawValue else {
+                throw LoraDistError("\(src) is a \(manifest.mode) checkpoint; this run is --mode \(options.mode.rawValue)")
+            }
+            let saved = try ModelConfig.fromHuggingFace(json: Data(manifest.modelConfigJSON.utf8), source: src)
+            guard saved == model.config else { throw LoraDistError("\(src): the checkpoint's model config differs from --model \(options.model)") }
+            if let lora = model.lora {
+                let savedLoRA = try LoRAConfig.fromPEFT(json: Data(manifest.loraConfigJSON.utf8), source: src)
+                guard savedLoRA == lora else {
+                    throw LoraDistError("\(src): the checkpoint's LoRA config (r \(savedLoRA.rank), targets \(savedLoRA.targets.joined(separator: ","))) differs from this run's")
+                }
+                if cluster.isRoot {
+                    let identity = baseIdentity()
+                    guard identity == manifest.baseIdentity else {
+                        throw LoraDistError("\(src): the base weights differ from the ones the adapters were trained on (\(identity) here, \(manifest.baseIdentity) in the checkpoint)")
+                    }
+                }
+            }
+            let reader = CheckpointFiles.Reader(dir: dir)
+            let index = CheckpointFiles.index(manifest)
+            let range = optimizer.range
+            var values = [Float](repeating: 0, count: range.count), m = values, v = values
+            for (p, r, arena) in ownedPieces {
+                let at = arena - range.lowerBound
+                try values.withUnsafeMutableBufferPointer {
+                    try CheckpointFiles.gather(p.name, kind: "param", range: r, into: $0.baseAddress! + at, manifest: manifest, reader: reader, index: index)
+                }
+                try m.withUnsafeMutableBufferPointer {
+                    try CheckpointFiles.gather(p.name, kind: "adam_m", range: r, into: $0.baseAddress! + at, manifest: manifest, reader: reader, index: index)
+                }
+                try v.withUnsafeMutableBufferPointer {
+                    try CheckpointFiles.gather(p.name, kind: "adam_v", range: r, into: $0.baseAddress! + at, manifest: manifest, reader: reader, index: index)
+                }
+            }
+            return (manifest, values, m, v)
+        }
+        let range = optimizer.range
+        values.withUnsafeBufferPointer { (model.store.values + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }
+        m.withUnsafeBufferPointer { optimizer.m.ptr.update(from: $0.baseAddress!, count: range.count) }
+        v.withUnsafeBufferPointer { optimizer.v.ptr.update(from: $0.baseAddress!, count: range.count) }
+        optimizer.setStep(manifest.optimizerStep)
+        window.publish()
+        let state = (try? JSONSerialization.jsonObject(with: Data(manifest.runStateJSON.utf8))) as? [String: Any] ?? [:]
+        return (manifest.step, manifest.tokensSeen, state)
+    }
+}
+
+public enum LoraDistVersion {
+    public static let string = "0.1.0"
+}
