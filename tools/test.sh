@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 tools/gen-proto.sh --check
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet -r tools/requirements-test.txt
 swift build --build-tests
 swift test --skip-build

@@ -41,7 +41,7 @@ import Testing
     func learns() throws {
         let general = try Self.corpus("general")
         let full = try makeTrainer(try Self.options(.full, data: general))
-        let s = try full.run()
+        let s = try full.run().summary
         let before = s["initial_dev_loss"] as! Double, after = s["dev_loss"] as! Double
         #expect(after < before - 1, "full: dev loss \(before) → \(after)")
         let lines = try String(contentsOfFile: full.options.runDir + "/metrics.jsonl", encoding: .utf8)
@@ -57,7 +57,7 @@ import Testing
         var o = try Self.options(.lora, data: domain)
         o.model = base
         let lora = try makeTrainer(o)
-        let l = try lora.run()
+        let l = try lora.run().summary
         let lb = l["initial_dev_loss"] as! Double, la = l["dev_loss"] as! Double
         #expect(la < lb - 0.5, "lora: dev loss \(lb) → \(la)")
     }

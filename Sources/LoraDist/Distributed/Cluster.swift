@@ -49,7 +49,8 @@ public final class Cluster {
         do { result = try body() } catch { failure = error }
         let lowest = world.allreduceMin(failure == nil ? Int.max : world.rank)
         if lowest == Int.max { return result! }
-        if lowest == world.rank, let failure {
+        // A ClusterFailure comes from an inner agree that has already reported it.
+        if lowest == world.rank, let failure, !(failure is ClusterFailure) {
             let prefix = world.size > 1 ? "[rank \(world.rank)] " : ""
             FileHandle.standardError.write(Data("lora-dist: error: \(prefix)\(failure)\n".utf8))
         }

@@ -279,7 +279,7 @@ public final class Trainer {
             tokens += o.batch * o.seqLen
             lastLoss = r.loss
             var rec: [String: Any] = [
-                "step": s, "loss": rounded(r.loss), "lr": Double(schedule.at(s)), "tokens": tokens,
+                "step": s, "loss": rounded(r.loss), "lr": schedule.at(s).shortest, "tokens": tokens,
                 "tokens_per_s": rounded(Double(o.batch * o.seqLen) / r.seconds, 1), "step_s": rounded(r.seconds),
                 "grad_norm": rounded(r.gradNorm), "trainable_params": model.trainableParams, "mode": o.mode.rawValue,
                 "exchange_bytes": Int(bytes.intra + bytes.inter), "exchange_bytes_intra": Int(bytes.intra),
@@ -316,7 +316,7 @@ public final class Trainer {
             "trainable_params": model.trainableParams, "total_params": model.totalParams,
             "base_params": model.baseParams,
             "tokens_per_s": rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), "wall_s": rounded(wall, 3),
-            "lora": o.mode == .lora ? loraJSON(o.lora!) : NSNull(), "lr": Double(o.lr), "seed": o.seed,
+            "lora": o.mode == .lora ? loraJSON(o.lora!) : NSNull(), "lr": o.lr.shortest, "seed": o.seed,
             "world_size": cluster.size, "nodes": cluster.nodes, "ranks_per_node": cluster.node.size,
             "exchange": o.exchange.rawValue, "blas_threads": BLAS.threads,
             "exchange_bytes_per_step": Int(perStep), "full_ft_exchange_bytes_per_step": Int(fullPerStep),
@@ -333,7 +333,7 @@ public final class Trainer {
     }
 
     func loraJSON(_ l: LoRAConfig) -> [String: Any] {
-        ["r": l.rank, "alpha": Double(l.alpha), "dropout": Double(l.dropout), "target_modules": l.targets,
+        ["r": l.rank, "alpha": l.alpha.shortest, "dropout": l.dropout.shortest, "target_modules": l.targets,
          "use_rslora": l.useRSLoRA]
     }
 }

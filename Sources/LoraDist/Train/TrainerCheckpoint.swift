@@ -28,16 +28,16 @@ extension Trainer {
 
     func loraConfigJSON() -> String {
         guard let l = model.lora else { return "" }
-        let d: [String: Any] = ["peft_type": "LORA", "r": l.rank, "lora_alpha": Double(l.alpha), "lora_dropout": Double(l.dropout),
+        let d: [String: Any] = ["peft_type": "LORA", "r": l.rank, "lora_alpha": l.alpha.shortest, "lora_dropout": l.dropout.shortest,
                                 "target_modules": l.targets, "use_rslora": l.useRSLoRA]
         return String(decoding: (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
     }
 
     func optimizerConfigJSON() -> String {
         let o = options.optimizer, s = schedule
-        let d: [String: Any] = ["type": "adamw", "beta1": Double(o.beta1), "beta2": Double(o.beta2), "eps": Double(o.eps),
-                                "weight_decay": Double(o.weightDecay), "clip_norm": Double(o.clipNorm), "lr": Double(s.lr),
-                                "warmup_steps": s.warmup, "total_steps": s.total, "min_lr": Double(s.minLR)]
+        let d: [String: Any] = ["type": "adamw", "beta1": o.beta1.shortest, "beta2": o.beta2.shortest, "eps": o.eps.shortest,
+                                "weight_decay": o.weightDecay.shortest, "clip_norm": o.clipNorm.shortest, "lr": s.lr.shortest,
+                                "warmup_steps": s.warmup, "total_steps": s.total, "min_lr": s.minLR.shortest]
         return String(decoding: (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
     }
 
@@ -73,7 +73,8 @@ extension Trainer {
             m.programVersion = LoraDistVersion.string
             m.step = step
             m.tokensSeen = tokens
-            m.modelConfigJSON = String(decoding: try RunFiles.json(model.config.huggingFaceJSON()), as: UTF8.self)
+            m.modelConfigJSON = String(decoding: try JSONSerialization.data(withJSONObject: model.config.huggingFaceJSON(),
+                                                                            options: [.sortedKeys]), as: UTF8.self)
             m.loraConfigJSON = loraConfigJSON()
             m.optimizerConfigJSON = optimizerConfigJSON()
             m.worldSize = cluster.size
@@ -149,4 +150,9 @@ extension Trainer {
 
 public enum LoraDistVersion {
     public static let string = "0.1.0"
+}
+
+extension Float {
+    /// The Double that prints as this Float does (0.9, not 0.8999999761581421), for JSON.
+    var shortest: Double { Double("\(self)") ?? Double(self) }
 }

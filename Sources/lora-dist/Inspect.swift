@@ -1,0 +1,22 @@
+import ArgumentParser
+import Foundation
+import LoraDist
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a checkpoint's manifest and verify every slice's checksum (exit 1 on any mismatch).")
+
+    @Argument(help: "A checkpoint directory (…/checkpoints/step-NNNNNNN), a checkpoints folder, or a run directory (its latest checkpoint).")
+    var path: String
+    @Flag(name: .customLong("no-verify"), help: "Only print the manifest; do not read the shards.") var noVerify = false
+
+    func run() throws {
+        let dir = try CheckpointInspector.locate(path)
+        let (report, problems) = try CheckpointInspector.inspect(dir, verify: !noVerify)
+        print(report)
+        if let first = problems.first {
+            for p in problems { FileHandle.standardError.write(Data("  \(p)\n".utf8)) }
+            throw LoraDistError("checkpoint \(dir) failed verification: \(first)")
+        }
+    }
+}
