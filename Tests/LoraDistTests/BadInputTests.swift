@@ -254,7 +254,7 @@ extension BadInputTests {
             #expect(s["trainable_params"] as? Int == trainable)
             #expect(s["mode"] as? String == mode)
             // No temporary files left beside the reports.
-            #expect(try FileManager.default.contentsOfDirectory(atPath: runDir).sorted() == ["metrics.jsonl", "summary.json"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: runDir).sorted() == ["checkpoints", "metrics.jsonl", "summary.json"])
             return s
         }
 

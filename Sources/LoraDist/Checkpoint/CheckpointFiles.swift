@@ -124,6 +124,12 @@ public enum CheckpointFiles {
         return which
     }
 
+    /// The step directory name `latest` holds, if any.
+    public static func latest(_ root: String) -> String? {
+        (try? String(contentsOfFile: root + "/" + latestName, encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     public static func readManifest(_ dir: String) throws -> Manifest {
         let path = dir + "/" + manifestName
         guard FileManager.default.fileExists(atPath: dir) else { throw LoraDistError("checkpoint \(dir) does not exist") }
@@ -160,7 +166,8 @@ public enum CheckpointFiles {
                 throw LoraDistError("\(path) is truncated: '\(ref.name)' (\(ref.kind)) needs bytes \(ref.offset)..<\(ref.offset + ref.length)")
             }
             let rec = try TensorSliceRecord(decoding: data, crc32c: ref.crc32c, source: path)
-            guard rec.name == ref.name, rec.kind == ref.kind, rec.start == ref.start, rec.values.count == ref.count else {
+            guard rec.name == ref.name, rec.kind == ref.kind, rec.start == ref.start, rec.values.count == ref.count,
+                  rec.shape == ref.shape else {
                 throw LoraDistError("\(path): the slice at byte \(ref.offset) is not '\(ref.name)' (\(ref.kind)) as the manifest says")
             }
             return rec
@@ -197,11 +204,13 @@ public enum CheckpointFiles {
     public static func prune(_ root: String, keep: Int, protect: String) {
         let fm = FileManager.default
         guard keep > 0, let names = try? fm.contentsOfDirectory(atPath: root) else { return }
-        let steps = names.filter { $0.hasPrefix("step-") }.sorted()
+        let steps = names.filter { $0.hasPrefix("step-") && Int($0.dropFirst(5)) != nil }
+            .sorted { Int($0.dropFirst(5))! < Int($1.dropFirst(5))! }
         let complete = steps.filter { fm.fileExists(atPath: root + "/" + $0 + "/" + manifestName) }
         let kept = Set(complete.suffix(keep)).union([protect])
         guard let newest = complete.last else { return }
-        for s in steps where !kept.contains(s) && s <= newest {
+        let newestStep = Int(newest.dropFirst(5))!
+        for s in steps where !kept.contains(s) && Int(s.dropFirst(5))! <= newestStep {
             try? fm.removeItem(atPath: root + "/" + s)
         }
     }

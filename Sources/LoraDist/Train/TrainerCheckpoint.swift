@@ -48,8 +48,15 @@ extension Trainer {
             guard cluster.isRoot else { return }
             let fm = FileManager.default
             try RunFiles.createDirectory(root)
-            // A directory of this step without `latest` pointing at it is an interrupted save: start over.
-            if fm.fileExists(atPath: dir) { try fm.removeItem(atPath: dir) }
+            // An existing directory of this step is an interrupted save, or a checkpoint
+            // newer than the one this run resumed from (resume repoints `latest` to the
+            // checkpoint it loads). Never the one `latest` names.
+            if fm.fileExists(atPath: dir) {
+                guard CheckpointFiles.latest(root) != name else {
+                    throw LoraDistError("refusing to overwrite \(dir): it is the latest checkpoint")
+                }
+                try fm.removeItem(atPath: dir)
+            }
             try fm.createDirectory(atPath: dir, withIntermediateDirectories: false)
         }
         // One node's ranks hold every owned range; the other nodes hold copies.
@@ -136,6 +143,16 @@ extension Trainer {
                 }
             }
             return (manifest, values, m, v)
+        }
+        // From here this run continues from that checkpoint: `latest` names it, so
+        // saves of later steps may replace checkpoints newer than it.
+        try cluster.agree {
+            guard cluster.isRoot else { return }
+            let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
+            let name = (dir as NSString).lastPathComponent
+            if (dir as NSString).deletingLastPathComponent == checkpointRoot, CheckpointFiles.latest(checkpointRoot) != name {
+                try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: checkpointRoot + "/" + CheckpointFiles.latestName)
+            }
         }
         let range = optimizer.range
         values.withUnsafeBufferPointer { (model.store.values + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }
