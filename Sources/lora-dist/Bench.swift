@@ -4,7 +4,7 @@ import LoraDist
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed.", subcommands: [BenchStep.self, BenchAllreduce.self])
+        abstract: "Measure speed.", subcommands: [BenchStep.self, BenchAllreduce.self, BenchCheckpoint.self])
 }
 
 struct BenchStep: ParsableCommand {
@@ -45,5 +45,29 @@ struct BenchAllreduce: ParsableCommand {
         let cluster = Cluster()
         let rows = AllreduceBenchmark.run(cluster: cluster, sizes: parsed.map { $0! }, minSeconds: minSeconds)
         if cluster.isRoot { print(AllreduceBenchmark.table(rows, cluster: cluster), terminator: "") }
+    }
+}
+
+struct BenchCheckpoint: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint",
+        abstract: "Checkpoint save and load MB/s next to a plain sequential write and read of the same size on the same disk.")
+
+    @Option(help: "Model config.") var model: String = "bench"
+    @Option(help: "lora or full (full saves every weight).") var mode: TrainMode = .full
+    @Option(help: "Folder to write in (removed afterwards).") var dir: String = "runs/bench-checkpoint"
+    @Option(help: "Repetitions (the median is reported).") var repeats: Int = 3
+
+    func run() throws {
+        let cluster = Cluster()
+        let r = try cluster.agree { try CheckpointBenchmark.run(model: model, mode: mode, dir: dir, cluster: cluster, repeats: repeats) }
+        guard cluster.isRoot else { return }
+        print(String(format: """
+            %@ checkpoint of %@ on %d rank(s): %.1f MB of values and Adam moments
+            save   %7.3f s  %7.0f MB/s    plain write + fsync  %7.3f s  %7.0f MB/s   (%.0f%%)
+            load   %7.3f s  %7.0f MB/s    plain read           %7.3f s  %7.0f MB/s   (%.0f%%)
+            """, mode.rawValue, model, cluster.size, r.bytes / 1e6,
+            r.saveSeconds, r.mbps(r.saveSeconds), r.plainWriteSeconds, r.mbps(r.plainWriteSeconds), 100 * r.plainWriteSeconds / r.saveSeconds,
+            r.loadSeconds, r.mbps(r.loadSeconds), r.plainReadSeconds, r.mbps(r.plainReadSeconds), 100 * r.plainReadSeconds / r.loadSeconds))
     }
 }

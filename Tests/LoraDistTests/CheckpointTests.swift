@@ -161,6 +161,22 @@ import Testing
         try Self.mpi(2, Self.args("full", data: data, run: run, steps: 3) + ["--resume", "latest"])
     }
 
+    @Test("resuming an older checkpoint repoints latest and replaces the newer ones as it saves")
+    func resumeOlder() throws {
+        let data = try Self.corpus()
+        let run = TestPaths.tempDir("ck-older")
+        try Self.mpi(2, Self.args("full", data: data, run: run, steps: 6) + ["--save-every", "2", "--keep-last", "5"])
+        let original = try Self.losses(run)
+        // the same schedule (6 steps), stopped after 4
+        try Self.mpi(2, Self.args("full", data: data, run: run, steps: 6) + ["--resume", "2", "--stop-after", "4"], expect: 75)
+        #expect(CheckpointFiles.latest(run + "/checkpoints") == "step-0000004")
+        let again = try Self.losses(run)
+        #expect(again.count == 4)
+        for step in 1...4 { #expect(again[step] == original[step]) }
+        let (_, problems) = try CheckpointInspector.inspect(run + "/checkpoints/step-0000004")
+        #expect(problems.isEmpty)
+    }
+
     @Test("a LoRA checkpoint refuses a base whose weights differ")
     func loraBaseIdentity() throws {
         let data = try Self.corpus()
