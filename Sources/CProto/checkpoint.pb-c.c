@@ -579,7 +579,7 @@ const ProtobufCMessageDescriptor loradist__slice_list__descriptor =
   (ProtobufCMessageInit) loradist__slice_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[19] =
+static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[20] =
 {
   {
     "format_version",
@@ -809,6 +809,18 @@ static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[19] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "model_source",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, model_source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned loradist__manifest__field_indices_by_name[] = {
   12,   /* field[12] = base_identity */
@@ -818,6 +830,7 @@ static const unsigned loradist__manifest__field_indices_by_name[] = {
   5,   /* field[5] = lora_config_json */
   13,   /* field[13] = mode */
   4,   /* field[4] = model_config_json */
+  19,   /* field[19] = model_source */
   16,   /* field[16] = nodes */
   6,   /* field[6] = optimizer_config_json */
   15,   /* field[15] = optimizer_step */
@@ -834,7 +847,7 @@ static const unsigned loradist__manifest__field_indices_by_name[] = {
 static const ProtobufCIntRange loradist__manifest__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor loradist__manifest__descriptor =
 {
@@ -844,7 +857,7 @@ const ProtobufCMessageDescriptor loradist__manifest__descriptor =
   "Loradist__Manifest",
   "loradist",
   sizeof(Loradist__Manifest),
-  19,
+  20,
   loradist__manifest__field_descriptors,
   loradist__manifest__field_indices_by_name,
   1,  loradist__manifest__number_ranges,

@@ -47,6 +47,8 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("save-every"), help: "Save a checkpoint every K steps (the end of the run always saves one).")
     var saveEvery: Int?
     @Option(name: .customLong("keep-last"), help: "Keep the newest N checkpoints.") var keepLast: Int = 3
+    @Option(help: "A PEFT adapter directory (adapter_config.json, adapter_model.safetensors) to continue training; its config sets rank, alpha, dropout and targets.")
+    var adapter: String?
     @Option(help: "Resume from a checkpoint of --run-dir: latest, a step number, or a checkpoint directory.")
     var resume: String?
     @Option(name: .customLong("stop-after"), help: "Rehearse a preemption: after step K save a checkpoint and exit with status 75, as on SIGTERM.")
@@ -64,7 +66,13 @@ struct Train: ParsableCommand {
         o.steps = steps; o.batch = batch; o.microBatch = microBatch; o.seqLen = seqLen
         o.lr = lr; o.minLRRatio = minLRRatio; o.warmup = warmup
         o.optimizer.weightDecay = weightDecay; o.optimizer.clipNorm = clipNorm
-        if mode == .lora {
+        if let adapter {
+            guard mode == .lora else { throw LoraDistError("--adapter continues a LoRA adapter: use --mode lora") }
+            let path = adapter + "/adapter_config.json"
+            guard let json = FileManager.default.contents(atPath: path) else { throw LoraDistError("cannot read \(path)") }
+            o.lora = try LoRAConfig.fromPEFT(json: json, source: path)
+            o.adapter = adapter
+        } else if mode == .lora {
             o.lora = try LoRAConfig(rank: rank, alpha: alpha, dropout: loraDropout, targets: [targets], useRSLoRA: rsLoRA)
         }
         o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences

@@ -209,10 +209,14 @@ struct  Loradist__Manifest
    * what the run reports across a resume (initial dev loss, seconds trained)
    */
   char *run_state_json;
+  /*
+   * --model as given: a built-in name, a path to a model directory or GGUF file
+   */
+  char *model_source;
 };
 #define LORADIST__MANIFEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&loradist__manifest__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /* Loradist__TensorSlice methods */

@@ -6,13 +6,55 @@ public enum HuggingFace {
     /// PEFT saves adapters under this prefix (with the ".default" adapter name stripped).
     public static let peftPrefix = "base_model.model."
 
-    /// Loads every base weight of `model` from a model.safetensors file.
-    /// A tied model's missing lm_head is fine; any other missing tensor is an error.
-    /// Checks that `st` holds every base tensor of `specs` with the right shape.
-    public static func checkBase(_ specs: [ParamSpec], in st: SafeTensors) throws {
+    /// The weights of a Hugging Face model directory: model.safetensors, or the
+    /// shards a model.safetensors.index.json names. Files are memory-mapped.
+    public struct Weights {
+        public let files: [String: SafeTensors]     // file name → file
+        public let fileOf: [String: String]         // tensor name → file name
+
+        public init(modelDir dir: String) throws {
+            let fm = FileManager.default
+            let index = dir + "/model.safetensors.index.json"
+            if fm.fileExists(atPath: index) {
+                guard let data = fm.contents(atPath: index),
+                      let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                      let map = obj["weight_map"] as? [String: String] else {
+                    throw LoraDistError("\(index): not a safetensors index (no \"weight_map\" object)")
+                }
+                var files: [String: SafeTensors] = [:]
+                for file in Set(map.values).sorted() {
+                    guard !file.contains("/") else { throw LoraDistError("\(index): shard name \(file) must be a file in \(dir)") }
+                    files[file] = try SafeTensors(path: dir + "/" + file)
+                }
+                for (name, file) in map where files[file]!.entries[name] == nil {
+                    throw LoraDistError("\(index) puts '\(name)' in \(file), which does not hold it")
+                }
+                self.files = files
+                fileOf = map
+            } else {
+                let single = dir + "/model.safetensors"
+                guard fm.fileExists(atPath: single) else {
+                    throw LoraDistError("\(dir) holds neither model.safetensors nor model.safetensors.index.json")
+                }
+                let st = try SafeTensors(path: single)
+                files = ["model.safetensors": st]
+                fileOf = Dictionary(uniqueKeysWithValues: st.names.map { ($0, "model.safetensors") })
+            }
+        }
+
+        public func locate(_ name: String) throws -> (SafeTensors, SafeTensors.Entry) {
+            guard let file = fileOf[name], let st = files[file] else {
+                throw LoraDistError("the model's weights hold no tensor named '\(name)'")
+            }
+            return (st, try st.entry(name))
+        }
+    }
+
+    /// Checks that `weights` hold every base tensor of `specs`, floating, with the right shape.
+    public static func checkBase(_ specs: [ParamSpec], in weights: Weights) throws {
         for spec in specs where !spec.name.contains(".lora_") {
-            let e = try st.entry(spec.name)
-            guard ["F32", "F16", "BF16", "F64"].contains(e.dtype) else {
+            let (st, e) = try weights.locate(spec.name)
+            guard SafeTensors.floating.contains(e.dtype) else {
                 throw LoraDistError("\(st.path): '\(spec.name)' is \(e.dtype), not a floating tensor")
             }
             guard e.shape == spec.shape else {
@@ -21,34 +63,45 @@ public enum HuggingFace {
         }
     }
 
-    /// Shapes are checked for every tensor; values are written for the `owned` arena ranges only.
-    public static func loadBase(_ model: LlamaModel, from st: SafeTensors, owned: [Range<Int>]? = nil) throws {
+    /// Loads the base weights; only the `owned` arena ranges are read from the files.
+    public static func loadBase(_ model: LlamaModel, from weights: Weights, owned: [Range<Int>]? = nil) throws {
+        try checkBase(model.store.params.map(\.spec), in: weights)
         for p in model.store.params where !p.name.contains(".lora_") {
-            try copy(st, name: p.name, into: p, store: model.store, owned: owned)
+            let (st, _) = try weights.locate(p.name)
+            try model.store.fill(p, owned: owned ?? model.store.all) { try st.floats(p.name, elements: $0, into: $1) }
         }
     }
 
-    /// Loads LoRA A and B from a PEFT adapter_model.safetensors.
+    /// Loads the base from one safetensors file (tests, small models).
+    public static func loadBase(_ model: LlamaModel, from st: SafeTensors, owned: [Range<Int>]? = nil) throws {
+        let w = try Weights(single: st)
+        try loadBase(model, from: w, owned: owned)
+    }
+
+    /// Loads LoRA A and B from a PEFT adapter_model.safetensors; checks that the
+    /// adapter fits this model (every tensor present with its shape, none extra).
     public static func loadAdapter(_ model: LlamaModel, from st: SafeTensors, owned: [Range<Int>]? = nil) throws {
         let loraParams = model.store.params.filter { $0.name.contains(".lora_") }
         guard !loraParams.isEmpty else { throw LoraDistError("the model has no LoRA adapters to load into") }
-        for p in loraParams { try copy(st, name: peftPrefix + p.name, into: p, store: model.store, owned: owned) }
-    }
-
-    static func copy(_ st: SafeTensors, name: String, into p: Param, store: ParameterStore, owned: [Range<Int>]?) throws {
-        let e = try st.entry(name)
-        guard e.shape == p.spec.shape else {
-            throw LoraDistError("\(st.path): '\(name)' has shape \(e.shape), the model expects \(p.spec.shape)")
+        let expected = Set(loraParams.map { peftPrefix + $0.name })
+        if let extra = st.names.first(where: { !expected.contains($0) }) {
+            throw LoraDistError("\(st.path): '\(extra)' has no place in this model: the adapter was made for another base or other target modules")
         }
-        try store.write(p, owned: owned ?? store.all) { try st.floats(name) }
+        for p in loraParams {
+            let name = peftPrefix + p.name
+            let e = try st.entry(name)
+            guard e.shape == p.spec.shape else {
+                throw LoraDistError("\(st.path): '\(name)' has shape \(e.shape), the model expects \(p.spec.shape): the adapter was made for another base or rank")
+            }
+            try model.store.fill(p, owned: owned ?? model.store.all) { try st.floats(name, elements: $0, into: $1) }
+        }
     }
+}
 
-    /// The model directory's weights file, when it has one.
-    public static func weightsFile(modelPath: String) -> String? {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: modelPath, isDirectory: &isDir), isDir.boolValue else { return nil }
-        let f = modelPath + "/model.safetensors"
-        return FileManager.default.fileExists(atPath: f) ? f : nil
+extension HuggingFace.Weights {
+    init(single st: SafeTensors) throws {
+        files = [st.path: st]
+        fileOf = Dictionary(uniqueKeysWithValues: st.names.map { ($0, st.path) })
     }
 }
 
@@ -66,9 +119,19 @@ extension LoRAConfig {
         if let list = o["target_modules"] as? [String] { targets = list }
         else if let one = o["target_modules"] as? String { targets = [one] }
         else { throw LoraDistError("\(source): missing \"target_modules\"") }
-        return try LoRAConfig(rank: r, alpha: (o["lora_alpha"] as? NSNumber)?.floatValue ?? Float(r),
-                              dropout: (o["lora_dropout"] as? NSNumber)?.floatValue ?? 0, targets: targets,
-                              useRSLoRA: (o["use_rslora"] as? NSNumber)?.boolValue ?? false)
+        do {
+            return try LoRAConfig(rank: r, alpha: (o["lora_alpha"] as? NSNumber)?.floatValue ?? Float(r),
+                                  dropout: (o["lora_dropout"] as? NSNumber)?.floatValue ?? 0, targets: targets,
+                                  useRSLoRA: (o["use_rslora"] as? NSNumber)?.boolValue ?? false)
+        } catch let e as LoraDistError { throw LoraDistError("\(source): \(e.message)") }
+    }
+
+    /// PEFT's adapter_config.json for this adapter.
+    public func peftConfig(baseModel: String) -> [String: Any] {
+        ["peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha.shortest, "lora_dropout": dropout.shortest,
+         "target_modules": targets, "use_rslora": useRSLoRA, "bias": "none", "base_model_name_or_path": baseModel,
+         "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true, "modules_to_save": NSNull(),
+         "use_dora": false]
     }
 }
 
@@ -85,5 +148,16 @@ extension HuggingFace {
         }
         try SafeTensors.write(tensors, to: dir + "/model.safetensors")
         try RunFiles.writeAtomically(try RunFiles.json(model.config.huggingFaceJSON()), to: dir + "/config.json")
+    }
+
+    /// Writes a PEFT adapter directory (adapter_config.json, adapter_model.safetensors).
+    public static func savePEFT(_ model: LlamaModel, baseModel: String, to dir: String) throws {
+        guard let lora = model.lora else { throw LoraDistError("a full fine-tuning model has no adapter to export as PEFT") }
+        try RunFiles.createDirectory(dir)
+        let tensors = model.store.params.filter { $0.name.contains(".lora_") }.map { p in
+            (name: peftPrefix + p.name, shape: p.spec.shape, values: Array(UnsafeBufferPointer(start: p.value, count: p.count)))
+        }
+        try SafeTensors.write(tensors, to: dir + "/adapter_model.safetensors")
+        try RunFiles.writeAtomically(try RunFiles.json(lora.peftConfig(baseModel: baseModel)), to: dir + "/adapter_config.json")
     }
 }

@@ -193,6 +193,7 @@ public struct Manifest: Equatable {
     public var optimizerStep = 0
     public var createdUTC = ""
     public var runStateJSON = ""
+    public var modelSource = ""
 
     public init() {}
 
@@ -218,6 +219,7 @@ public struct Manifest: Equatable {
         m.optimizer_step = Int64(optimizerStep)
         m.created_utc = arena.string(createdUTC)
         m.run_state_json = arena.string(runStateJSON)
+        m.model_source = arena.string(modelSource)
         return packMessage(&m)
     }
 
@@ -247,5 +249,6 @@ public struct Manifest: Equatable {
         optimizerStep = Int(m.optimizer_step)
         createdUTC = str(m.created_utc)
         runStateJSON = str(m.run_state_json)
+        modelSource = str(m.model_source)
     }
 }

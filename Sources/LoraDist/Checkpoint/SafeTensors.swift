@@ -16,29 +16,35 @@ public struct SafeTensors {
     public let path: String
     public let entries: [String: Entry]
     public let metadata: [String: String]
-    let data: Data
+    let file: MappedFile
     let dataStart: Int
 
     static let sizes: [String: Int] = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                                        "I8": 1, "U8": 1, "BOOL": 1]
 
+    /// Maps the file; only the header is read now, tensors when asked for.
     public init(path: String) throws {
-        guard let d = FileManager.default.contents(atPath: path) else {
-            throw LoraDistError("cannot read safetensors file \(path)")
-        }
-        try self.init(data: d, path: path)
+        guard FileManager.default.fileExists(atPath: path) else { throw LoraDistError("cannot read safetensors file \(path)") }
+        try self.init(file: try MappedFile(path: path))
     }
 
-    public init(data d: Data, path: String = "safetensors") throws {
+    public init(data: Data, path: String = "safetensors") throws {
+        try self.init(file: MappedFile(data: data, path: path))
+    }
+
+    init(file: MappedFile) throws {
+        self.file = file
+        let path = file.path
         self.path = path
-        data = d
+        let d = file.bytes
         guard d.count >= 8 else { throw LoraDistError("\(path): too short for a safetensors header (\(d.count) bytes)") }
-        let n = d.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) }
+        let n = UInt64(littleEndian: d.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
         guard n <= UInt64(d.count - 8), n <= 100_000_000 else {
             throw LoraDistError("\(path): header length \(n) exceeds the file (\(d.count) bytes): truncated or not safetensors")
         }
         dataStart = 8 + Int(n)
-        guard let obj = (try? JSONSerialization.jsonObject(with: d.subdata(in: 8..<dataStart))) as? [String: Any] else {
+        let header = Data(d[8..<dataStart])
+        guard let obj = (try? JSONSerialization.jsonObject(with: header)) as? [String: Any] else {
             throw LoraDistError("\(path): header is not a JSON object")
         }
         let dataLen = d.count - dataStart
@@ -67,6 +73,20 @@ public struct SafeTensors {
             }
             entries[name] = Entry(name: name, dtype: dtype, shape: shape, range: offs[0]..<offs[1])
         }
+        // The data section is the tensors back to back: no overlap, no hole, nothing after.
+        var next = 0
+        for e in entries.values.sorted(by: { ($0.range.lowerBound, $0.range.upperBound) < ($1.range.lowerBound, $1.range.upperBound) }) {
+            guard e.range.lowerBound <= next else {
+                throw LoraDistError("\(path): '\(e.name)' starts at byte \(e.range.lowerBound), leaving a hole after byte \(next)")
+            }
+            guard e.range.lowerBound == next else {
+                throw LoraDistError("\(path): '\(e.name)' overlaps the tensor before it (bytes \(e.range.lowerBound)..<\(next))")
+            }
+            next = e.range.upperBound
+        }
+        guard next == dataLen else {
+            throw LoraDistError("\(path): the data section holds \(dataLen) bytes but the tensors cover \(next)")
+        }
         self.entries = entries
         metadata = meta
     }
@@ -78,40 +98,46 @@ public struct SafeTensors {
         return e
     }
 
+    static let floating: Set<String> = ["F32", "F16", "BF16", "F64"]
+
     /// A floating tensor converted to fp32 (F32, F16, BF16, F64).
     public func floats(_ name: String) throws -> [Float] {
         let e = try entry(name)
         var out = [Float](repeating: 0, count: e.count)
-        data.withUnsafeBytes { raw in
-            let base = raw.baseAddress! + dataStart + e.range.lowerBound
-            switch e.dtype {
-            case "F32":
-                for i in 0..<e.count { out[i] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-            case "F16":
-                for i in 0..<e.count { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
-            case "BF16":
-                for i in 0..<e.count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
-            case "F64":
-                for i in 0..<e.count { out[i] = Float(Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
-            default: break
-            }
-        }
-        guard ["F32", "F16", "BF16", "F64"].contains(e.dtype) else {
-            throw LoraDistError("\(path): '\(name)' is \(e.dtype), not a floating tensor")
-        }
+        try out.withUnsafeMutableBufferPointer { try floats(name, elements: 0..<e.count, into: $0.baseAddress!) }
         return out
+    }
+
+    /// Elements `elements` (row-major) of a floating tensor, converted to fp32 into `dst`.
+    /// Reads only those bytes of the mapped file.
+    public func floats(_ name: String, elements: Range<Int>, into dst: FPtr) throws {
+        let e = try entry(name)
+        guard Self.floating.contains(e.dtype) else { throw LoraDistError("\(path): '\(name)' is \(e.dtype), not a floating tensor") }
+        guard elements.lowerBound >= 0, elements.upperBound <= e.count else {
+            throw LoraDistError("\(path): elements \(elements) are outside '\(name)' (\(e.count) elements)")
+        }
+        let base = file.bytes.baseAddress! + dataStart + e.range.lowerBound
+        let lo = elements.lowerBound
+        switch e.dtype {
+        case "F32":
+            for i in elements { dst[i - lo] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+        case "F16":
+            for i in elements { dst[i - lo] = Float(Float16(bitPattern: UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
+        case "BF16":
+            for i in elements { dst[i - lo] = Float(bitPattern: UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+        default:
+            for i in elements { dst[i - lo] = Float(Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+        }
     }
 
     /// An integer tensor (I64, I32) as Int.
     public func ints(_ name: String) throws -> [Int] {
         let e = try entry(name)
-        return try data.withUnsafeBytes { raw in
-            let base = raw.baseAddress! + dataStart + e.range.lowerBound
-            switch e.dtype {
-            case "I64": return (0..<e.count).map { Int(Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
-            case "I32": return (0..<e.count).map { Int(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-            default: throw LoraDistError("\(path): '\(name)' is \(e.dtype), not an integer tensor")
-            }
+        let base = file.bytes.baseAddress! + dataStart + e.range.lowerBound
+        switch e.dtype {
+        case "I64": return (0..<e.count).map { Int(Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
+        case "I32": return (0..<e.count).map { Int(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+        default: throw LoraDistError("\(path): '\(name)' is \(e.dtype), not an integer tensor")
         }
     }
 

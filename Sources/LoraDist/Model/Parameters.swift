@@ -63,20 +63,22 @@ public final class ParameterStore {
 
     public subscript(name: String) -> Param { byName[name]! }
 
-    /// Writes the elements of `p` that fall inside `owned` (arena offsets), taking
-    /// them from the whole tensor `make` produces; `make` is not called when this
-    /// rank owns none of `p`. Ranks of a node share the values, and each writes
-    /// only what it owns.
-    public func write(_ p: Param, owned: [Range<Int>], _ make: () throws -> [Float]) rethrows {
+    /// Calls `fill(elements, destination)` for each part of `p` inside `owned`
+    /// (arena offsets); `elements` is the range within the tensor, row-major.
+    /// Ranks of a node share the values, and each writes only what it owns.
+    public func fill(_ p: Param, owned: [Range<Int>], _ fill: (Range<Int>, FPtr) throws -> Void) rethrows {
         let span = p.offset..<(p.offset + p.count)
-        let parts = owned.map { $0.clamped(to: span) }.filter { !$0.isEmpty }
-        guard !parts.isEmpty else { return }
-        let v = try make()
-        precondition(v.count == p.count)
-        v.withUnsafeBufferPointer { src in
-            for r in parts {
-                (values + r.lowerBound).update(from: src.baseAddress! + (r.lowerBound - p.offset), count: r.count)
-            }
+        for r in owned.map({ $0.clamped(to: span) }) where !r.isEmpty {
+            try fill((r.lowerBound - p.offset)..<(r.upperBound - p.offset), values + r.lowerBound)
+        }
+    }
+
+    /// Like `fill`, from the whole tensor `make` produces (not called when this rank owns none of `p`).
+    public func write(_ p: Param, owned: [Range<Int>], _ make: () throws -> [Float]) rethrows {
+        var whole: [Float]?
+        try fill(p, owned: owned) { elements, dst in
+            if whole == nil { whole = try make() }
+            whole!.withUnsafeBufferPointer { dst.update(from: $0.baseAddress! + elements.lowerBound, count: elements.count) }
         }
     }
 

@@ -28,6 +28,7 @@ public struct TrainOptions {
     public var saveEvery: Int? = nil       // also saves at the end, always
     public var keepLast: Int = 3
     public var resume: String? = nil       // "latest", a step, or a checkpoint directory
+    public var adapter: String? = nil      // a PEFT adapter directory to continue training
     public var stopAfter: Int? = nil       // rehearse a preemption: save and stop after this step
     public var quiet: Bool = false
 
@@ -61,26 +62,27 @@ public final class Trainer {
     /// collective that builds something, so a rank that fails never leaves the
     /// others waiting.
     public init(options o: TrainOptions, cluster: Cluster) throws {
-        let (config, corpus, sampler, weights) = try cluster.agree { () throws -> (ModelConfig, Corpus, Sampler, SafeTensors?) in
+        let (source, corpus, sampler, adapter) = try cluster.agree { () throws -> (ModelSource, Corpus, Sampler, SafeTensors?) in
             try Self.validate(o, cluster: cluster)
-            let config = try ModelConfig.load(o.model)
-            let tokenizer = ByteTokenizer()
-            guard config.vocabSize >= tokenizer.vocabSize else {
-                throw LoraDistError("model vocabulary \(config.vocabSize) is smaller than the byte tokenizer's \(tokenizer.vocabSize)")
-            }
+            let source = try ModelSource(o.model)
+            let config = source.config
             guard o.seqLen <= config.maxPositionEmbeddings else {
                 throw LoraDistError("sequence length \(o.seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
             }
             let specs = try LlamaModel.specs(config: config, lora: o.mode == .lora ? o.lora : nil)
-            let corpus = try Corpus(path: o.data, tokenizer: tokenizer, devPercent: o.devPercent)
+            try source.checkBase(specs)
+            var adapter: SafeTensors?
+            if let dir = o.adapter {
+                adapter = try SafeTensors(path: dir + "/adapter_model.safetensors")
+            }
+            let corpus = try Corpus(path: o.data, tokenizer: source.tokenizer, devPercent: o.devPercent)
             let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
             guard corpus.dev.count > o.seqLen else {
                 throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
             }
-            let weights = try HuggingFace.weightsFile(modelPath: o.model).map { try SafeTensors(path: $0) }
-            if let weights { try HuggingFace.checkBase(specs, in: weights) }
-            return (config, corpus, sampler, weights)
+            return (source, corpus, sampler, adapter)
         }
+        let config = source.config
         options = o
         self.cluster = cluster
         self.corpus = corpus
@@ -101,7 +103,12 @@ public final class Trainer {
         let frozenShard = cluster.owned(store.frozenCount)
         let owned = [trainShard, (store.trainableCount + frozenShard.lowerBound)..<(store.trainableCount + frozenShard.upperBound)]
         model.initialize(seed: o.seed, owned: owned)
-        if let weights { try HuggingFace.loadBase(model, from: weights, owned: owned) }
+        // Each rank fills its own shard straight from the (memory-mapped) files.
+        let built: LlamaModel = model
+        try cluster.agree {
+            try source.loadBase(built, owned: owned)
+            if let adapter { try HuggingFace.loadAdapter(built, from: adapter, owned: owned) }
+        }
         window.publish()
         optimizer = AdamW(config: o.optimizer, store: store, range: trainShard)
         exchange = try GradientExchange(strategy: o.exchange, cluster: cluster, grads: store.grads.ptr,

@@ -15,16 +15,7 @@ extension Trainer {
         }
     }
 
-    /// CRC-32C over the frozen tensors in name order: the identity of a LoRA
-    /// checkpoint's base. Empty under full fine-tuning (the checkpoint holds every weight).
-    public func baseIdentity() -> String {
-        let frozen = model.store.params.filter { $0.grad == nil }.sorted { $0.name < $1.name }
-        guard !frozen.isEmpty else { return "" }
-        var crc: UInt32 = 0
-        for p in frozen { crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: p.value, count: p.count * 4)) }
-        return String(format: "crc32c:%08x over %d frozen tensors (%d values)", crc, frozen.count,
-                      frozen.reduce(0) { $0 + $1.count })
-    }
+    public func baseIdentity() -> String { BaseIdentity.of(model) }
 
     func loraConfigJSON() -> String {
         guard let l = model.lora else { return "" }
@@ -93,6 +84,7 @@ extension Trainer {
             m.samplerSeed = options.seed
             m.optimizerStep = optimizer.t
             m.createdUTC = ISO8601DateFormatter().string(from: Date())
+            m.modelSource = options.model
             m.runStateJSON = String(decoding: try JSONSerialization.data(withJSONObject: runState, options: [.sortedKeys]), as: UTF8.self)
             try CheckpointFiles.writeDurably(m.encoded(), to: dir + "/" + CheckpointFiles.manifestName)
             try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.latestName)

@@ -1,0 +1,15 @@
+import Foundation
+
+/// What a LoRA checkpoint records of the base it was trained on: CRC-32C over
+/// the frozen tensors' values in name order. Empty under full fine-tuning,
+/// whose checkpoints hold every weight.
+public enum BaseIdentity {
+    public static func of(_ model: LlamaModel) -> String {
+        let frozen = model.store.params.filter { $0.grad == nil }.sorted { $0.name < $1.name }
+        guard !frozen.isEmpty else { return "" }
+        var crc: UInt32 = 0
+        for p in frozen { crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: p.value, count: p.count * 4)) }
+        return String(format: "crc32c:%08x over %d frozen tensors (%d values)", crc, frozen.count,
+                      frozen.reduce(0) { $0 + $1.count })
+    }
+}
