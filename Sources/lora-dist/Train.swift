@@ -53,6 +53,10 @@ struct Train: ParsableCommand {
     var resume: String?
     @Option(name: .customLong("stop-after"), help: "Rehearse a preemption: after step K save a checkpoint and exit with status 75, as on SIGTERM.")
     var stopAfter: Int?
+    @Option(name: .customLong("dev-data"), help: "A dev set of its own (file or folder); otherwise --dev-percent of --data's blocks are held out.")
+    var devData: String?
+    @Option(help: "Early stopping: stop after this many evaluations without a new best dev loss, and end on the best weights (kept as checkpoints/best).")
+    var patience: Int?
     @Flag(help: "No progress line.") var quiet = false
 
     func run() throws {
@@ -79,6 +83,7 @@ struct Train: ParsableCommand {
         o.devPercent = devPercent; o.quiet = quiet
         o.exchange = exchange; o.bucketMB = bucketMB
         o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
+        o.devData = devData; o.patience = patience
         Preemption.install()
         let cluster = Cluster()
         try setThreads(threads, cluster: cluster)

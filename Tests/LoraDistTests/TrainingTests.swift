@@ -117,6 +117,30 @@ import Testing
         #expect(t.exchange.launched == t.exchange.buckets.count)
     }
 
+    @Test("early stopping ends on the best dev loss and keeps that checkpoint")
+    func earlyStopping() throws {
+        var o = try Self.options(.full, data: try Self.corpus("early"), steps: 400)
+        o.lr = 5e-2  // high enough that dev loss turns up within the budget
+        o.evalEvery = 4
+        o.patience = 2
+        let t = try makeTrainer(o)
+        let s = try t.run().summary
+        let best = try #require(s["best_step"] as? Int)
+        #expect(s["early_stopped"] as? Bool == true)
+        let done = try #require(s["steps_done"] as? Int)
+        #expect(done == best + 2 * 4, "stops two evaluations after the best")
+        // the dev losses logged: the best one is the minimum, and the summary reports it
+        let devs = try String(contentsOfFile: o.runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .compactMap { r in (r["dev_loss"] as? Double).map { (r["step"] as! Int, $0) } }
+        let minimum = try #require(devs.min { $0.1 < $1.1 })
+        #expect(minimum.0 == best)
+        #expect(abs((s["dev_loss"] as! Double) - minimum.1) < 1e-6)
+        // the model holds the best weights again: evaluating now gives the best dev loss
+        #expect(abs(t.evaluate() - minimum.1) < 1e-5)
+        #expect(CheckpointFiles.pointer(o.runDir + "/checkpoints", CheckpointFiles.bestName) == CheckpointFiles.stepName(best))
+    }
+
     @Test("AdamW matches torch.optim.AdamW's update rule, no decay on norms")
     func adamw() {
         let specs = [ParamSpec(name: "w", shape: [3], trainable: true, decay: true),

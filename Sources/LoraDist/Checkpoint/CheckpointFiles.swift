@@ -13,6 +13,8 @@ import Foundation
 public enum CheckpointFiles {
     public static let manifestName = "manifest.pb"
     public static let latestName = "latest"
+    /// Names the checkpoint with the lowest dev loss when early stopping is on.
+    public static let bestName = "best"
     /// Elements per slice message: 64 MiB of payload, far below protobuf's 2 GiB limit.
     public static let maxSliceElements = 16 * 1024 * 1024
 
@@ -107,8 +109,8 @@ public enum CheckpointFiles {
     /// directory name, or a path to a checkpoint directory.
     public static func resolve(_ which: String, checkpoints root: String) throws -> String {
         let fm = FileManager.default
-        if which == "latest" {
-            let pointer = root + "/" + latestName
+        if which == latestName || which == bestName {
+            let pointer = root + "/" + which
             guard let name = try? String(contentsOfFile: pointer, encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines), !name.isEmpty else {
                 throw LoraDistError("no checkpoint to resume: \(pointer) does not exist")
@@ -125,8 +127,11 @@ public enum CheckpointFiles {
     }
 
     /// The step directory name `latest` holds, if any.
-    public static func latest(_ root: String) -> String? {
-        (try? String(contentsOfFile: root + "/" + latestName, encoding: .utf8))?
+    public static func latest(_ root: String) -> String? { pointer(root, latestName) }
+
+    /// The step directory name a pointer file (`latest`, `best`) holds, if any.
+    public static func pointer(_ root: String, _ name: String) -> String? {
+        (try? String(contentsOfFile: root + "/" + name, encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -199,7 +204,8 @@ public enum CheckpointFiles {
         Dictionary(grouping: m.slices) { $0.name + "#" + $0.kind }.mapValues { $0.sorted { $0.start < $1.start } }
     }
 
-    /// Removes all but the newest `keep` complete step directories (never `protect`),
+    /// Removes all but the newest `keep` complete step directories (never `protect`,
+    /// nor the one the `best` pointer names),
     /// and any interrupted save older than the newest complete one.
     public static func prune(_ root: String, keep: Int, protect: String) {
         let fm = FileManager.default
@@ -207,7 +213,8 @@ public enum CheckpointFiles {
         let steps = names.filter { $0.hasPrefix("step-") && Int($0.dropFirst(5)) != nil }
             .sorted { Int($0.dropFirst(5))! < Int($1.dropFirst(5))! }
         let complete = steps.filter { fm.fileExists(atPath: root + "/" + $0 + "/" + manifestName) }
-        let kept = Set(complete.suffix(keep)).union([protect])
+        var kept = Set(complete.suffix(keep)).union([protect])
+        if let best = Self.pointer(root, bestName) { kept.insert(best) }
         guard let newest = complete.last else { return }
         let newestStep = Int(newest.dropFirst(5))!
         for s in steps where !kept.contains(s) && Int(s.dropFirst(5))! <= newestStep {

@@ -14,6 +14,22 @@ public struct Corpus {
 
     public static let blockBytes = 4096
 
+    /// Train and dev from separate paths (corpora already split by document).
+    public init(train: String, dev: String, tokenizer: Tokenizer) throws {
+        let t = try Corpus(path: train, tokenizer: tokenizer, devPercent: 0)
+        let d = try Corpus(path: dev, tokenizer: tokenizer, devPercent: 0)
+        self.train = t.train + t.dev
+        self.dev = d.train + d.dev
+        documents = t.documents
+        bytes = t.bytes
+    }
+
+    /// All of a path's tokens, for evaluation (test sets, other domains).
+    public static func tokens(path: String, tokenizer: Tokenizer) throws -> [Int32] {
+        let c = try Corpus(path: path, tokenizer: tokenizer, devPercent: 0)
+        return c.train + c.dev
+    }
+
     public init(path: String, tokenizer: Tokenizer, devPercent: Int = 5) throws {
         let files = try Self.listFiles(path)
         var train: [Int32] = [], dev: [Int32] = []
@@ -40,7 +56,7 @@ public struct Corpus {
             }
         }
         guard bytes > 0 else { throw LoraDistError("corpus at \(path) is empty") }
-        if dev.isEmpty {  // a tiny corpus: hold out its last tenth
+        if dev.isEmpty && devPercent > 0 {  // a tiny corpus: hold out its last tenth
             let cut = train.count - max(train.count / 10, 1)
             dev = Array(train[cut...])
             train = Array(train[..<cut])

@@ -23,6 +23,8 @@ public struct TrainOptions {
     public var evalEvery: Int = 50
     public var evalSequences: Int = 32
     public var devPercent: Int = 5
+    public var devData: String? = nil      // a dev set of its own (otherwise blocks of --data are held out)
+    public var patience: Int? = nil        // early stopping: evaluations without a new best dev loss
     public var exchange: ExchangeStrategy = .hierarchical
     public var bucketMB: Double = 4
     public var saveEvery: Int? = nil       // also saves at the end, always
@@ -43,6 +45,7 @@ public final class Trainer {
     public let cluster: Cluster
     public let model: LlamaModel
     public let corpus: Corpus
+    let source: ModelSource
     let window: SharedWindow
     let sampler: Sampler
     let optimizer: AdamW
@@ -75,7 +78,8 @@ public final class Trainer {
             if let dir = o.adapter {
                 adapter = try SafeTensors(path: dir + "/adapter_model.safetensors")
             }
-            let corpus = try Corpus(path: o.data, tokenizer: source.tokenizer, devPercent: o.devPercent)
+            let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: source.tokenizer) }
+                ?? Corpus(path: o.data, tokenizer: source.tokenizer, devPercent: o.devPercent)
             let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
             guard corpus.dev.count > o.seqLen else {
                 throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
@@ -83,6 +87,7 @@ public final class Trainer {
             return (source, corpus, sampler, adapter)
         }
         let config = source.config
+        self.source = source
         options = o
         self.cluster = cluster
         self.corpus = corpus
@@ -145,6 +150,7 @@ public final class Trainer {
         guard o.bucketMB > 0 else { throw LoraDistError("--bucket-mb must be positive") }
         if let k = o.saveEvery, k < 1 { throw LoraDistError("--save-every must be at least 1, got \(k)") }
         guard o.keepLast >= 1 else { throw LoraDistError("--keep-last must be at least 1, got \(o.keepLast)") }
+        if let k = o.patience, k < 1 { throw LoraDistError("--patience must be at least 1, got \(k)") }
         if let k = o.stopAfter, k < 1 { throw LoraDistError("--stop-after must be at least 1, got \(k)") }
         if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
         if o.mode == .lora && o.lora == nil { throw LoraDistError("LoRA mode needs a LoRA config") }
@@ -155,19 +161,26 @@ public final class Trainer {
 
     /// Mean cross-entropy over up to `evalSequences` non-overlapping dev windows,
     /// split among the ranks. Collective.
-    public func evaluate() -> Double {
+    public func evaluate() -> Double { evaluate(tokens: corpus.dev, windows: options.evalSequences) }
+
+    /// Mean cross-entropy of next-token prediction over up to `windows`
+    /// non-overlapping windows of `tokens` (evenly spread over it). Collective.
+    public func evaluate(tokens: [Int32], windows limit: Int) -> Double {
         let T = options.seqLen
-        let windows = max(1, min(options.evalSequences, (corpus.dev.count - 1) / T))
+        let available = (tokens.count - 1) / T
+        guard available > 0 else { return .nan }
+        let windows = max(1, min(limit, available))
+        let stride = available / windows  // spread the windows over the whole text
         let mine = Cluster.shard(windows, parts: cluster.size, index: cluster.rank)
         var sum = 0.0, count = 0.0
         var w = mine.lowerBound
         while w < mine.upperBound {
             let b = min(micro, mine.upperBound - w)
             for i in 0..<b {
-                let start = (w + i) * T
+                let start = (w + i) * stride * T
                 for t in 0..<T {
-                    inputs[i * T + t] = corpus.dev[start + t]
-                    targets[i * T + t] = corpus.dev[start + t + 1]
+                    inputs[i * T + t] = tokens[start + t]
+                    targets[i * T + t] = tokens[start + t + 1]
                 }
             }
             model.forward(ids: inputs, batch: b)
@@ -179,6 +192,9 @@ public final class Trainer {
         let total = cluster.world.allreduce([sum, count])
         return total[0] / max(total[1], 1)
     }
+
+    /// The tokenizer the corpus was read with (the model's, or bytes).
+    public var tokenizer: Tokenizer { source.tokenizer }
 
     public struct StepResult {
         public var loss: Double, gradNorm: Double, commWait: Double, seconds: Double
@@ -273,10 +289,13 @@ public final class Trainer {
         var lastLoss = (state["final_loss"] as? Double) ?? .nan
         var trainSeconds = (state["train_seconds"] as? Double) ?? 0, waitSeconds = (state["wait_seconds"] as? Double) ?? 0
         let bytes = exchangeBytes
-        var preempted = false
+        var preempted = false, earlyStopped = false
+        var bestDev = (state["best_dev_loss"] as? Double) ?? .infinity, bestStep = (state["best_step"] as? Int) ?? 0
+        var evalsSinceBest = (state["evals_since_best"] as? Int) ?? 0
         func runState() -> [String: Any] {
             ["initial_dev_loss": initialDev, "dev_loss": devLoss, "final_loss": lastLoss, "train_seconds": trainSeconds,
-             "wait_seconds": waitSeconds]
+             "wait_seconds": waitSeconds, "best_dev_loss": bestDev.isFinite ? bestDev : NSNull(), "best_step": bestStep,
+             "evals_since_best": evalsSinceBest]
         }
         var s = first
         while s <= o.steps {
@@ -294,9 +313,15 @@ public final class Trainer {
                 "comm_wait_s": rounded(r.commWait), "compute_s": rounded(max(r.seconds - r.commWait, 0)),
                 "world_size": cluster.size, "exchange": o.exchange.rawValue,
             ]
+            var newBest = false
             if s % o.evalEvery == 0 || s == o.steps {
                 devLoss = evaluate()
                 rec["dev_loss"] = rounded(devLoss)
+                if o.patience != nil {
+                    if devLoss < bestDev { bestDev = devLoss; bestStep = s; evalsSinceBest = 0; newBest = true }
+                    else { evalsSinceBest += 1 }
+                    earlyStopped = evalsSinceBest >= o.patience!
+                }
             }
             if let metrics {
                 do { try metrics.append(rec) } catch { MPIRuntime.abort("\(error)") }
@@ -304,19 +329,25 @@ public final class Trainer {
             progress.update(step: s, loss: r.loss, tokensPerSecond: Double(tokens) / max(trainSeconds, 1e-9),
                             secondsPerStep: trainSeconds / Double(s - first + 1), commShare: waitSeconds / max(trainSeconds, 1e-9))
             preempted = r.stop || s == o.stopAfter
-            if preempted || s == o.steps || (o.saveEvery.map { s % $0 == 0 } ?? false) {
-                try saveCheckpoint(step: s, tokens: tokens, runState: runState())
+            if newBest || preempted || earlyStopped || s == o.steps || (o.saveEvery.map { s % $0 == 0 } ?? false) {
+                try saveCheckpoint(step: s, tokens: tokens, runState: runState(), best: newBest)
             }
-            if preempted { break }
+            if preempted || earlyStopped { break }
             s += 1
         }
         progress.finish()
+        // With early stopping the run ends on its best weights.
+        if o.patience != nil, bestStep > 0, bestStep != min(s, o.steps), !preempted {
+            _ = try resume(CheckpointFiles.stepName(bestStep), continuing: false)
+            devLoss = bestDev
+        }
         let nodeMemory = cluster.world.allreduceMax(NodeMemory.nodeBytes(cluster))
         let wall = Date().timeIntervalSince(start)
         let perStep = bytes.intra + bytes.inter, fullPerStep = fullFineTuningExchangeBytes
         let summary: [String: Any] = [
             "mode": o.mode.rawValue, "model": o.model, "steps": o.steps, "batch": o.batch, "seq_len": o.seqLen,
-            "steps_done": preempted ? s : o.steps, "preempted": preempted,
+            "steps_done": preempted || earlyStopped ? s : o.steps, "preempted": preempted,
+            "early_stopped": earlyStopped, "best_step": o.patience != nil ? bestStep : NSNull(),
             "tokens": tokens, "final_loss": rounded(lastLoss),
             "initial_dev_loss": rounded(initialDev), "initial_dev_perplexity": rounded(Foundation.exp(initialDev), 3),
             "dev_loss": rounded(devLoss), "dev_perplexity": rounded(Foundation.exp(devLoss), 3),
@@ -330,7 +361,7 @@ public final class Trainer {
             "exchange_ratio": fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : NSNull(),
             "comm_wait_share": rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
             "node_memory_bytes": Int(nodeMemory),
-            "checkpoint": checkpointRoot + "/" + CheckpointFiles.stepName(preempted ? s : o.steps),
+            "checkpoint": checkpointRoot + "/" + CheckpointFiles.stepName(preempted || earlyStopped ? s : o.steps),
         ]
         if root {
             do { try RunFiles.writeAtomically(try RunFiles.json(summary), to: o.runDir + "/summary.json") }

@@ -33,7 +33,7 @@ extension Trainer {
     }
 
     /// Saves the state after `step`. Collective; a failure on any rank fails every rank.
-    public func saveCheckpoint(step: Int, tokens: Int, runState: [String: Any]) throws {
+    public func saveCheckpoint(step: Int, tokens: Int, runState: [String: Any], best: Bool = false) throws {
         let root = checkpointRoot, name = CheckpointFiles.stepName(step), dir = root + "/" + name
         try cluster.agree {
             guard cluster.isRoot else { return }
@@ -87,6 +87,7 @@ extension Trainer {
             m.modelSource = options.model
             m.runStateJSON = String(decoding: try JSONSerialization.data(withJSONObject: runState, options: [.sortedKeys]), as: UTF8.self)
             try CheckpointFiles.writeDurably(m.encoded(), to: dir + "/" + CheckpointFiles.manifestName)
+            if best { try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.bestName) }
             try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.latestName)
             CheckpointFiles.prune(root, keep: options.keepLast, protect: name)
         }
@@ -96,7 +97,8 @@ extension Trainer {
     /// is read and verified into private buffers first; the shared weights and
     /// the optimizer change only when every rank has succeeded.
     /// Returns (step, tokens seen, run state).
-    public func resume(_ which: String) throws -> (step: Int, tokens: Int, state: [String: Any]) {
+    /// With `continuing` (a resumed run) `latest` is pointed at the loaded checkpoint.
+    public func resume(_ which: String, continuing: Bool = true) throws -> (step: Int, tokens: Int, state: [String: Any]) {
         let (manifest, values, m, v) = try cluster.agree { () throws -> (Manifest, [Float], [Float], [Float]) in
             let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
             let manifest = try CheckpointFiles.readManifest(dir)
@@ -139,7 +141,7 @@ extension Trainer {
         // From here this run continues from that checkpoint: `latest` names it, so
         // saves of later steps may replace checkpoints newer than it.
         try cluster.agree {
-            guard cluster.isRoot else { return }
+            guard cluster.isRoot, continuing else { return }
             let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
             let name = (dir as NSString).lastPathComponent
             if (dir as NSString).deletingLastPathComponent == checkpointRoot, CheckpointFiles.latest(checkpointRoot) != name {
