@@ -8,6 +8,7 @@ public final class ModelSource {
     public enum Weights {
         case none
         case huggingFace(HuggingFace.Weights)
+        case gguf(GGUFFile)
     }
 
     public let spec: String
@@ -24,13 +25,20 @@ public final class ModelSource {
             weights = .none
             tokenizer = ByteTokenizer()
         } else if spec.hasSuffix(".gguf") {
-            throw LoraDistError("GGUF import is not wired in yet")  // GGUF-WIRING
+            let f = try GGUFFile(path: spec)
+            config = try GGUFImport.config(f)
+            weights = .gguf(f)
+            tokenizer = try Self.tokenizer(gguf: f)
         } else if isDir.boolValue {
             config = try ModelConfig.load(spec)
             let hasWeights = fm.fileExists(atPath: spec + "/model.safetensors")
                 || fm.fileExists(atPath: spec + "/model.safetensors.index.json")
             weights = hasWeights ? .huggingFace(try HuggingFace.Weights(modelDir: spec)) : .none
-            tokenizer = ByteTokenizer()  // TOKENIZER-WIRING
+            if let json = fm.contents(atPath: spec + "/tokenizer.json") {
+                tokenizer = try BPETokenizer(tokenizerJSON: json, bos: config.bosTokenId, eos: config.eosTokenId)
+            } else {
+                tokenizer = ByteTokenizer()
+            }
         } else {
             config = try ModelConfig.load(spec)
             weights = .none
@@ -48,6 +56,7 @@ public final class ModelSource {
         switch weights {
         case .none: return
         case .huggingFace(let w): try HuggingFace.checkBase(specs, in: w)
+        case .gguf(let f): try GGUFImport.checkBase(specs, in: f)
         }
     }
 
@@ -56,6 +65,22 @@ public final class ModelSource {
         switch weights {
         case .none: return
         case .huggingFace(let w): try HuggingFace.loadBase(model, from: w, owned: owned)
+        case .gguf(let f): try GGUFImport.loadBase(model, from: f, owned: owned)
         }
+    }
+}
+
+extension ModelSource {
+    /// The byte-level BPE tokenizer a GGUF file carries in its tokenizer.ggml.* metadata.
+    static func tokenizer(gguf f: GGUFFile) throws -> Tokenizer {
+        guard try f.string("tokenizer.ggml.model") == "gpt2" else {
+            throw LoraDistError("\(f.path): tokenizer model \(try f.string("tokenizer.ggml.model") ?? "none") is not supported (only gpt2-style byte-level BPE)")
+        }
+        guard let tokens = try f.stringArray("tokenizer.ggml.tokens"), let merges = try f.stringArray("tokenizer.ggml.merges") else {
+            throw LoraDistError("\(f.path): no tokenizer.ggml.tokens / tokenizer.ggml.merges")
+        }
+        return try BPETokenizer(tokens: tokens, merges: merges, tokenTypes: try f.intArray("tokenizer.ggml.token_type"),
+                                bos: try f.int("tokenizer.ggml.bos_token_id"), eos: try f.int("tokenizer.ggml.eos_token_id"),
+                                pre: try f.string("tokenizer.ggml.pre"))
     }
 }

@@ -1,0 +1,173 @@
+import Foundation
+
+/// `lora-dist compare`: LoRA at several ranks and target sets against full
+/// fine-tuning, on one base, one domain, the same token budget, with early
+/// stopping on dev perplexity and a small learning-rate sweep per mode; then
+/// in-domain, out-of-domain and forgetting perplexities of each mode's best run,
+/// beside what each cost (bytes exchanged, memory, seconds per step).
+public struct CompareOptions {
+    public var base = "small"
+    public var domain = "technical"
+    public var corpora = ""
+    public var out = "runs/compare"
+    public var ranks = [8, 32]
+    public var targetSets = ["q_proj,k_proj,v_proj,o_proj", "all-linear"]
+    public var full = true
+    public var steps = 300, batch = 8, seqLen = 128
+    public var loraLRs: [Float] = [1e-3, 3e-3]
+    public var fullLRs: [Float] = [3e-4, 1e-3]
+    public var evalEvery = 25, patience = 3
+    public var evalSequences = 32, testSequences = 64
+    public var exchange = ExchangeStrategy.hierarchical
+    public var seed: UInt64 = 1234
+    public var quick = false
+    public init() {}
+
+    /// --quick: a tiny base pretrained on the spot and small budgets: minutes, not hours.
+    public mutating func makeQuick() {
+        quick = true
+        base = "tiny"
+        ranks = [4, 16]
+        steps = 120; batch = 4; seqLen = 64
+        loraLRs = [1e-2]; fullLRs = [3e-3]
+        evalEvery = 20; patience = 2
+        evalSequences = 16; testSequences = 24
+    }
+}
+
+public enum Compare {
+    static let general = "general"
+
+    struct Candidate {
+        let name: String           // e.g. "lora-r8-attn"
+        let label: String          // e.g. "LoRA r=8 (q,k,v,o)"
+        let mode: TrainMode
+        let lora: LoRAConfig?
+        let lrs: [Float]
+    }
+
+    /// Runs everything on every rank of `cluster`; rank 0 writes DIR/report.{md,json} and the charts.
+    @discardableResult
+    public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> [String: Any] {
+        let domains = try FileManager.default.contentsOfDirectory(atPath: o.corpora).filter {
+            FileManager.default.fileExists(atPath: o.corpora + "/" + $0 + "/train")
+        }.sorted()
+        guard domains.contains(o.domain) else {
+            throw LoraDistError("domain '\(o.domain)' not found in \(o.corpora) (have: \(domains.joined(separator: ", "))); run tools/fetch-corpora.sh")
+        }
+        guard domains.contains(general) else { throw LoraDistError("\(o.corpora) has no general domain to measure forgetting on") }
+        let start = Date()
+        var base = o.base
+        if o.quick {
+            base = o.out + "/base"
+            log("pretraining a tiny base on \(general) text (full training from random initialisation)")
+            try pretrain(o, into: base, cluster: cluster)
+        }
+        var candidates: [Candidate] = []
+        for r in o.ranks {
+            for t in o.targetSets {
+                let lora = try LoRAConfig(rank: r, alpha: Float(2 * r), targets: [t])
+                let short = t == "all-linear" ? "all" : "attn"
+                let what = t == "all-linear" ? "all linear" : t.replacingOccurrences(of: "_proj", with: "")
+                candidates.append(Candidate(name: "lora-r\(r)-\(short)", label: "LoRA r=\(r) (\(what))", mode: .lora,
+                                            lora: lora, lrs: o.loraLRs))
+            }
+        }
+        if o.full { candidates.append(Candidate(name: "full", label: "full fine-tuning", mode: .full, lora: nil, lrs: o.fullLRs)) }
+
+        var baseline: [String: Double]?
+        var tests: [String: [Int32]]?  // every run reads text with the base's tokenizer
+        var rows: [[String: Any]] = []
+        var sweep: [[String: Any]] = []
+        for c in candidates {
+            var best: [String: Any]?
+            for lr in c.lrs {
+                var t = TrainOptions()
+                t.mode = c.mode; t.lora = c.lora; t.model = base
+                t.data = o.corpora + "/\(o.domain)/train"; t.devData = o.corpora + "/\(o.domain)/dev"
+                t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen; t.lr = lr
+                t.warmup = max(1, o.steps / 20)
+                t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
+                t.exchange = o.exchange; t.seed = o.seed; t.keepLast = 1; t.quiet = true
+                t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)"
+                let trainer = try Trainer(options: t, cluster: cluster)
+                if tests == nil { tests = try testSets(domains, o: o, tokenizer: trainer.tokenizer) }
+                if baseline == nil {
+                    // Before training a model is its base (LoRA's B = 0): the reference for forgetting.
+                    baseline = perplexities(trainer, tests: tests!, windows: o.testSequences)
+                }
+                log("\(c.label), lr \(lr): training up to \(o.steps) steps")
+                let s = try trainer.run().summary
+                let ppl = perplexities(trainer, tests: tests!, windows: o.testSequences)
+                let row = result(c, lr: lr, summary: s, ppl: ppl, baseline: baseline!, domain: o.domain, runDir: t.runDir)
+                sweep.append(["run": c.name, "lr": lr.shortest, "best_dev_loss": s["dev_loss"] ?? NSNull()])
+                if best == nil || (row["best_dev_loss"] as! Double) < (best!["best_dev_loss"] as! Double) { best = row }
+            }
+            rows.append(best!)
+        }
+        let report: [String: Any] = [
+            "base": base, "domain": o.domain, "out_of_domain": domains.filter { $0 != o.domain && $0 != general },
+            "general": general, "world_size": cluster.size, "nodes": cluster.nodes, "exchange": o.exchange.rawValue,
+            "budget": ["steps": o.steps, "batch": o.batch, "seq_len": o.seqLen, "tokens": o.steps * o.batch * o.seqLen],
+            "early_stopping": ["eval_every": o.evalEvery, "patience": o.patience],
+            "lr_grid": ["lora": o.loraLRs.map(\.shortest), "full": o.fullLRs.map(\.shortest)],
+            "base_perplexity": baseline ?? [:], "runs": rows, "sweep": sweep, "quick": o.quick,
+            "wall_s": Date().timeIntervalSince(start),
+        ]
+        if cluster.isRoot { try CompareReport.write(report, to: o.out) }
+        return report
+    }
+
+    /// Full training of the base from random initialisation on general text, saved as a Hugging Face directory.
+    static func pretrain(_ o: CompareOptions, into dir: String, cluster: Cluster) throws {
+        var t = TrainOptions()
+        t.mode = .full; t.model = "tiny"
+        t.data = o.corpora + "/\(general)/train"; t.devData = o.corpora + "/\(general)/dev"
+        t.steps = 300; t.batch = 8; t.seqLen = o.seqLen; t.lr = 1e-2; t.warmup = 10
+        t.evalEvery = 100; t.evalSequences = o.evalSequences; t.quiet = true; t.seed = o.seed; t.keepLast = 1
+        t.exchange = o.exchange
+        t.runDir = o.out + "/runs/pretrain"
+        let trainer = try Trainer(options: t, cluster: cluster)
+        try trainer.run()
+        try cluster.agree { if cluster.isRoot { try HuggingFace.saveMerged(trainer.model, to: dir) } }
+    }
+
+    static func testSets(_ domains: [String], o: CompareOptions, tokenizer: Tokenizer) throws -> [String: [Int32]] {
+        var out: [String: [Int32]] = [:]
+        for d in domains { out[d] = try Corpus.tokens(path: o.corpora + "/\(d)/test", tokenizer: tokenizer) }
+        return out
+    }
+
+    static func perplexities(_ t: Trainer, tests: [String: [Int32]], windows: Int) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for (d, tokens) in tests.sorted(by: { $0.key < $1.key }) { out[d] = Foundation.exp(t.evaluate(tokens: tokens, windows: windows)) }
+        return out
+    }
+
+    static func result(_ c: Candidate, lr: Float, summary s: [String: Any], ppl: [String: Double],
+                       baseline: [String: Double], domain: String, runDir: String) -> [String: Any] {
+        let ood = ppl.filter { $0.key != domain && $0.key != general }
+        let oodMean = ood.isEmpty ? Double.nan : ood.values.reduce(0, +) / Double(ood.count)
+        let baseOOD = baseline.filter { $0.key != domain && $0.key != general }
+        let baseOODMean = baseOOD.isEmpty ? Double.nan : baseOOD.values.reduce(0, +) / Double(baseOOD.count)
+        let steps = s["steps_done"] as? Int ?? 0
+        let trainSeconds = Double(s["tokens"] as? Int ?? 0) / max(s["tokens_per_s"] as? Double ?? 1, 1e-9)
+        return [
+            "run": c.name, "label": c.label, "mode": c.mode.rawValue, "lr": lr.shortest,
+            "rank": c.lora.map { $0.rank as Any } ?? NSNull(),
+            "target_modules": c.lora.map { $0.targets as Any } ?? NSNull(),
+            "trainable_params": s["trainable_params"] ?? 0, "total_params": s["base_params"] ?? 0,
+            "exchange_bytes_per_step": s["exchange_bytes_per_step"] ?? 0,
+            "full_ft_exchange_bytes_per_step": s["full_ft_exchange_bytes_per_step"] ?? 0,
+            "node_memory_bytes": s["node_memory_bytes"] ?? 0,
+            "seconds_per_step": trainSeconds / Double(max(steps, 1)), "tokens_per_s": s["tokens_per_s"] ?? 0,
+            "steps_done": steps, "best_step": s["best_step"] ?? NSNull(), "early_stopped": s["early_stopped"] ?? false,
+            "best_dev_loss": s["dev_loss"] ?? Double.nan, "dev_perplexity": Foundation.exp(s["dev_loss"] as? Double ?? .nan),
+            "in_domain_perplexity": ppl[domain] ?? .nan, "base_in_domain_perplexity": baseline[domain] ?? .nan,
+            "out_of_domain_perplexity": ood, "out_of_domain_mean": oodMean, "base_out_of_domain_mean": baseOODMean,
+            "general_perplexity": ppl[general] ?? .nan,
+            "forgetting": (ppl[general] ?? .nan) - (baseline[general] ?? .nan),
+            "run_dir": runDir,
+        ]
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+
+/// DIR/report.md, DIR/report.json and the charts of a comparison.
+public enum CompareReport {
+    /// The published comparison the report checks (arXiv:2405.09673, arXiv:2310.08659, as widely summarised):
+    /// in-domain score LoRA 92 % vs full 94 %, out-of-domain 85 % vs 73 %, forgetting +1.2 vs +4.5 perplexity.
+    static let published = "in-domain LoRA 92 % vs full 94 % (LoRA slightly behind), out-of-domain 85 % vs 73 % (LoRA ahead), forgetting +1.2 vs +4.5 perplexity (LoRA forgets less)"
+
+    public static func write(_ r: [String: Any], to dir: String) throws {
+        try RunFiles.createDirectory(dir)
+        let runs = r["runs"] as? [[String: Any]] ?? []
+        try RunFiles.writeAtomically(try RunFiles.json(sanitized(r)), to: dir + "/report.json")
+        // Loss curves: training loss solid, dev loss dashed, one colour per run.
+        var series: [SVGChart.Series] = []
+        for row in runs {
+            let (train, dev) = curves(row["run_dir"] as? String ?? "")
+            series.append(.init(name: "\(row["label"]!) train", points: smoothed(train)))
+            series.append(.init(name: "\(row["label"]!) dev", points: dev, dashed: true))
+        }
+        try RunFiles.writeAtomically(Data(SVGChart.lines(title: "Loss by step (\(r["domain"]!))", xLabel: "optimizer step",
+                                                         yLabel: "cross-entropy (nats/token); train: mean of 10 steps", series: series,
+                                                         colorOf: { $0 / 2 }, width: 900).utf8),
+                                     to: dir + "/loss_curves.svg")
+        let bars = runs.map { ("\($0["label"]!)", Double($0["exchange_bytes_per_step"] as? Int ?? 0)) }
+        try RunFiles.writeAtomically(Data(SVGChart.bars(title: "Gradient bytes exchanged per step and rank", unit: "",
+                                                        items: bars).utf8), to: dir + "/exchange_bytes.svg")
+        try RunFiles.writeAtomically(Data(markdown(r).utf8), to: dir + "/report.md")
+    }
+
+    /// (step, train loss) and (step, dev loss) from a run's metrics.jsonl.
+    static func curves(_ runDir: String) -> ([(Double, Double)], [(Double, Double)]) {
+        var train: [(Double, Double)] = [], dev: [(Double, Double)] = []
+        let text = (try? String(contentsOfFile: runDir + "/metrics.jsonl", encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") {
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let step = o["step"] as? Int else { continue }
+            if let l = o["loss"] as? Double { train.append((Double(step), l)) }
+            if let d = o["dev_loss"] as? Double { dev.append((Double(step), d)) }
+        }
+        return (train, dev)
+    }
+
+    /// Training loss averaged over the last 10 steps: per-step losses of small batches are too noisy to read.
+    static func smoothed(_ points: [(Double, Double)], window: Int = 10) -> [(Double, Double)] {
+        points.indices.map { i in
+            let lo = max(0, i - window + 1)
+            return (points[i].0, points[lo...i].map(\.1).reduce(0, +) / Double(i - lo + 1))
+        }
+    }
+
+    /// JSON cannot hold NaN or infinity: they become null.
+    static func sanitized(_ v: Any) -> Any {
+        switch v {
+        case let d as Double: return d.isFinite ? d : NSNull()
+        case let a as [Any]: return a.map(sanitized)
+        case let m as [String: Any]: return m.mapValues(sanitized)
+        default: return v
+        }
+    }
+
+    static func f(_ v: Any?, _ digits: Int = 2) -> String {
+        guard let d = v as? Double, d.isFinite else { return "n/a" }
+        return String(format: "%.\(digits)f", d)
+    }
+
+    static func markdown(_ r: [String: Any]) -> String {
+        let runs = r["runs"] as? [[String: Any]] ?? []
+        let budget = r["budget"] as? [String: Any] ?? [:]
+        let basePPL = r["base_perplexity"] as? [String: Double] ?? [:]
+        let domain = r["domain"] as? String ?? "?"
+        var md = "# LoRA vs full fine-tuning on \(domain)\n\n"
+        md += "Base `\(r["base"]!)`, \(r["world_size"]!) rank(s) on \(r["nodes"]!) node(s), \(r["exchange"]!) exchange. "
+        md += "Budget per run: up to \(budget["steps"]!) steps of \(budget["batch"]!) × \(budget["seq_len"]!) tokens "
+        md += "(\(budget["tokens"]!) tokens), early stopping on dev loss (`report.json` has the settings); "
+        md += "each row is the best learning rate of the grid (LoRA \(lrs(r, "lora")), full \(lrs(r, "full"))) by dev loss.\n\n"
+        md += "Base perplexity: in-domain \(f(basePPL[domain])), general \(f(basePPL[r["general"] as? String ?? "general"]))"
+        for d in (r["out_of_domain"] as? [String] ?? []) { md += ", \(d) \(f(basePPL[d]))" }
+        md += ".\n\n"
+        md += "| run | trainable params | lr | steps (best) | in-domain ppl | out-of-domain ppl | forgetting (Δ ppl general) | bytes exchanged / step | node memory | s / step |\n"
+        md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        for row in runs {
+            let trainable = row["trainable_params"] as? Int ?? 0, total = max(row["total_params"] as? Int ?? 1, 1)
+            md += "| \(row["label"]!) | \(trainable.formatted()) (\(String(format: "%.2f", 100 * Double(trainable) / Double(total))) %) "
+            md += "| \(row["lr"]!) | \(row["steps_done"]!) (\(row["best_step"] ?? "-")) "
+            md += "| \(f(row["in_domain_perplexity"])) | \(f(row["out_of_domain_mean"])) | \(signed(row["forgetting"])) "
+            md += "| \(Report.bytes(Double(row["exchange_bytes_per_step"] as? Int ?? 0))) "
+            md += "| \(Report.bytes(Double(row["node_memory_bytes"] as? Int ?? 0))) | \(f(row["seconds_per_step"], 3)) |\n"
+        }
+        md += "\n![loss curves](loss_curves.svg)\n\n![bytes exchanged per step](exchange_bytes.svg)\n\n"
+        md += "## Against the published comparison\n\nPublished: \(published).\n\n"
+        md += verdicts(runs).map { "- \($0)" }.joined(separator: "\n") + "\n"
+        md += "\nPerplexities are exp(mean cross-entropy) over up to the configured number of test windows of each domain's test split "
+        md += "(documents never seen in training or early stopping). Out-of-domain is the mean over the other specialised domains; "
+        md += "forgetting is the rise of perplexity on held-out general text over the base's. Bytes are per rank and step, "
+        md += "from the collective's cost model (docs/metrics.md).\n"
+        return md
+    }
+
+    static func lrs(_ r: [String: Any], _ key: String) -> String {
+        ((r["lr_grid"] as? [String: Any])?[key] as? [Double] ?? []).map { "\($0)" }.joined(separator: ", ")
+    }
+
+    static func signed(_ v: Any?) -> String {
+        guard let d = v as? Double, d.isFinite else { return "n/a" }
+        return String(format: "%+.2f", d)
+    }
+
+    /// Which way each comparison came out, in words. Lower perplexity is better.
+    static func verdicts(_ runs: [[String: Any]]) -> [String] {
+        guard let full = runs.first(where: { $0["mode"] as? String == "full" }) else {
+            return ["No full fine-tuning run: nothing to compare LoRA against."]
+        }
+        let loras = runs.filter { $0["mode"] as? String == "lora" }
+        guard let lora = loras.min(by: { ($0["best_dev_loss"] as? Double ?? .infinity) < ($1["best_dev_loss"] as? Double ?? .infinity) }) else {
+            return ["No LoRA run."]
+        }
+        let name = lora["label"] as? String ?? "LoRA"
+        func v(_ row: [String: Any], _ k: String) -> Double { row[k] as? Double ?? .nan }
+        var out: [String] = []
+        let li = v(lora, "in_domain_perplexity"), fi = v(full, "in_domain_perplexity")
+        out.append(li >= fi
+            ? String(format: "In-domain: the best LoRA (%@) reaches perplexity %.2f against full fine-tuning's %.2f: LoRA behind, as published.", name, li, fi)
+            : String(format: "In-domain: the best LoRA (%@) reaches perplexity %.2f against full fine-tuning's %.2f: LoRA ahead, which disagrees with the published result (LoRA slightly behind).", name, li, fi))
+        let lo = v(lora, "out_of_domain_mean"), fo = v(full, "out_of_domain_mean")
+        out.append(lo <= fo
+            ? String(format: "Out-of-domain: LoRA %.2f vs full %.2f: LoRA better, as published.", lo, fo)
+            : String(format: "Out-of-domain: LoRA %.2f vs full %.2f: full fine-tuning better, which disagrees with the published result (LoRA ahead).", lo, fo))
+        let lf = v(lora, "forgetting"), ff = v(full, "forgetting")
+        out.append(lf <= ff
+            ? String(format: "Forgetting: general perplexity rose by %+.2f under LoRA and %+.2f under full fine-tuning: LoRA forgets less, as published.", lf, ff)
+            : String(format: "Forgetting: general perplexity rose by %+.2f under LoRA and %+.2f under full fine-tuning: LoRA forgets more, which disagrees with the published result.", lf, ff))
+        let lb = Double(lora["exchange_bytes_per_step"] as? Int ?? 0), fb = Double(full["exchange_bytes_per_step"] as? Int ?? 0)
+        if fb > 0 {
+            out.append(String(format: "Cost: LoRA exchanged %@ per step against %@ (%.2f %%), and trained %@ of %@ parameters.",
+                              Report.bytes(lb), Report.bytes(fb), 100 * lb / fb,
+                              (lora["trainable_params"] as? Int ?? 0).formatted(), (full["trainable_params"] as? Int ?? 0).formatted()))
+        }
+        return out
+    }
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import LoraDist
+
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "LoRA (several ranks and target sets) against full fine-tuning on one base and domain: quality, forgetting and cost, as DIR/report.md with charts and DIR/report.json.")
+
+    @Option(help: "The base: a built-in config, a Hugging Face model directory, or a GGUF file.") var base: String = "small"
+    @Option(help: "The domain to adapt to (a folder of the corpora: technical, legal, medical).") var domain: String = "technical"
+    @Option(help: "Where tools/fetch-corpora.sh put the corpora (default: $LORA_DIST_DATA/corpora or ~/.cache/lora-dist/data/corpora).")
+    var corpora: String?
+    @Option(help: "Output directory.") var out: String = "runs/compare"
+    @Option(help: "LoRA ranks, comma-separated.") var ranks: String?
+    @Option(help: "LoRA target sets, separated by ';' (each a comma-separated list or all-linear).") var targets: String?
+    @Flag(name: .customLong("no-full"), help: "Skip full fine-tuning.") var noFull = false
+    @Option(help: "Optimizer steps per run (the token budget, with --batch and --seq).") var steps: Int?
+    @Option(help: "Sequences per step.") var batch: Int?
+    @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int?
+    @Option(name: .customLong("lr-lora"), help: "LoRA learning rates to sweep, comma-separated.") var lrLoRA: String?
+    @Option(name: .customLong("lr-full"), help: "Full fine-tuning learning rates to sweep, comma-separated.") var lrFull: String?
+    @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int?
+    @Option(help: "Early stopping patience, in evaluations.") var patience: Int?
+    @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
+    @Flag(help: "A tiny base pretrained on the spot and small budgets: a few minutes.") var quick = false
+
+    func run() throws {
+        var o = CompareOptions()
+        if quick { o.makeQuick() }
+        o.base = quick ? "tiny" : base
+        o.domain = domain
+        let env = ProcessInfo.processInfo.environment
+        o.corpora = corpora ?? ((env["LORA_DIST_DATA"] ?? ((env["HOME"] ?? ".") + "/.cache/lora-dist/data")) + "/corpora")
+        o.out = out
+        func list<T>(_ s: String?, _ parse: (String) -> T?, _ what: String) throws -> [T]? {
+            guard let s else { return nil }
+            let items = s.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
+            guard !items.isEmpty, items.allSatisfy({ $0 != nil }) else { throw LoraDistError("--\(what): cannot read '\(s)'") }
+            return items.map { $0! }
+        }
+        if let r = try list(ranks, { Int($0) }, "ranks") { o.ranks = r }
+        if let t = targets { o.targetSets = t.split(separator: ";").map(String.init) }
+        if let l = try list(lrLoRA, { Float($0) }, "lr-lora") { o.loraLRs = l }
+        if let l = try list(lrFull, { Float($0) }, "lr-full") { o.fullLRs = l }
+        o.full = !noFull
+        if let steps { o.steps = steps }
+        if let batch { o.batch = batch }
+        if let seqLen { o.seqLen = seqLen }
+        if let evalEvery { o.evalEvery = evalEvery }
+        if let patience { o.patience = patience }
+        o.exchange = exchange
+        guard FileManager.default.fileExists(atPath: o.corpora) else {
+            throw LoraDistError("corpora not found at \(o.corpora): run tools/fetch-corpora.sh, or pass --corpora DIR")
+        }
+        let cluster = Cluster()
+        try setThreads(nil, cluster: cluster)
+        let log: (String) -> Void = { if cluster.isRoot { FileHandle.standardError.write(Data("compare: \($0)\n".utf8)) } }
+        let report = try cluster.agree { try Compare.run(o, cluster: cluster, log: log) }
+        guard cluster.isRoot else { return }
+        print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
+        print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report["wall_s"] as? Double ?? 0)) s)")
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// `lora-dist compare --quick` under mpirun: the report's structure, every number
+/// finite, and numbers that must agree with each other.
+@Suite(.serialized) struct CompareTests {
+    static var corpora: String {
+        let env = ProcessInfo.processInfo.environment
+        return (env["LORA_DIST_DATA"] ?? (env["HOME"]! + "/.cache/lora-dist/data")) + "/corpora"
+    }
+
+    @Test("compare --quick on 2 ranks: a consistent report")
+    func quick() throws {
+        if !FileManager.default.fileExists(atPath: Self.corpora + "/.complete") {
+            let (status, _, err) = try runProcess("/bin/bash", [TestPaths.repo + "/tools/fetch-corpora.sh"])
+            try #require(status == 0, "fetch-corpora.sh failed: \(err)")
+        }
+        let out = TestPaths.tempDir("compare")
+        let (status, stdout, err) = try MultiRankTests.launch(2, ["compare", "--quick", "--domain", "legal", "--out", out])
+        try #require(status == 0, "compare exited \(status): \(err)")
+        #expect(stdout.contains("# LoRA vs full fine-tuning on legal"))
+        for f in ["report.md", "report.json", "loss_curves.svg", "exchange_bytes.svg"] {
+            #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f) missing")
+        }
+        let svg = try String(contentsOfFile: out + "/loss_curves.svg", encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("<polyline"))
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report.json"))) as? [String: Any])
+        let runs = try #require(report["runs"] as? [[String: Any]])
+        #expect(runs.count == 2 * 2 + 1)  // ranks 4 and 16 × two target sets, and full fine-tuning
+        let full = try #require(runs.first { $0["mode"] as? String == "full" })
+        let fullTrainable = full["trainable_params"] as! Int
+        for row in runs {
+            for key in ["in_domain_perplexity", "out_of_domain_mean", "general_perplexity", "forgetting", "best_dev_loss",
+                        "seconds_per_step", "tokens_per_s"] {
+                let v = try #require(row[key] as? Double, "\(row["run"]!): \(key) missing or not finite")
+                #expect(v.isFinite)
+            }
+            let trainable = row["trainable_params"] as! Int
+            // hierarchical, one node, 2 ranks: a reduce-scatter sends half the gradient
+            #expect(row["exchange_bytes_per_step"] as? Int == 4 * trainable / 2, "\(row["run"]!)")
+            #expect(row["full_ft_exchange_bytes_per_step"] as? Int == 4 * fullTrainable / 2)
+            #expect((row["in_domain_perplexity"] as! Double) > 1)
+            #expect(abs((row["dev_perplexity"] as! Double) - Foundation.exp(row["best_dev_loss"] as! Double)) < 1e-6 * (row["dev_perplexity"] as! Double))
+            let basePPL = try #require(report["base_perplexity"] as? [String: Double])
+            #expect(abs((row["forgetting"] as! Double) - ((row["general_perplexity"] as! Double) - basePPL["general"]!)) < 1e-9)
+            if row["mode"] as? String == "lora" { #expect(trainable < fullTrainable) }
+        }
+        let md = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
+        #expect(md.contains("Against the published comparison"))
+        #expect(md.components(separatedBy: "as published").count + md.components(separatedBy: "disagrees").count - 2 >= 3)
+    }
+}

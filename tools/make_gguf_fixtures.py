@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Generate the GGUF fixtures in Tests/Fixtures/gguf/ for lora-dist.
+
+Writes, with gguf-py's GGUFWriter and gguf.quants:
+  tiny_f32.gguf, tiny_f16_q8_0.gguf, tiny_q4.gguf
+      one tiny random LlamaForCausalLM (untied, grouped-query attention), converted
+      the way llama.cpp's convert_hf_to_gguf.py does it (tensor names, q/k rows
+      permuted for llama.cpp's RoPE layout), with different tensor types per file
+  quants.gguf
+      one [3, 256] tensor per ggml type lora-dist dequantizes (alignment 64)
+  reference.safetensors
+      input ids, and for each tiny file the logits and un-permuted q/k weights that
+      transformers' own GGUF loader (from_pretrained(..., gguf_file=...)) produces;
+      each quants.gguf tensor dequantized by gguf-py
+  smollm2_reference.json
+      SmolLM2-135M-Instruct Q4_1 (fetched by tools/fetch-smollm2.sh, kept outside
+      git) through transformers' GGUF loader, model and tokenizer: token ids of 3
+      sentences, and for the first 8 positions logsumexp, argmax and the logits of
+      64 fixed token ids
+
+Deterministic (fixed seeds, float32, eager attention, one CPU thread).
+  pip install -r tools/requirements-fixtures.txt && python3 tools/make_gguf_fixtures.py
+See Tests/Fixtures/gguf/README.md.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import gguf  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from gguf.quants import dequantize, quantize  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO_ROOT, "Tests", "Fixtures", "gguf")
+MODELS = os.environ.get("LORA_DIST_MODELS", os.path.expanduser("~/.cache/lora-dist/models"))
+SMOL_DIR = os.path.join(MODELS, "SmolLM2-135M-Instruct")
+SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+SEED = 4321
+BATCH, SEQ = 2, 8
+INIT_RANGE = 0.2
+NORM_NOISE_STD = 0.1
+TINY = dict(vocab_size=80, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+            rope_theta=50000.0, max_position_embeddings=64)
+
+# ggml type per tensor kind, per file (norms stay F32, as convert_hf_to_gguf keeps 1-D tensors)
+FILES = {
+    "tiny_f32": dict(embd=Q.F32, output=Q.F32, attn=Q.F32, ffn=Q.F32),
+    "tiny_f16_q8_0": dict(embd=Q.BF16, output=Q.Q8_0, attn=Q.F16, ffn=Q.Q8_0),
+    "tiny_q4": dict(embd=Q.Q8_0, output=Q.Q4_1, attn=Q.Q4_0, ffn=Q.Q4_1),
+}
+
+LAYER_NAMES = {
+    "input_layernorm": ("attn_norm", None), "self_attn.q_proj": ("attn_q", "attn"),
+    "self_attn.k_proj": ("attn_k", "attn"), "self_attn.v_proj": ("attn_v", "attn"),
+    "self_attn.o_proj": ("attn_output", "attn"), "post_attention_layernorm": ("ffn_norm", None),
+    "mlp.gate_proj": ("ffn_gate", "ffn"), "mlp.up_proj": ("ffn_up", "ffn"), "mlp.down_proj": ("ffn_down", "ffn"),
+}
+
+VERSIONS = {
+    "torch": torch.__version__, "transformers": transformers.__version__,
+    "gguf": getattr(gguf, "__version__", None) or __import__("importlib.metadata").metadata.version("gguf"),
+    "numpy": np.__version__, "python": sys.version.split()[0],
+}
+
+
+def permute(w, n_head, n_head_kv):
+    """convert_hf_to_gguf.py LlamaModel.permute, verbatim (numpy)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(w.shape))
+
+
+def unpermute(w, n_head):
+    """Independent inverse: HF row h*D + i*(D/2) + j comes from GGUF row h*D + 2j + i."""
+    d = w.shape[0] // n_head
+    out = np.empty_like(w)
+    for h in range(n_head):
+        for i in range(2):
+            for j in range(d // 2):
+                out[h * d + i * (d // 2) + j] = w[h * d + 2 * j + i]
+    return out
+
+
+def gguf_name(hf):
+    if hf == "model.embed_tokens.weight":
+        return "token_embd.weight", "embd"
+    if hf == "model.norm.weight":
+        return "output_norm.weight", None
+    if hf == "lm_head.weight":
+        return "output.weight", "output"
+    parts = hf.split(".")
+    layer, module = parts[2], ".".join(parts[3:-1])
+    name, kind = LAYER_NAMES[module]
+    return f"blk.{layer}.{name}.weight", kind
+
+
+def add_tensor(w, name, arr, qtype):
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if qtype == Q.F32:
+        w.add_tensor(name, arr)
+    elif qtype == Q.F16:
+        w.add_tensor(name, arr.astype(np.float16))
+    else:
+        w.add_tensor(name, quantize(arr, qtype), raw_dtype=qtype)
+
+
+def tiny_model():
+    torch.manual_seed(SEED)
+    cfg = LlamaConfig(**TINY, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+                      hidden_act="silu", initializer_range=INIT_RANGE, attn_implementation="eager",
+                      bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.copy_(1.0 + NORM_NOISE_STD * torch.randn_like(p))
+    return model.eval(), cfg
+
+
+def write_tiny(path, model, cfg, types, extra_keys):
+    c = TINY
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("lora-dist tiny llama")
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    w.add_head_count(c["num_attention_heads"])
+    w.add_head_count_kv(c["num_key_value_heads"])
+    w.add_rope_freq_base(c["rope_theta"])
+    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    w.add_vocab_size(c["vocab_size"])
+    w.add_rope_dimension_count(c["head_dim"])
+    if extra_keys:
+        w.add_key_length(c["head_dim"])
+        w.add_value_length(c["head_dim"])
+    # minimal tokenizer metadata (transformers' model loader does not need it)
+    tokens = ["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(3, c["vocab_size"])]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([float(-i) for i in range(len(tokens))])
+    w.add_token_types([2, 3, 3] + [1] * (len(tokens) - 3))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
+    for hf, t in model.state_dict().items():
+        arr = t.detach().numpy()
+        name, kind = gguf_name(hf)
+        if hf.endswith("q_proj.weight"):
+            arr = permute(arr, nh, nh)
+        elif hf.endswith("k_proj.weight"):
+            arr = permute(arr, nh, nkv)
+        add_tensor(w, name, arr, Q.F32 if kind is None else types[kind])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def add_value_type_keys(w):
+    """One key of every GGUF value type, for the parser tests (nested arrays are legal GGUF,
+    but transformers' metadata reader refuses them, so they live only in quants.gguf)."""
+    w.add_uint8("lora_dist.test.u8", 200)
+    w.add_int8("lora_dist.test.i8", -100)
+    w.add_uint16("lora_dist.test.u16", 60000)
+    w.add_int16("lora_dist.test.i16", -30000)
+    w.add_uint32("lora_dist.test.u32", 4000000000)
+    w.add_int32("lora_dist.test.i32", -2000000000)
+    w.add_float32("lora_dist.test.f32", 0.25)
+    w.add_uint64("lora_dist.test.u64", 2**63 + 5)
+    w.add_int64("lora_dist.test.i64", -(2**40))
+    w.add_float64("lora_dist.test.f64", 1.0 / 3.0)
+    w.add_bool("lora_dist.test.bool", True)
+    w.add_string("lora_dist.test.string", "héllo, wörld")
+    w.add_array("lora_dist.test.ints", [1, -2, 3])
+    w.add_array("lora_dist.test.nested", [[1, 2], [3]])
+
+
+def write_quants(path, ref):
+    """One [3, 256] tensor per type; K-quants are random blocks with sane scales."""
+    rng = np.random.default_rng(SEED + 7)
+    x = (rng.standard_normal((3, 256)) * 0.5 + np.array([[0.0], [0.3], [-1.0]])).astype(np.float32)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_custom_alignment(64)
+    w.add_name("lora-dist quant fixture")
+    add_value_type_keys(w)
+    for qt in [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0]:
+        add_tensor(w, qt.name, x, qt)
+        if qt == Q.F16:
+            raw = x.astype(np.float16).view(np.uint8)
+        elif qt == Q.F32:
+            raw = x.view(np.uint8)
+        else:
+            raw = quantize(x, qt)
+        ref[f"quants.{qt.name}"] = torch.from_numpy(dequantize(raw, qt).astype(np.float32).reshape(3, 256).copy())
+    # (type, byte offsets of f16 scales in a block)
+    for qt, scales in [(Q.Q2_K, [80, 82]), (Q.Q3_K, [108]), (Q.Q4_K, [0, 2]), (Q.Q5_K, [0, 2]), (Q.Q6_K, [208])]:
+        _, nbytes = gguf.GGML_QUANT_SIZES[qt]
+        raw = rng.integers(0, 256, size=(3, nbytes), dtype=np.uint8)
+        for off in scales:
+            d = rng.uniform(0.001, 0.05, size=3).astype(np.float16)
+            raw[:, off:off + 2] = d.view(np.uint8).reshape(3, 2)
+        w.add_tensor(qt.name, raw, raw_dtype=qt)
+        ref[f"quants.{qt.name}"] = torch.from_numpy(dequantize(raw, qt).astype(np.float32).reshape(3, 256).copy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def build_tiny(ref):
+    model, cfg = tiny_model()
+    gen = torch.Generator().manual_seed(SEED + 1)
+    ids = torch.randint(0, TINY["vocab_size"], (BATCH, SEQ), generator=gen, dtype=torch.int64)
+    ref["input_ids"] = ids
+    with torch.no_grad():
+        original_logits = model(input_ids=ids).logits
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    nh, nkv = TINY["num_attention_heads"], TINY["num_key_value_heads"]
+    for stem, types in FILES.items():
+        path = os.path.join(OUT, stem + ".gguf")
+        write_tiny(path, model, cfg, types, extra_keys=(stem == "tiny_f32"))
+        loaded = LlamaForCausalLM.from_pretrained(OUT, gguf_file=stem + ".gguf", dtype=torch.float32,
+                                                  attn_implementation="eager").eval()
+        lc = loaded.config
+        assert (lc.vocab_size, lc.hidden_size, lc.num_key_value_heads, lc.head_dim) == (80, 64, 2, 16)
+        assert lc.rope_parameters["rope_theta"] == TINY["rope_theta"], lc.rope_parameters
+        assert not lc.tie_word_embeddings
+        sd = loaded.state_dict()
+        # transformers' un-permutation agrees with an independent one on the dequantized tensors
+        reader = gguf.GGUFReader(path)
+        by_name = {t.name: t for t in reader.tensors}
+        for hf, t in sd.items():
+            gname, _ = gguf_name(hf)
+            raw = dequantize(by_name[gname].data, by_name[gname].tensor_type).reshape(t.shape)
+            if hf.endswith("q_proj.weight"):
+                raw = unpermute(raw, nh)
+            elif hf.endswith("k_proj.weight"):
+                raw = unpermute(raw, nkv)
+            assert np.array_equal(raw, t.numpy()), (stem, hf)
+            if stem == "tiny_f32":  # the F32 round trip is exact
+                assert torch.equal(t, original[hf]), hf
+        with torch.no_grad():
+            logits = loaded(input_ids=ids).logits.float().contiguous()
+        if stem == "tiny_f32":
+            assert torch.equal(logits, original_logits)
+        diff = (logits - original_logits).abs().max().item()
+        ref[f"{stem}.logits"] = logits
+        ref[f"{stem}.model.layers.0.self_attn.q_proj.weight"] = sd["model.layers.0.self_attn.q_proj.weight"].contiguous()
+        ref[f"{stem}.model.layers.1.self_attn.k_proj.weight"] = sd["model.layers.1.self_attn.k_proj.weight"].contiguous()
+        print(f"== {stem}: {os.path.getsize(path)} bytes, max|logits - unquantized| = {diff:.3g}")
+
+
+SENTENCES = [
+    "The capital of France is Paris, and the capital of Germany is",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "Once upon a time, in a small village near the mountains, there lived",
+]
+NPOS, NIDS = 8, 64
+
+
+def build_smollm2():
+    path = os.path.join(SMOL_DIR, SMOL_FILE)
+    if not os.path.exists(path):
+        subprocess.run([os.path.join(REPO_ROOT, "tools", "fetch-smollm2.sh")], check=True)
+    with open(path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    tok = AutoTokenizer.from_pretrained(SMOL_DIR, gguf_file=SMOL_FILE)
+    model = LlamaForCausalLM.from_pretrained(SMOL_DIR, gguf_file=SMOL_FILE, dtype=torch.float32,
+                                             attn_implementation="eager").eval()
+    c = model.config
+    ids = [tok(s)["input_ids"] for s in SENTENCES]
+    for s, i in zip(SENTENCES, ids):
+        assert len(i) > NPOS, (s, len(i))
+    batch = torch.tensor([i[:NPOS] for i in ids], dtype=torch.int64)
+    with torch.no_grad():
+        logits = model(input_ids=batch).logits.double()  # [3, 8, V]
+    lse = torch.logsumexp(logits, dim=-1)
+    top2 = logits.topk(2, dim=-1)
+    argmax = top2.indices[..., 0]
+    margin = top2.values[..., 0] - top2.values[..., 1]
+    chosen = set(argmax.flatten().tolist()) | {i[p + 1] for i in ids for p in range(NPOS)}
+    rng = np.random.default_rng(SEED + 11)
+    while len(chosen) < NIDS:
+        chosen.add(int(rng.integers(0, c.vocab_size)))
+    chosen = sorted(chosen)
+    assert len(chosen) == NIDS, len(chosen)
+
+    def f32(x):  # 5 decimals: far below the tolerance, and a smaller file
+        return round(float(np.float32(x)), 5)
+
+    out = {
+        "gguf": SMOL_FILE, "sha256": sha, "versions": VERSIONS,
+        "config": {"vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
+                   "num_attention_heads": c.num_attention_heads, "num_key_value_heads": c.num_key_value_heads,
+                   "head_dim": c.head_dim, "intermediate_size": c.intermediate_size,
+                   "rope_theta": c.rope_parameters["rope_theta"], "rms_norm_eps": c.rms_norm_eps,
+                   "max_position_embeddings": c.max_position_embeddings,
+                   "tie_word_embeddings": c.tie_word_embeddings, "bos_token_id": c.bos_token_id,
+                   "eos_token_id": c.eos_token_id},
+        "positions": NPOS, "token_ids": chosen, "sentences": [],
+    }
+    for b, (s, i) in enumerate(zip(SENTENCES, ids)):
+        out["sentences"].append({
+            "text": s, "ids": i,
+            "argmax": argmax[b].tolist(),
+            "top2_margin": [round(f32(m), 4) for m in margin[b].tolist()],
+            "logsumexp": [f32(v) for v in lse[b].tolist()],
+            "logits": [[f32(logits[b, p, t].item()) for t in chosen] for p in range(NPOS)],
+        })
+        print(f"== SmolLM2 '{s[:30]}…': argmax {tok.decode(argmax[b].tolist())!r}, "
+              f"min top-2 margin {margin[b].min().item():.3f}")
+    text = json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False)
+    # one line per list of numbers, so the file stays small and readable
+    text = re.sub(r"\[\s+([-+0-9.e,\s]+?)\s+\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+    with open(os.path.join(OUT, "smollm2_reference.json"), "w") as f:
+        f.write(text + "\n")
+    json.loads(text)
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    print("versions:", json.dumps(VERSIONS))
+    os.makedirs(OUT, exist_ok=True)
+    ref = {}
+    build_tiny(ref)
+    write_quants(os.path.join(OUT, "quants.gguf"), ref)
+    ref_path = os.path.join(OUT, "reference.safetensors")
+    save_file(ref, ref_path, metadata={"format": "pt"})
+    back = load_file(ref_path)
+    assert sorted(back) == sorted(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
+    build_smollm2()
+    total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
+    for f in sorted(os.listdir(OUT)):
+        print(f"   {f}: {os.path.getsize(os.path.join(OUT, f))} bytes")
+    print(f"total size of {os.path.relpath(OUT, REPO_ROOT)}: {total / 1024:.1f} KiB")
+    assert total < 1_000_000, total
+
+
+if __name__ == "__main__":
+    main()
