@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import LoraDist
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Perplexity of a model (or of a checkpoint's weights) on text: next-token cross-entropy over non-overlapping windows.")
+
+    @Option(help: "A built-in config, a Hugging Face model directory or a GGUF file.") var model: String = "small"
+    @Option(help: "A text file or a folder of .txt files.") var data: String
+    @Option(help: "A checkpoint (directory, checkpoints folder or run directory) whose weights to evaluate on top of --model.")
+    var checkpoint: String?
+    @Option(name: .customLong("seq"), help: "Tokens per window.") var seqLen: Int = 128
+    @Option(help: "Windows, spread evenly over the text.") var windows: Int = 64
+    @Option(help: "Windows per forward pass.") var batch: Int = 4
+    @Option(help: "Seed of a built-in model's random initialisation (as in training).") var seed: UInt64 = 1234
+
+    func run() throws {
+        let cluster = Cluster()
+        try setThreads(nil, cluster: cluster)
+        var o = TrainOptions()
+        o.model = model
+        o.data = data
+        o.devData = data
+        o.seqLen = seqLen
+        o.batch = batch
+        o.seed = seed
+        o.quiet = true
+        o.steps = 1
+        // Without a checkpoint, a rank-1 adapter with B = 0 leaves the base exactly as it is
+        // and keeps no gradient or optimizer state for the base.
+        o.mode = .lora
+        o.lora = try LoRAConfig(rank: 1, alpha: 1, targets: ["q_proj"])
+        if let checkpoint {
+            let dir = try CheckpointInspector.locate(checkpoint)
+            let m = try CheckpointFiles.readManifest(dir)
+            o.mode = TrainMode(rawValue: m.mode) ?? .lora
+            o.lora = o.mode == .lora ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: dir) : nil
+            o.seed = m.samplerSeed
+            o.runDir = (dir as NSString).deletingLastPathComponent.replacingOccurrences(of: "/checkpoints", with: "")
+        } else {
+            o.runDir = NSTemporaryDirectory() + "lora-dist-eval-\(getpid())"
+        }
+        let trainer = try Trainer(options: o, cluster: cluster)
+        if let checkpoint {
+            _ = try cluster.agree { try trainer.resume(try CheckpointInspector.locate(checkpoint), continuing: false) }
+        }
+        let loss = try cluster.agree { () throws -> Double in
+            let tokens = try Corpus.tokens(path: data, tokenizer: trainer.tokenizer)
+            return trainer.evaluate(tokens: tokens, windows: windows)
+        }
+        guard cluster.isRoot else { return }
+        print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",
+                     checkpoint ?? model, data, loss, Foundation.exp(loss), windows, seqLen))
+    }
+}
