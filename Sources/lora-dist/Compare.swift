@@ -22,6 +22,8 @@ struct CompareCommand: ParsableCommand {
     @Option(name: .customLong("lr-full"), help: "Full fine-tuning learning rates to sweep, comma-separated.") var lrFull: String?
     @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int?
     @Option(help: "Early stopping patience, in evaluations.") var patience: Int?
+    @Option(name: .customLong("eval-seqs"), help: "Dev windows per evaluation (early stopping).") var evalSequences: Int?
+    @Option(name: .customLong("test-seqs"), help: "Test windows per domain for the final perplexities.") var testSequences: Int?
     @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
     @Flag(help: "A tiny base pretrained on the spot and small budgets: a few minutes.") var quick = false
 
@@ -49,6 +51,8 @@ struct CompareCommand: ParsableCommand {
         if let seqLen { o.seqLen = seqLen }
         if let evalEvery { o.evalEvery = evalEvery }
         if let patience { o.patience = patience }
+        if let evalSequences { o.evalSequences = evalSequences }
+        if let testSequences { o.testSequences = testSequences }
         o.exchange = exchange
         guard FileManager.default.fileExists(atPath: o.corpora) else {
             throw LoraDistError("corpora not found at \(o.corpora): run tools/fetch-corpora.sh, or pass --corpora DIR")
