@@ -127,16 +127,16 @@ public final class GGUFFile {
     /// Absolute offset of the data section.
     public let dataStart: Int
     public let fileSize: Int
-    private let map: GGUFMapping
+    private let map: MappedFile
 
     static let maxDims = 4
     static let maxArrayDepth = 8
 
     public init(path: String) throws {
         self.path = path
-        map = try GGUFMapping(path: path)
-        fileSize = map.length
-        var c = Cursor(base: map.base, end: map.length, path: path)
+        map = try MappedFile(path: path)
+        fileSize = map.bytes.count
+        var c = Cursor(base: map.bytes.baseAddress.map(UnsafeRawPointer.init), end: map.bytes.count, path: path)
 
         // header
         guard fileSize >= 4, c.peekMagic() else {
@@ -327,7 +327,7 @@ public final class GGUFFile {
         }
         if elements.isEmpty { return }
         let bs = t.type.blockSize, bb = t.type.blockBytes
-        let src = map.base! + t.byteRange.lowerBound
+        let src = map.bytes.baseAddress! + t.byteRange.lowerBound
         var e = elements.lowerBound, o = out
         let end = elements.upperBound
         var scratch: [Float] = []
@@ -357,39 +357,6 @@ public final class GGUFFile {
         var out = [Float](repeating: 0, count: t.count)
         try out.withUnsafeMutableBufferPointer { try dequantize(t, elements: 0..<t.count, into: $0.baseAddress!) }
         return out
-    }
-}
-
-/// A read-only private mapping of a whole file; unmapped when released.
-private final class GGUFMapping {
-    let base: UnsafeRawPointer?
-    let length: Int
-
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw LoraDistError("cannot open GGUF file \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            throw LoraDistError("cannot stat GGUF file \(path): \(String(cString: strerror(errno)))")
-        }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw LoraDistError("\(path): not a regular file") }
-        length = Int(st.st_size)
-        if length == 0 {
-            base = nil
-            return
-        }
-        let p = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let p, p != MAP_FAILED else {
-            throw LoraDistError("cannot map GGUF file \(path) (\(length) bytes): \(String(cString: strerror(errno)))")
-        }
-        base = UnsafeRawPointer(p)
-    }
-
-    deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) }
     }
 }
 

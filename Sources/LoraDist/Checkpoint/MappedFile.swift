@@ -15,6 +15,7 @@ public final class MappedFile {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw LoraDistError("cannot stat \(path): \(String(cString: strerror(errno)))") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw LoraDistError("\(path): not a regular file") }
         let size = Int(st.st_size)
         guard size > 0 else {
             base = nil
