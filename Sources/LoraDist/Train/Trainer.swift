@@ -361,6 +361,7 @@ public final class Trainer {
             "exchange_ratio": fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : NSNull(),
             "comm_wait_share": rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
             "node_memory_bytes": Int(nodeMemory),
+            "weights_bytes_per_node": window.count * 4,
             "checkpoint": checkpointRoot + "/" + CheckpointFiles.stepName(preempted || earlyStopped ? s : o.steps),
         ]
         if root {

@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// Several hosts on one machine: network namespaces joined by a bridge
+/// (cluster/testbed.sh), OpenMPI's TCP transport between them, and the
+/// veth counters as the measure of what crossed the "network".
+@Suite(.serialized) struct ClusterTests {
+    static let testbed = TestPaths.repo + "/cluster/testbed.sh"
+
+    static func sh(_ args: [String]) throws -> (Int32, String, String) {
+        try runProcess("/bin/bash", [testbed] + args)
+    }
+
+    /// mpirun across the test bed's hosts, `perHost` ranks on each.
+    static func mpirun(hosts: Int, perHost: Int, _ args: [String]) throws -> (Int32, String, String) {
+        try sh(["mpirun", "-n", "\(hosts * perHost)", "--npernode", "\(perHost)", "--oversubscribe", TestPaths.binary] + args)
+    }
+
+    static func txBytes(_ host: String) throws -> Int {
+        Int(try sh(["txbytes", host]).1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    static func args(_ mode: String, data: String, run: String, exchange: String = "hierarchical", steps: Int = 6) -> [String] {
+        ["train", "--model", "tiny", "--mode", mode, "--data", data, "--steps", "\(steps)", "--batch", "8", "--seq", "24",
+         "--lr", "5e-3", "--rank", "4", "--warmup", "1", "--eval-seqs", "4", "--quiet", "--exchange", exchange, "--run-dir", run]
+    }
+
+    @Test("2 hosts × 2 ranks: the loss curve of 1 host × 4, one weight copy per host, fewer bytes across hosts with hierarchical exchange, bursting")
+    func multiHost() throws {
+        let (up, _, upErr) = try Self.sh(["up", "2", "", "", "4"])
+        try #require(up == 0, "testbed up failed: \(upErr)")
+        defer { _ = try? Self.sh(["down"]) }
+        let data = try MultiRankTests.corpus()
+
+        for mode in ["full", "lora"] {
+            let one = TestPaths.tempDir("tb-one-\(mode)"), two = TestPaths.tempDir("tb-two-\(mode)")
+            let (s1, _, e1) = try MultiRankTests.launch(4, Self.args(mode, data: data, run: one))
+            try #require(s1 == 0, "\(e1)")
+            let (s2, _, e2) = try Self.mpirun(hosts: 2, perHost: 2, Self.args(mode, data: data, run: two))
+            try #require(s2 == 0, "\(e2)")
+            let a = try CheckpointTests.losses(one), b = try CheckpointTests.losses(two)
+            #expect(a.count == 6 && b.count == 6)
+            for (step, loss) in a { #expect(abs(b[step]! - loss) <= 1e-5 * loss, "\(mode) step \(step)") }
+            let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: two + "/summary.json"))) as? [String: Any])
+            #expect(summary["nodes"] as? Int == 2 && summary["ranks_per_node"] as? Int == 2)
+            // one window per host holding every parameter once
+            #expect(summary["weights_bytes_per_node"] as? Int == 4 * (summary["total_params"] as! Int))
+        }
+
+        // What crosses hosts, measured on the links: hierarchical sends each host's gradient once,
+        // flat has every rank's ring cross; LoRA sends only its adapters.
+        func crossing(_ mode: String, _ exchange: String) throws -> Int {
+            let before = try Self.txBytes("ldh1") + Self.txBytes("ldh2")
+            let (s, _, e) = try Self.mpirun(hosts: 2, perHost: 2, Self.args(mode, data: data, run: TestPaths.tempDir("tb-x"),
+                                                                            exchange: exchange, steps: 10))
+            try #require(s == 0, "\(e)")
+            return try Self.txBytes("ldh1") + Self.txBytes("ldh2") - before
+        }
+        let fullFlat = try crossing("full", "flat"), fullHier = try crossing("full", "hierarchical")
+        let loraHier = try crossing("lora", "hierarchical")
+        #expect(fullHier < fullFlat, "hierarchical \(fullHier) B vs flat \(fullFlat) B across hosts")
+        #expect(loraHier < fullHier / 2, "LoRA \(loraHier) B vs full \(fullHier) B across hosts")
+
+        // Bursting: 1 host × 2 ranks, then 2 hosts × 4 ranks, then back to 1 host, one loss curve.
+        let whole = TestPaths.tempDir("tb-whole"), burst = TestPaths.tempDir("tb-burst")
+        let (sw, _, ew) = try MultiRankTests.launch(2, Self.args("full", data: data, run: whole, steps: 9))
+        try #require(sw == 0, "\(ew)")
+        try CheckpointTests.mpi(2, Self.args("full", data: data, run: burst, steps: 9) + ["--stop-after", "3"], expect: 75)
+        let (sb, _, eb) = try Self.mpirun(hosts: 2, perHost: 4, Self.args("full", data: data, run: burst, steps: 9)
+                                          + ["--resume", "latest", "--stop-after", "6"])
+        #expect(sb != 0, "the burst stops after step 6 with status 75: \(eb)")
+        try CheckpointTests.mpi(2, Self.args("full", data: data, run: burst, steps: 9) + ["--resume", "latest"])
+        let w = try CheckpointTests.losses(whole), u = try CheckpointTests.losses(burst)
+        #expect(u.count == 9)
+        for (step, loss) in w { #expect(abs(u[step]! - loss) <= 1e-5 * loss, "burst step \(step)") }
+        let m = try CheckpointFiles.readManifest(burst + "/checkpoints/step-0000006")
+        #expect(m.worldSize == 8 && m.nodes == 2)
+    }
+}
