@@ -50,17 +50,28 @@ import Testing
 
         // What crosses hosts, measured on the links: hierarchical sends each host's gradient once,
         // flat has every rank's ring cross; LoRA sends only its adapters.
-        func crossing(_ mode: String, _ exchange: String) throws -> Int {
+        // Returns (bytes measured on the links, bytes the accounting model predicts), per step.
+        func crossing(_ mode: String, _ exchange: String) throws -> (Double, Double) {
+            let run = TestPaths.tempDir("tb-x")
+            let steps = 10
             let before = try Self.txBytes("ldh1") + Self.txBytes("ldh2")
-            let (s, _, e) = try Self.mpirun(hosts: 2, perHost: 2, Self.args(mode, data: data, run: TestPaths.tempDir("tb-x"),
-                                                                            exchange: exchange, steps: 10))
+            let (s, _, e) = try Self.mpirun(hosts: 2, perHost: 2, Self.args(mode, data: data, run: run, exchange: exchange, steps: steps)
+                                            + ["--eval-every", "100"])
             try #require(s == 0, "\(e)")
-            return try Self.txBytes("ldh1") + Self.txBytes("ldh2") - before
+            let measured = Double(try Self.txBytes("ldh1") + Self.txBytes("ldh2") - before) / Double(steps)
+            let line = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")[0]
+            let m = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            return (measured, 4 * Double(m["exchange_bytes_inter"] as! Int))
         }
         let fullFlat = try crossing("full", "flat"), fullHier = try crossing("full", "hierarchical")
         let loraHier = try crossing("lora", "hierarchical")
-        #expect(fullHier < fullFlat, "hierarchical \(fullHier) B vs flat \(fullFlat) B across hosts")
-        #expect(loraHier < fullHier / 2, "LoRA \(loraHier) B vs full \(fullHier) B across hosts")
+        #expect(fullHier.0 < fullFlat.0, "hierarchical \(fullHier.0) B vs flat \(fullFlat.0) B across hosts per step")
+        #expect(loraHier.0 < fullHier.0 / 2, "LoRA \(loraHier.0) B vs full \(fullHier.0) B across hosts per step")
+        // The accounting agrees with the links, give or take the other messages of a step
+        // (loss and norm reductions, barriers, the launch and the final evaluation).
+        for (what, x) in [("full flat", fullFlat), ("full hierarchical", fullHier)] {
+            #expect(x.0 >= 0.9 * x.1 && x.0 <= 1.5 * x.1, "\(what): measured \(x.0) B, model \(x.1) B per step")
+        }
 
         // Bursting: 1 host × 2 ranks, then 2 hosts × 4 ranks, then back to 1 host, one loss curve.
         let whole = TestPaths.tempDir("tb-whole"), burst = TestPaths.tempDir("tb-burst")

@@ -124,9 +124,11 @@ public final class GradientExchange {
         let n = 4 * Double(elements)
         switch strategy {
         case .flat:
-            // A world ring: one crossing the network when there are several nodes.
+            // A ring over the world, ranks of a node adjacent: of its W links, N cross
+            // between nodes, so on average a rank sends N/W of its bytes over the network.
             let bytes = worldSize > 1 ? 2 * Double(worldSize - 1) / Double(worldSize) * n : 0
-            return nodes > 1 ? (0, bytes) : (bytes, 0)
+            let inter = nodes > 1 ? bytes * Double(nodes) / Double(worldSize) : 0
+            return (bytes - inter, inter)
         case .hierarchical:
             let L = Double(localSize), N = Double(nodes)
             let intra = localSize > 1 ? (L - 1) / L * n : 0
