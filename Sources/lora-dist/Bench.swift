@@ -26,6 +26,12 @@ struct BenchStep: ParsableCommand {
         let lora = mode == .lora ? try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) : nil
         let r = try StepBenchmark.run(model: model, lora: lora, batch: batch, seqLen: seqLen, steps: steps)
         print(r.report)
+        // `lora-dist plan` predicts from this machine's measured rate.
+        var cal = Calibration.load()
+        cal.compute[mode.rawValue] = Calibration.Compute(gflopsPerCore: r.gflops / Double(max(r.threads, 1)), model: model, threads: r.threads,
+                                           measured: ISO8601DateFormatter().string(from: Date()))
+        try cal.save()
+        print("calibration saved to \(Calibration.path)")
     }
 }
 
@@ -44,7 +50,17 @@ struct BenchAllreduce: ParsableCommand {
         guard parsed.allSatisfy({ ($0 ?? 0) >= 4 }) else { throw LoraDistError("--sizes must be byte counts of at least 4, got \(sizes)") }
         let cluster = Cluster()
         let rows = AllreduceBenchmark.run(cluster: cluster, sizes: parsed.map { $0! }, minSeconds: minSeconds)
-        if cluster.isRoot { print(AllreduceBenchmark.table(rows, cluster: cluster), terminator: "") }
+        guard cluster.isRoot else { return }
+        print(AllreduceBenchmark.table(rows, cluster: cluster), terminator: "")
+        // The node communicator's figures calibrate `lora-dist plan`.
+        let node = rows.filter { $0.communicator == "node" }
+        if let small = node.min(by: { $0.bytes < $1.bytes }), let big = node.filter({ $0.bytes >= 1 << 20 }).max(by: { $0.busGBs < $1.busGBs }) {
+            var cal = Calibration.load()
+            cal.intraLatencyUs = small.seconds * 1e6
+            cal.intraBandwidthGBs = big.busGBs
+            try cal.save()
+            print("calibration saved to \(Calibration.path)")
+        }
     }
 }
 
@@ -71,3 +87,4 @@ struct BenchCheckpoint: ParsableCommand {
             r.loadSeconds, r.mbps(r.loadSeconds), r.plainReadSeconds, r.mbps(r.plainReadSeconds), 100 * r.plainReadSeconds / r.loadSeconds))
     }
 }
+

@@ -49,6 +49,10 @@ public struct ModelConfig: Codable, Equatable {
         "bench": ModelConfig(vocabSize: 258, hiddenSize: 512, intermediateSize: 1376, numHiddenLayers: 8,
                              numAttentionHeads: 8, numKeyValueHeads: 8, maxPositionEmbeddings: 1024,
                              bosTokenId: 256, eosTokenId: 257),
+        // Llama 2 7B's shapes, for `lora-dist plan`
+        "llama-7b": ModelConfig(vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numHiddenLayers: 32,
+                                numAttentionHeads: 32, numKeyValueHeads: 32, rmsNormEps: 1e-5, maxPositionEmbeddings: 4096,
+                                bosTokenId: 1, eosTokenId: 2),
     ]
 
     /// A built-in name, a config.json, or a directory holding one.

@@ -23,9 +23,10 @@ public struct StepBenchmark {
             training  %.1f GFLOP/s (%.2f GFLOP/step in sgemm)
             sgemm     %.1f GFLOP/s (1024³, same run)
             ratio     %.0f %% of sgemm
+            sgemm FLOPs per step: %d
             """, threads, tokensPerStep, trainable.formatted(), total.formatted(), forwardMs, backwardMs, optimizerMs,
                    stepMs, Double(tokensPerStep) / stepMs * 1000, gflops, Double(flopsPerStep) / 1e9, sgemmGflops,
-                   100 * gflops / sgemmGflops)
+                   100 * gflops / sgemmGflops, flopsPerStep)
     }
 
     /// sgemm GFLOP/s on square n × n matrices: the best of a few runs.

@@ -1,0 +1,155 @@
+import Foundation
+
+/// What `lora-dist bench` measured on this machine, kept for `lora-dist plan`.
+public struct Calibration: Codable {
+    public struct Compute: Codable {
+        public var gflopsPerCore: Double   // training FLOP/s of a step (sgemm FLOPs / step time) per BLAS thread
+        public var model: String
+        public var threads: Int
+        public var measured: String
+        public init(gflopsPerCore: Double, model: String, threads: Int, measured: String) {
+            self.gflopsPerCore = gflopsPerCore; self.model = model; self.threads = threads; self.measured = measured
+        }
+    }
+    public var compute: [String: Compute] = [:]     // "full", "lora"
+    public var intraBandwidthGBs: Double?           // node allreduce bus bandwidth at ≥ 1 MiB
+    public var intraLatencyUs: Double?              // node allreduce latency at 4 KiB
+    public init() {}
+
+    public static var path: String {
+        let env = ProcessInfo.processInfo.environment
+        return env["LORA_DIST_CALIBRATION"] ?? ((env["HOME"] ?? ".") + "/.cache/lora-dist/calibration.json")
+    }
+
+    public static func load(path: String = Calibration.path) -> Calibration {
+        guard let d = FileManager.default.contents(atPath: path), let c = try? JSONDecoder().decode(Calibration.self, from: d) else {
+            return Calibration()
+        }
+        return c
+    }
+
+    public func save() throws {
+        try RunFiles.createDirectory((Self.path as NSString).deletingLastPathComponent)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try RunFiles.writeAtomically(try enc.encode(self), to: Self.path)
+    }
+}
+
+/// `lora-dist plan`: a step's time, bytes and memory on N nodes of L ranks, for LoRA
+/// and full fine-tuning side by side, from the model's shapes, this machine's
+/// calibration and an alpha-beta model of the network.
+public struct Planner {
+    public var config: ModelConfig
+    public var lora: LoRAConfig
+    public var nodes = 1, ranksPerNode = 1, coresPerNode = 1
+    public var batch = 8, seqLen = 128
+    public var bandwidthGbit = 25.0, latencyUs = 10.0
+    public var exchange = ExchangeStrategy.hierarchical
+    public var bucketMB = 4.0
+    public var calibration = Calibration()
+
+    public init(config: ModelConfig, lora: LoRAConfig) { self.config = config; self.lora = lora }
+
+    public struct Estimate {
+        public var mode: String
+        public var trainable = 0, total = 0
+        public var flopsPerStep = 0.0
+        public var computeSeconds = 0.0
+        public var exchangeBytes = 0.0          // per rank and step (intra + inter)
+        public var exchangeSeconds = 0.0
+        public var stepSeconds: Double { computeSeconds + exchangeSeconds }
+        public var memoryPerNode = 0.0
+        public var gflopsPerCore = 0.0
+        public var exchangeBoundAt: Int?        // nodes at which exchange time reaches compute time
+    }
+
+    /// Training FLOPs of one step over the global batch (the matrix products; what bench counts).
+    public func flops(lora: Bool) -> Double {
+        let c = config, tokens = Double(batch * seqLen)
+        let q = Double(c.numAttentionHeads * c.headDim), kv = Double(c.numKeyValueHeads * c.headDim)
+        let C = Double(c.hiddenSize), I = Double(c.intermediateSize)
+        let perLayer = C * q + 2 * C * kv + q * C + 3 * C * I
+        let matmul = 2 * tokens * (Double(c.numHiddenLayers) * perLayer + C * Double(c.vocabSize))
+        // causal attention in blocks of rows: a query block multiplies the keys up to its end
+        var pairs = 0
+        for i0 in stride(from: 0, to: seqLen, by: Attention.block) {
+            let i1 = min(i0 + Attention.block, seqLen)
+            pairs += (i1 - i0) * i1
+        }
+        let attention = 2 * 2 * Double(batch * pairs) * q * Double(c.numHiddenLayers)
+        let forward = matmul + attention
+        if !lora { return forward * 3 }  // backward: input and weight gradients
+        var adapters = 0.0
+        for (name, out, inp) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
+            adapters += 2 * tokens * Double(self.lora.rank) * Double(out + inp) * Double(c.numHiddenLayers)
+        }
+        // backward: input gradients only through frozen weights, attention twice, adapters three times
+        return forward + (matmul + 2 * attention) + 3 * adapters
+    }
+
+    func exchangeSeconds(bytes n: Double, nodes N: Int) -> Double {
+        let L = Double(ranksPerNode), W = Double(N * ranksPerNode)
+        let alpha = latencyUs * 1e-6, beta = bandwidthGbit * 1e9 / 8
+        let alphaIntra = (calibration.intraLatencyUs ?? 20) * 1e-6, betaIntra = (calibration.intraBandwidthGBs ?? 2) * 1e9
+        let buckets = max(1, (n / (bucketMB * 1_048_576)).rounded(.up))
+        switch exchange {
+        case .hierarchical:
+            let intra = ranksPerNode > 1 ? buckets * (L - 1) * alphaIntra + (L - 1) / L * n / betaIntra : 0
+            // the node's L shard allreduces share its link: one gradient per node crosses it
+            let inter = N > 1 ? buckets * 2 * Double(N - 1) * alpha + 2 * Double(N - 1) / Double(N) * n / beta : 0
+            return intra + inter
+        case .flat:
+            guard W > 1 else { return 0 }
+            if N == 1 { return buckets * 2 * (W - 1) * alphaIntra + 2 * (W - 1) / W * n / betaIntra }
+            // a world ring: the links between nodes are the slowest of its links
+            return buckets * 2 * (W - 1) * alpha + 2 * (W - 1) / W * n / beta
+        }
+    }
+
+    /// Memory of one node: one shared copy of the weights, AdamW moments of the
+    /// trainable set (sharded over the node), and per rank its gradient, its
+    /// activations (the buffers LlamaModel allocates) and ~30 MB of runtime.
+    func memoryPerNode(trainable: Int, total: Int, lora: Bool, nodes N: Int) -> Double {
+        let c = config
+        let micro = Double((batch + N * ranksPerNode - 1) / (N * ranksPerNode))
+        let rows = micro * Double(seqLen)
+        let q = Double(c.numAttentionHeads * c.headDim), kv = Double(c.numKeyValueHeads * c.headDim)
+        let C = Double(c.hiddenSize), I = Double(c.intermediateSize), L = Double(c.numHiddenLayers)
+        let perLayer = rows * (5 * C + 2 * q + 2 * kv + 3 * I) + micro * Double(c.numAttentionHeads) * Double(seqLen * seqLen) + 2 * rows
+        var loraActs = 0.0
+        if lora {
+            for (name, _, _) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
+                loraActs += 2 * rows * Double(self.lora.rank) * L
+            }
+        }
+        let activations = L * perLayer + (L + 1) * rows * C + rows * Double(c.vocabSize) + rows * (4 * C + 2 * q + 2 * kv + 3 * I)
+            + Double(seqLen * seqLen) + loraActs
+        let perRank = 4 * (activations + Double(trainable)) + 30e6
+        return 4 * Double(total) + 8 * Double(trainable) + Double(ranksPerNode) * perRank
+    }
+
+    public func estimate(lora isLoRA: Bool) throws -> Estimate {
+        let specs = try LlamaModel.specs(config: config, lora: isLoRA ? lora : nil)
+        var e = Estimate(mode: isLoRA ? "lora" : "full")
+        e.trainable = specs.filter(\.trainable).reduce(0) { $0 + $1.count }
+        e.total = specs.reduce(0) { $0 + $1.count }
+        e.flopsPerStep = flops(lora: isLoRA)
+        guard let cal = calibration.compute[e.mode] ?? calibration.compute.values.first else {
+            throw LoraDistError("no calibration at \(Calibration.path): run `lora-dist bench step --mode full` and `--mode lora` on this machine first")
+        }
+        e.gflopsPerCore = cal.gflopsPerCore
+        func compute(_ N: Int) -> Double {
+            e.flopsPerStep / Double(N * ranksPerNode) / (cal.gflopsPerCore * 1e9 * Double(coresPerNode) / Double(ranksPerNode))
+        }
+        e.computeSeconds = compute(nodes)
+        let n = 4 * Double(e.trainable)
+        let b = GradientExchange.bytesPerStep(strategy: exchange, elements: e.trainable, worldSize: nodes * ranksPerNode,
+                                              localSize: ranksPerNode, nodes: nodes)
+        e.exchangeBytes = b.intra + b.inter
+        e.exchangeSeconds = exchangeSeconds(bytes: n, nodes: nodes)
+        e.memoryPerNode = memoryPerNode(trainable: e.trainable, total: e.total, lora: isLoRA, nodes: nodes)
+        e.exchangeBoundAt = (1...4096).first { exchangeSeconds(bytes: n, nodes: $0) >= compute($0) }
+        return e
+    }
+}

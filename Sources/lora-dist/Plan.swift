@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import LoraDist
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Predict step time, bytes exchanged and memory per node for LoRA and full fine-tuning on N nodes, from this machine's `lora-dist bench` calibration and an alpha-beta network model.")
+
+    @Option(help: "A built-in config (tiny, small, bench, llama-7b), a config.json, a model directory or a GGUF file.")
+    var model: String = "small"
+    @Option(help: "Which mode the plan is for (both are shown; this one is marked).") var mode: TrainMode = .lora
+    @Option(help: "Nodes.") var nodes: Int = 1
+    @Option(name: .customLong("ranks-per-node"), help: "Ranks per node.") var ranksPerNode: Int = 1
+    @Option(name: .customLong("cores-per-node"), help: "Cores per node (default: this machine's).") var coresPerNode: Int?
+    @Option(help: "Network bandwidth per node, Gbit/s.") var bandwidth: Double = 25
+    @Option(help: "Network latency, microseconds.") var latency: Double = 10
+    @Option(help: "LoRA rank.") var rank: Int = 8
+    @Option(help: "LoRA target modules.") var targets: String = "all-linear"
+    @Option(help: "Sequences per step (global batch).") var batch: Int = 8
+    @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = 128
+    @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
+    @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB.") var bucketMB: Double = 4
+    @Option(name: .customLong("node-counts"), help: "Also tabulate these node counts, comma-separated (e.g. 8,16,32,64).")
+    var nodeCounts: String?
+
+    func run() throws {
+        guard nodes >= 1, ranksPerNode >= 1, bandwidth > 0, latency >= 0 else {
+            throw LoraDistError("--nodes and --ranks-per-node must be at least 1, --bandwidth positive, --latency not negative")
+        }
+        let source = try ModelSource(model)
+        var p = Planner(config: source.config, lora: try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]))
+        p.nodes = nodes; p.ranksPerNode = ranksPerNode
+        p.coresPerNode = coresPerNode ?? ProcessInfo.processInfo.activeProcessorCount
+        p.batch = batch; p.seqLen = seqLen; p.bandwidthGbit = bandwidth; p.latencyUs = latency
+        p.exchange = exchange; p.bucketMB = bucketMB
+        p.calibration = Calibration.load()
+        let counts = try nodeCounts.map { s in try s.split(separator: ",").map { guard let n = Int($0), n >= 1 else {
+            throw LoraDistError("--node-counts: cannot read '\(s)'") }; return n } } ?? [nodes]
+        print("\(model): \(batch) × \(seqLen) tokens per step, \(ranksPerNode) rank(s) and \(p.coresPerNode) core(s) per node, "
+              + "\(exchange.rawValue) exchange, \(bandwidth) Gbit/s, \(latency) µs; calibration \(Calibration.path)")
+        print("nodes  mode   trainable        compute s  exchange/rank  exchange s  step s   tokens/s   memory/node  exchange-bound at")
+        for n in counts {
+            p.nodes = n
+            for m in [TrainMode.lora, .full] {
+                let e = try p.estimate(lora: m == .lora)
+                let line = String(format: "%5d  %@ %12@  %11.3f  %13@  %10.3f  %7.3f  %9.0f  %11@  %@",
+                                  n, (m.rawValue + (m == mode ? "*" : " ")).padding(toLength: 5, withPad: " ", startingAt: 0),
+                                  e.trainable.formatted(), e.computeSeconds, Report.bytes(e.exchangeBytes), e.exchangeSeconds,
+                                  e.stepSeconds, Double(batch * seqLen) / e.stepSeconds, Report.bytes(e.memoryPerNode),
+                                  e.exchangeBoundAt.map { "\($0) nodes" } ?? "never (≤ 4096)")
+                print(line)
+            }
+        }
+    }
+}
