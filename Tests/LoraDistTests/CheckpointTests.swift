@@ -6,11 +6,7 @@ import Testing
 /// another world size, preemption, corruption, and kills during saves.
 @Suite(.serialized) struct CheckpointTests {
     static func corpus() throws -> String {
-        let dir = TestPaths.tempDir("ck-corpus")
-        var text = ""
-        for i in 0..<300 { text += "Entry \(i): a checkpoint is only as good as the resume it makes possible (\(i % 11)).\n" }
-        try text.write(toFile: dir + "/c.txt", atomically: true, encoding: .utf8)
-        return dir
+        try writeCorpus("ck-corpus") { "Entry \($0): a checkpoint is only as good as the resume it makes possible (\($0 % 11))." }
     }
 
     static func args(_ mode: String, data: String, run: String, steps: Int = 8, model: String = "tiny",

@@ -13,11 +13,7 @@ import Testing
     }
 
     static func corpus() throws -> String {
-        let dir = TestPaths.tempDir("mr-corpus")
-        var text = ""
-        for i in 0..<300 { text += "Line \(i): the rain in Spain stays mainly in the plain, \(i % 13) times.\n" }
-        try text.write(toFile: dir + "/c.txt", atomically: true, encoding: .utf8)
-        return dir
+        try writeCorpus("mr-corpus") { "Line \($0): the rain in Spain stays mainly in the plain, \($0 % 13) times." }
     }
 
     struct Run {

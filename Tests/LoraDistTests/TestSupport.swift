@@ -86,3 +86,11 @@ enum TestCluster {
 func makeTrainer(_ o: TrainOptions) throws -> Trainer {
     try Trainer(options: o, cluster: TestCluster.shared)
 }
+
+/// A small corpus in a fresh folder: `lines` numbered lines made by `line(i)`.
+func writeCorpus(_ name: String, lines: Int = 300, _ line: (Int) -> String) throws -> String {
+    let dir = TestPaths.tempDir(name)
+    let text = (0..<lines).map { line($0) + "\n" }.joined()
+    try text.write(toFile: dir + "/c.txt", atomically: true, encoding: .utf8)
+    return dir
+}
