@@ -43,7 +43,11 @@ up)
     ip netns exec "$h" ip addr add "$subnet.$((10 + i))/24" dev eth0
     ip netns exec "$h" ip link set eth0 up
     if [[ -n "$rate" ]]; then
-      ip netns exec "$h" tc qdisc add dev eth0 root netem rate "$rate" delay "${delay:-0us}"
+      # netem shapes rate and delay; kernels without sch_netem still have tbf (rate only).
+      if ! ip netns exec "$h" tc qdisc add dev eth0 root netem rate "$rate" delay "${delay:-0us}" 2>/dev/null; then
+        ip netns exec "$h" tc qdisc add dev eth0 root tbf rate "$rate" burst 64kb latency 50ms
+        [[ -z "$delay" ]] || echo "testbed: no netem in this kernel: links shaped to $rate, delay $delay not applied" >&2
+      fi
     fi
     mkdir -p "/etc/netns/$h"
     printf '%s' "$hostsfile" > "/etc/netns/$h/hosts"

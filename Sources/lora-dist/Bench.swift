@@ -54,13 +54,19 @@ struct BenchAllreduce: ParsableCommand {
         print(AllreduceBenchmark.table(rows, cluster: cluster), terminator: "")
         // The node communicator's figures calibrate `lora-dist plan`.
         let node = rows.filter { $0.communicator == "node" }
+        var cal = Calibration.load()
         if let small = node.min(by: { $0.bytes < $1.bytes }), let big = node.filter({ $0.bytes >= 1 << 20 }).max(by: { $0.busGBs < $1.busGBs }) {
-            var cal = Calibration.load()
             cal.intraLatencyUs = small.seconds * 1e6
             cal.intraBandwidthGBs = big.busGBs
-            try cal.save()
-            print("calibration saved to \(Calibration.path)")
         }
+        // Every local rank ran its cross-node allreduce at once, sharing the node's link.
+        let cross = rows.filter { $0.communicator == "cross-node" }
+        if let small = cross.min(by: { $0.bytes < $1.bytes }), let big = cross.max(by: { $0.bytes < $1.bytes }) {
+            cal.interLatencyUs = small.seconds * 1e6
+            cal.interBandwidthGBs = big.busGBs * Double(cluster.node.size)
+        }
+        try cal.save()
+        print("calibration saved to \(Calibration.path)")
     }
 }
 

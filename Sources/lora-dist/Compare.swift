@@ -26,8 +26,15 @@ struct CompareCommand: ParsableCommand {
     @Option(name: .customLong("test-seqs"), help: "Test windows per domain for the final perplexities.") var testSequences: Int?
     @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
     @Flag(help: "A tiny base pretrained on the spot and small budgets: a few minutes.") var quick = false
+    @Flag(name: .customLong("render-only"), help: "Only render report.md and the charts again from --out's report.json.")
+    var renderOnly = false
 
     func run() throws {
+        if renderOnly {
+            try CompareReport.rerender(out)
+            print("rendered \(out)/report.md")
+            return
+        }
         var o = CompareOptions()
         if quick { o.makeQuick() }
         o.base = quick ? "tiny" : base

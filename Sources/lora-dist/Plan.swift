@@ -12,8 +12,9 @@ struct Plan: ParsableCommand {
     @Option(help: "Nodes.") var nodes: Int = 1
     @Option(name: .customLong("ranks-per-node"), help: "Ranks per node.") var ranksPerNode: Int = 1
     @Option(name: .customLong("cores-per-node"), help: "Cores per node (default: this machine's).") var coresPerNode: Int?
-    @Option(help: "Network bandwidth per node, Gbit/s.") var bandwidth: Double = 25
-    @Option(help: "Network latency, microseconds.") var latency: Double = 10
+    @Option(help: "Network bandwidth per node, Gbit/s (default: what `bench allreduce` measured across nodes here, else 25).")
+    var bandwidth: Double?
+    @Option(help: "Network latency, microseconds (default: measured across nodes here, else 10).") var latency: Double?
     @Option(help: "LoRA rank.") var rank: Int = 8
     @Option(help: "LoRA target modules.") var targets: String = "all-linear"
     @Option(help: "Sequences per step (global batch).") var batch: Int = 8
@@ -24,7 +25,7 @@ struct Plan: ParsableCommand {
     var nodeCounts: String?
 
     func run() throws {
-        guard nodes >= 1, ranksPerNode >= 1, bandwidth > 0, latency >= 0 else {
+        guard nodes >= 1, ranksPerNode >= 1, (bandwidth ?? 1) > 0, (latency ?? 0) >= 0 else {
             throw LoraDistError("--nodes and --ranks-per-node must be at least 1, --bandwidth positive, --latency not negative")
         }
         let source = try ModelSource(model)
@@ -36,8 +37,10 @@ struct Plan: ParsableCommand {
         p.calibration = Calibration.load()
         let counts = try nodeCounts.map { s in try s.split(separator: ",").map { guard let n = Int($0), n >= 1 else {
             throw LoraDistError("--node-counts: cannot read '\(s)'") }; return n } } ?? [nodes]
+        let net = bandwidth.map { "\($0) Gbit/s" } ?? p.calibration.interBandwidthGBs.map { String(format: "%.2f Gbit/s measured", $0 * 8) } ?? "25 Gbit/s"
+        let lat = latency.map { "\($0) µs" } ?? p.calibration.interLatencyUs.map { String(format: "%.0f µs measured", $0) } ?? "10 µs"
         print("\(model): \(batch) × \(seqLen) tokens per step, \(ranksPerNode) rank(s) and \(p.coresPerNode) core(s) per node, "
-              + "\(exchange.rawValue) exchange, \(bandwidth) Gbit/s, \(latency) µs; calibration \(Calibration.path)")
+              + "\(exchange.rawValue) exchange, network \(net), \(lat); calibration \(Calibration.path)")
         print("nodes  mode   trainable        compute s  exchange/rank  exchange s  step s   tokens/s   memory/node  exchange-bound at")
         for n in counts {
             p.nodes = n

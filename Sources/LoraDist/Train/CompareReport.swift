@@ -6,6 +6,15 @@ public enum CompareReport {
     /// in-domain score LoRA 92 % vs full 94 %, out-of-domain 85 % vs 73 %, forgetting +1.2 vs +4.5 perplexity.
     static let published = "in-domain LoRA 92 % vs full 94 % (LoRA slightly behind), out-of-domain 85 % vs 73 % (LoRA ahead), forgetting +1.2 vs +4.5 perplexity (LoRA forgets less)"
 
+    /// Renders report.md and the charts again from a report.json (and the runs' metrics it points at).
+    public static func rerender(_ dir: String) throws {
+        guard let data = FileManager.default.contents(atPath: dir + "/report.json"),
+              let r = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw LoraDistError("\(dir)/report.json is missing or not JSON")
+        }
+        try write(r, to: dir)
+    }
+
     public static func write(_ r: [String: Any], to dir: String) throws {
         try RunFiles.createDirectory(dir)
         let runs = r["runs"] as? [[String: Any]] ?? []
@@ -126,9 +135,15 @@ public enum CompareReport {
             ? String(format: "Out-of-domain: LoRA %.2f vs full %.2f: LoRA better, as published.", lo, fo)
             : String(format: "Out-of-domain: LoRA %.2f vs full %.2f: full fine-tuning better, which disagrees with the published result (LoRA ahead).", lo, fo))
         let lf = v(lora, "forgetting"), ff = v(full, "forgetting")
-        out.append(lf <= ff
-            ? String(format: "Forgetting: general perplexity rose by %+.2f under LoRA and %+.2f under full fine-tuning: LoRA forgets less, as published.", lf, ff)
-            : String(format: "Forgetting: general perplexity rose by %+.2f under LoRA and %+.2f under full fine-tuning: LoRA forgets more, which disagrees with the published result.", lf, ff))
+        func moved(_ d: Double) -> String { d >= 0 ? String(format: "rose by %.2f", d) : String(format: "fell by %.2f", -d) }
+        let change = "General perplexity \(moved(lf)) under LoRA and \(moved(ff)) under full fine-tuning"
+        if lf <= ff {
+            out.append("Forgetting: \(change): LoRA forgets less, as published.")
+        } else if lf <= 0 {
+            out.append("Forgetting: \(change): neither forgot, and full fine-tuning improved general text more, which differs from the published result (LoRA forgets less).")
+        } else {
+            out.append("Forgetting: \(change): LoRA forgets more, which disagrees with the published result.")
+        }
         let lb = Double(lora["exchange_bytes_per_step"] as? Int ?? 0), fb = Double(full["exchange_bytes_per_step"] as? Int ?? 0)
         if fb > 0 {
             out.append(String(format: "Cost: LoRA exchanged %@ per step against %@ (%.2f %%), and trained %@ of %@ parameters.",

@@ -14,6 +14,10 @@ public struct Calibration: Codable {
     public var compute: [String: Compute] = [:]     // "full", "lora"
     public var intraBandwidthGBs: Double?           // node allreduce bus bandwidth at ≥ 1 MiB
     public var intraLatencyUs: Double?              // node allreduce latency at 4 KiB
+    /// What a node's link delivered to the cross-node allreduces (every local rank's at once),
+    /// bytes/s of bus bandwidth × ranks per node, and their latency: the network as MPI sees it.
+    public var interBandwidthGBs: Double?
+    public var interLatencyUs: Double?
     public init() {}
 
     public static var path: String {
@@ -44,7 +48,7 @@ public struct Planner {
     public var lora: LoRAConfig
     public var nodes = 1, ranksPerNode = 1, coresPerNode = 1
     public var batch = 8, seqLen = 128
-    public var bandwidthGbit = 25.0, latencyUs = 10.0
+    public var bandwidthGbit: Double?, latencyUs: Double?   // nil: the calibrated network, else 25 Gbit/s, 10 µs
     public var exchange = ExchangeStrategy.hierarchical
     public var bucketMB = 4.0
     public var calibration = Calibration()
@@ -90,7 +94,8 @@ public struct Planner {
 
     func exchangeSeconds(bytes n: Double, nodes N: Int) -> Double {
         let L = Double(ranksPerNode), W = Double(N * ranksPerNode)
-        let alpha = latencyUs * 1e-6, beta = bandwidthGbit * 1e9 / 8
+        let alpha = (latencyUs ?? calibration.interLatencyUs ?? 10) * 1e-6
+        let beta = bandwidthGbit.map { $0 * 1e9 / 8 } ?? (calibration.interBandwidthGBs.map { $0 * 1e9 } ?? 25e9 / 8)
         let alphaIntra = (calibration.intraLatencyUs ?? 20) * 1e-6, betaIntra = (calibration.intraBandwidthGBs ?? 2) * 1e9
         let buckets = max(1, (n / (bucketMB * 1_048_576)).rounded(.up))
         switch exchange {
