@@ -80,24 +80,13 @@ import Testing
     func preemption() throws {
         let data = try Self.corpus()
         let run = TestPaths.tempDir("ck-term")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: MultiRankTests.mpirun)
-        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", TestPaths.binary] + Self.args("lora", data: data, run: run, steps: 1_000_000)
-        p.environment = cleanEnvironment()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let start = Date()
-        while (try? String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8))?.isEmpty != false {
-            try #require(Date().timeIntervalSince(start) < 60, "training never started")
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        let (_, pids, _) = try runProcess("/usr/bin/pgrep", ["-f", "--", "--run-dir \(run)"])
-        let ranks = pids.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != p.processIdentifier }
+        let job = try BackgroundJob(ranks: 2, Self.args("lora", data: data, run: run, steps: 1_000_000), runDir: run)
+        try job.waitFor()
+        let ranks = try job.ranks()
         try #require(ranks.count == 2)
         kill(ranks[1], SIGTERM)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == Preemption.exitCode)
+        job.launcher.waitUntilExit()
+        #expect(job.launcher.terminationStatus == Preemption.exitCode)
         let dir = try CheckpointFiles.resolve("latest", checkpoints: run + "/checkpoints")
         let m = try CheckpointFiles.readManifest(dir)
         #expect(m.step >= 1 && m.worldSize == 2)
@@ -194,26 +183,15 @@ import Testing
         let data = try Self.corpus()
         let run = TestPaths.tempDir("ck-kill")
         for (i, delay) in [0.35, 0.6, 0.9].enumerated() {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: MultiRankTests.mpirun)
             var a = Self.args("full", data: data, run: run, steps: 1_000_000, model: "small")
             a += ["--save-every", "1", "--keep-last", "2", "--batch", "2", "--seq", "8"]
             if i > 0 { a += ["--resume", "latest"] }
-            p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", TestPaths.binary] + a
-            p.environment = cleanEnvironment()
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let job = try BackgroundJob(ranks: 2, a, runDir: run)
             // wait for a first save of this launch, then a little more, then kill every rank at once
-            let start = Date()
-            while !FileManager.default.fileExists(atPath: run + "/checkpoints/latest") {
-                try #require(Date().timeIntervalSince(start) < 60)
-                Thread.sleep(forTimeInterval: 0.05)
-            }
+            try job.waitFor("checkpoints/latest")
             Thread.sleep(forTimeInterval: delay)
-            let (_, pids, _) = try runProcess("/usr/bin/pgrep", ["-f", "--", "--run-dir \(run)"])
-            for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) where pid != p.processIdentifier { kill(pid, SIGKILL) }
-            p.waitUntilExit()
+            for pid in try job.ranks() { kill(pid, SIGKILL) }
+            job.launcher.waitUntilExit()
             let dir = try CheckpointFiles.resolve("latest", checkpoints: run + "/checkpoints")
             let (_, problems) = try CheckpointInspector.inspect(dir)
             #expect(problems.isEmpty, "after kill \(i): \(problems)")

@@ -121,28 +121,15 @@ import Testing
     func killedRank() throws {
         let data = try Self.corpus()
         let dir = TestPaths.tempDir("mr-kill")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.mpirun)
-        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "4", TestPaths.binary, "train", "--model", "tiny",
-                       "--data", data, "--steps", "1000000", "--batch", "4", "--seq", "16", "--quiet", "--run-dir", dir]
-        p.environment = cleanEnvironment()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let job = try BackgroundJob(ranks: 4, ["train", "--model", "tiny", "--data", data, "--steps", "1000000", "--batch", "4",
+                                               "--seq", "16", "--quiet", "--run-dir", dir], runDir: dir)
         // Wait until training runs (rank 0 has written a step), then kill one rank.
-        let start = Date()
-        while !FileManager.default.fileExists(atPath: dir + "/metrics.jsonl") || (try? String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8))?.isEmpty != false {
-            try #require(Date().timeIntervalSince(start) < 60, "training never started")
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        let (_, pids, _) = try runProcess("/usr/bin/pgrep", ["-f", "--", "--run-dir \(dir)"])
-        let ranks = pids.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != p.processIdentifier }
-        try #require(ranks.count >= 4, "rank pids: \(pids)")
+        try job.waitFor()
+        let ranks = try job.ranks()
+        try #require(ranks.count >= 4, "rank pids: \(ranks)")
         kill(ranks[ranks.count - 1], SIGKILL)
-        let killed = Date()
-        while p.isRunning && Date().timeIntervalSince(killed) < 30 { Thread.sleep(forTimeInterval: 0.1) }
-        let ended = !p.isRunning
-        if !ended { p.terminate() }
+        let ended = job.waitUntilExit(timeout: 30)
+        let p = job.launcher
         #expect(ended, "mpirun still running 30 s after a rank was killed")
         if ended { #expect(p.terminationStatus != 0) }
     }

@@ -94,3 +94,45 @@ func writeCorpus(_ name: String, lines: Int = 300, _ line: (Int) -> String) thro
     try text.write(toFile: dir + "/c.txt", atomically: true, encoding: .utf8)
     return dir
 }
+
+/// An mpirun job running in the background, for tests that interrupt one.
+struct BackgroundJob {
+    let launcher: Process
+    let runDir: String
+
+    /// Starts `mpirun -n N lora-dist ARGS` (ARGS must contain `--run-dir runDir`); output discarded.
+    init(ranks: Int, _ args: [String], runDir: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: MultiRankTests.mpirun)
+        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "\(ranks)", TestPaths.binary] + args
+        p.environment = cleanEnvironment()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        launcher = p
+        self.runDir = runDir
+    }
+
+    /// Waits until `file` in the run directory exists and is not empty (default: the first logged step).
+    func waitFor(_ file: String = "metrics.jsonl", timeout: Double = 60) throws {
+        let start = Date()
+        while (try? String(contentsOfFile: runDir + "/" + file, encoding: .utf8))?.isEmpty != false {
+            guard Date().timeIntervalSince(start) < timeout else { throw LoraDistError("\(runDir)/\(file) never appeared") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// The job's rank processes (not mpirun itself).
+    func ranks() throws -> [Int32] {
+        let (_, pids, _) = try runProcess("/usr/bin/pgrep", ["-f", "--", "--run-dir \(runDir)"])
+        return pids.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != launcher.processIdentifier }
+    }
+
+    /// Waits for mpirun to end; false when it is still running after `timeout` seconds (it is then terminated).
+    func waitUntilExit(timeout: Double) -> Bool {
+        let start = Date()
+        while launcher.isRunning && Date().timeIntervalSince(start) < timeout { Thread.sleep(forTimeInterval: 0.1) }
+        if launcher.isRunning { launcher.terminate(); return false }
+        return true
+    }
+}
