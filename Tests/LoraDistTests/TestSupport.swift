@@ -55,18 +55,32 @@ func runProcess(_ path: String, _ args: [String], env: [String: String]? = nil) 
     p.standardOutput = out
     p.standardError = err
     try p.run()
-    // Drain stderr on another thread so a chatty child cannot fill one pipe and block.
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
-    let drained = DispatchSemaphore(value: 0)
-    DispatchQueue.global().async {
-        errBox.data = err.fileHandleForReading.readDataToEndOfFile()
-        drained.signal()
+    // Drain both pipes on their own threads, and stop waiting for them shortly after the child
+    // exits: a process forked elsewhere in this test process meanwhile (the orted that OpenMPI's
+    // singleton MPI_Init starts) can inherit a pipe's write end and keep it open for good.
+    final class Sink: @unchecked Sendable {
+        let lock = NSLock()
+        var data = Data()
+        let done = DispatchSemaphore(value: 0)
+        func drain(_ h: FileHandle) {
+            while true {
+                let chunk = h.availableData
+                if chunk.isEmpty { break }
+                lock.lock(); data.append(chunk); lock.unlock()
+            }
+            done.signal()
+        }
+        func take(graceSeconds: Double) -> Data {
+            _ = done.wait(timeout: .now() + graceSeconds)
+            lock.lock(); defer { lock.unlock() }
+            return data
+        }
     }
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    drained.wait()
-    let e = errBox.data
+    let outSink = Sink(), errSink = Sink()
+    DispatchQueue.global().async { outSink.drain(out.fileHandleForReading) }
+    DispatchQueue.global().async { errSink.drain(err.fileHandleForReading) }
     p.waitUntilExit()
+    let o = outSink.take(graceSeconds: 5), e = errSink.take(graceSeconds: 5)
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
 
