@@ -45,10 +45,8 @@ struct Eval: ParsableCommand {
         if let checkpoint {
             _ = try cluster.agree { try trainer.resume(try CheckpointInspector.locate(checkpoint), continuing: false) }
         }
-        let loss = try cluster.agree { () throws -> Double in
-            let tokens = try Corpus.tokens(path: data, tokenizer: trainer.tokenizer)
-            return trainer.evaluate(tokens: tokens, windows: windows)
-        }
+        // The trainer read --data as its dev set with the model's tokenizer: evaluate that.
+        let loss = trainer.evaluate(tokens: trainer.corpus.dev, windows: windows)
         guard cluster.isRoot else { return }
         print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",
                      checkpoint ?? model, data, loss, Foundation.exp(loss), windows, seqLen))
