@@ -10,28 +10,35 @@ struct Bench: ParsableCommand {
 struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "step",
-        abstract: "Time forward, backward and optimizer of one training step; compare achieved FLOP/s with sgemm's.")
+        abstract: "Time the trainer's optimizer step, split by kind of work; compare its FLOP/s with sgemm's (run under mpirun for several ranks).")
 
     @Option(help: "Model config.") var model: String = "bench"
-    @Option(help: "lora or full.") var mode: TrainMode = .full
-    @Option(help: "LoRA targets (lora mode).") var targets: String = "q_proj,k_proj,v_proj,o_proj"
+    @Option(help: "lora, qlora or full.") var mode: TrainMode = .full
+    @Option(help: "LoRA targets (lora, qlora).") var targets: String = "q_proj,k_proj,v_proj,o_proj"
     @Option(help: "LoRA rank.") var rank: Int = 8
-    @Option(help: "Sequences per step.") var batch: Int = 8
+    @Option(help: "Sequences per step, over all ranks.") var batch: Int = 8
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = 256
     @Option(help: "Timed steps (after one warm-up step).") var steps: Int = 3
-    @Option(help: "OpenBLAS threads (default: what OpenBLAS chose).") var threads: Int?
+    @Option(help: "OpenBLAS threads per rank (default: the cores of the node shared by its ranks).") var threads: Int?
+    @Flag(help: "Print one JSON object as the last line (for tools/bench-vs-pytorch.sh).") var json = false
 
     func run() throws {
-        if let threads { BLAS.setThreads(threads) }
-        let lora = mode == .lora ? try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) : nil
-        let r = try StepBenchmark.run(model: model, lora: lora, batch: batch, seqLen: seqLen, steps: steps)
+        guard steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(steps)") }
+        let cluster = Cluster()
+        try setThreads(threads, cluster: cluster)
+        var o = StepBenchmark.Options()
+        o.model = model; o.mode = mode; o.batch = batch; o.seqLen = seqLen; o.steps = steps
+        if mode.hasAdapters { o.lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) }
+        let r = try StepBenchmark.run(o, cluster: cluster)
+        guard cluster.isRoot else { return }
         print(r.report)
-        // `lora-dist plan` predicts from this machine's measured rate.
+        // `lora-dist plan` predicts from this machine's measured rate (per core of one rank).
         var cal = Calibration.load()
-        cal.compute[mode.rawValue] = Calibration.Compute(gflopsPerCore: r.gflops / Double(max(r.threads, 1)), model: model, threads: r.threads,
-                                           measured: ISO8601DateFormatter().string(from: Date()))
+        cal.compute[mode.rawValue] = Calibration.Compute(gflopsPerCore: r.gflops / Double(max(r.threads * r.ranks, 1)), model: model,
+                                                         threads: r.threads, measured: ISO8601DateFormatter().string(from: Date()))
         try cal.save()
         print("calibration saved to \(Calibration.path)")
+        if json { print(String(decoding: try JSONSerialization.data(withJSONObject: r.json, options: [.sortedKeys]), as: UTF8.self)) }
     }
 }
 

@@ -15,6 +15,7 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "LoRA ranks, comma-separated.") var ranks: String?
     @Option(help: "LoRA target sets, separated by ';' (each a comma-separated list or all-linear).") var targets: String?
     @Flag(name: .customLong("no-full"), help: "Skip full fine-tuning.") var noFull = false
+    @Flag(name: .customLong("no-qlora"), help: "Skip QLoRA (NF4 base, first rank, all linear layers).") var noQLoRA = false
     @Option(help: "Optimizer steps per run (the token budget, with --batch and --seq).") var steps: Int?
     @Option(help: "Sequences per step.") var batch: Int?
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int?
@@ -53,6 +54,7 @@ struct CompareCommand: ParsableCommand {
         if let l = try list(lrLoRA, { Float($0) }, "lr-lora") { o.loraLRs = l }
         if let l = try list(lrFull, { Float($0) }, "lr-full") { o.fullLRs = l }
         o.full = !noFull
+        o.qlora = !noQLoRA
         if let steps { o.steps = steps }
         if let batch { o.batch = batch }
         if let seqLen { o.seqLen = seqLen }

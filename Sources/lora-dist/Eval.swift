@@ -35,7 +35,7 @@ struct Eval: ParsableCommand {
             let dir = try CheckpointInspector.locate(checkpoint)
             let m = try CheckpointFiles.readManifest(dir)
             o.mode = TrainMode(rawValue: m.mode) ?? .lora
-            o.lora = o.mode == .lora ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: dir) : nil
+            o.lora = o.mode.hasAdapters ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: dir) : nil
             o.seed = m.samplerSeed
             o.runDir = (dir as NSString).deletingLastPathComponent.replacingOccurrences(of: "/checkpoints", with: "")
         } else {

@@ -9,7 +9,7 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a model (the default job when no subcommand is given).")
 
-    @Option(help: "lora: train low-rank adapters on a frozen base; full: train every weight.")
+    @Option(help: "lora: train low-rank adapters on a frozen base; qlora: the same on a base stored as 4-bit NF4; full: train every weight.")
     var mode: TrainMode = .lora
     @Option(help: "Built-in config (tiny, small, bench), a config.json, or a Hugging Face model directory (config.json + model.safetensors).")
     var model: String = "small"
@@ -71,12 +71,12 @@ struct Train: ParsableCommand {
         o.lr = lr; o.minLRRatio = minLRRatio; o.warmup = warmup
         o.optimizer.weightDecay = weightDecay; o.optimizer.clipNorm = clipNorm
         if let adapter {
-            guard mode == .lora else { throw LoraDistError("--adapter continues a LoRA adapter: use --mode lora") }
+            guard mode.hasAdapters else { throw LoraDistError("--adapter continues a LoRA adapter: use --mode lora or qlora") }
             let path = adapter + "/adapter_config.json"
             guard let json = FileManager.default.contents(atPath: path) else { throw LoraDistError("cannot read \(path)") }
             o.lora = try LoRAConfig.fromPEFT(json: json, source: path)
             o.adapter = adapter
-        } else if mode == .lora {
+        } else if mode.hasAdapters {
             o.lora = try LoRAConfig(rank: rank, alpha: alpha, dropout: loraDropout, targets: [targets], useRSLoRA: rsLoRA)
         }
         o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences

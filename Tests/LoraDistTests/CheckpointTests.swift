@@ -44,7 +44,7 @@ import Testing
         return worst
     }
 
-    @Test("stop and resume on the same world size reproduces the uninterrupted run bitwise", arguments: ["lora", "full"])
+    @Test("stop and resume on the same world size reproduces the uninterrupted run bitwise", arguments: ["lora", "qlora", "full"])
     func exactResume(mode: String) throws {
         let data = try Self.corpus()
         let whole = TestPaths.tempDir("ck-whole"), parts = TestPaths.tempDir("ck-parts")

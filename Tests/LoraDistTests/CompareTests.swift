@@ -27,7 +27,7 @@ import Testing
         #expect(svg.hasPrefix("<svg") && svg.contains("<polyline"))
         let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report.json"))) as? [String: Any])
         let runs = try #require(report["runs"] as? [[String: Any]])
-        #expect(runs.count == 2 * 2 + 1)  // ranks 4 and 16 × two target sets, and full fine-tuning
+        #expect(runs.count == 2 * 2 + 2)  // ranks 4 and 16 × two target sets, QLoRA, and full fine-tuning
         let full = try #require(runs.first { $0["mode"] as? String == "full" })
         let fullTrainable = full["trainable_params"] as! Int
         for row in runs {
@@ -46,7 +46,14 @@ import Testing
             #expect(abs((row["forgetting"] as! Double) - ((row["general_perplexity"] as! Double) - basePPL["general"]!)) < 1e-9)
             if row["mode"] as? String == "lora" { #expect(trainable < fullTrainable) }
         }
+        // QLoRA: same adapters as its LoRA twin, trained on the NF4 base, whose own perplexity is reported.
+        let qlora = try #require(runs.first { $0["mode"] as? String == "qlora" })
+        let twin = try #require(runs.first { $0["run"] as? String == "lora-r4-all" })
+        #expect(qlora["trainable_params"] as? Int == twin["trainable_params"] as? Int)
+        let nf4Base = try #require(qlora["nf4_base_perplexity"] as? [String: Double])
+        #expect(nf4Base["general"].map { $0.isFinite && $0 > 1 } == true)
         let md = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
+        #expect(md.contains("QLoRA vs LoRA r=4 (all linear)"))
         #expect(md.contains("Against the published comparison"))
         #expect(md.components(separatedBy: "as published").count + md.components(separatedBy: "disagrees").count - 2 >= 3)
     }

@@ -42,7 +42,7 @@ import Testing
     /// the same loss at every step (relative 1e-5) and the same final weights
     /// (max |Δ| ≤ 1e-5; only the order of fp32 sums differs). The batch of 5 does
     /// not divide among 2, 4 or 8 ranks, and at 8 ranks three get no sequence.
-    @Test("1, 2, 4 and 8 ranks train the same model", arguments: ["lora", "full"])
+    @Test("1, 2, 4 and 8 ranks train the same model", arguments: ["lora", "qlora", "full"])
     func equivalence(mode: String) throws {
         let data = try Self.corpus()
         let ref = try Self.train(ranks: 1, mode: mode, exchange: "hierarchical", batch: 5, data: data)

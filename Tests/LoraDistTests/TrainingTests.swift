@@ -62,6 +62,60 @@ import Testing
         #expect(la < lb - 0.5, "lora: dev loss \(lb) → \(la)")
     }
 
+    /// QLoRA on a base whose projections do not fill whole 64-blocks (hidden 36, head dim 18,
+    /// intermediate 60): the padding is recorded, the NF4 bytes never change, the adapters
+    /// learn, and the merged fp32 export computes the same logits as the QLoRA model.
+    @Test("QLoRA adapts a padded NF4 base; its merged export reproduces it")
+    func qlora() throws {
+        let general = try Self.corpus("q-general")
+        let config = ModelConfig(vocabSize: 258, hiddenSize: 36, intermediateSize: 60, numHiddenLayers: 2,
+                                 numAttentionHeads: 2, numKeyValueHeads: 1, maxPositionEmbeddings: 64,
+                                 bosTokenId: 256, eosTokenId: 257)
+        let configDir = TestPaths.tempDir("q-config")
+        try RunFiles.writeAtomically(try RunFiles.json(config.huggingFaceJSON()), to: configDir + "/config.json")
+        var o = try Self.options(.full, data: general)
+        o.model = configDir + "/config.json"
+        let full = try makeTrainer(o)
+        try full.run()
+        let base = TestPaths.tempDir("q-base")
+        try HuggingFace.saveMerged(full.model, to: base)
+
+        let domain = try writeCorpus("q-domain") { "LINE_\($0):_THE_RAIN_IN_SPAIN_STAYS_MAINLY_IN_THE_PLAIN" }
+        var lo = try Self.options(.lora, data: domain, steps: 1)
+        lo.model = base
+        let loraInitial = try makeTrainer(lo).run().summary["initial_dev_loss"] as! Double
+        var qo = try Self.options(.qlora, data: domain)
+        qo.model = base
+        let q = try makeTrainer(qo)
+        let frozen = q.model.store.params.filter(\.spec.nf4)
+        #expect(frozen.count == 14)  // 2 layers × 7 projections
+        let bytes = frozen.map { Array(UnsafeRawBufferPointer(start: $0.value, count: 4 * $0.spec.slots)) }
+        let s = try q.run().summary
+        #expect(s["base_storage"] as? String == "nf4")
+        let nf4 = try #require(s["nf4"] as? [String: Any])
+        // per layer: q, o 1296 → 21 blocks, 48 padded; k, v 648 → 11 blocks, 56; gate, up, down 2160 → 34 blocks, 16
+        // (48 + 56 + 56 + 48 + 3 · 16 = 256)
+        #expect(nf4["padded_tensors"] as? Int == 14)
+        #expect(nf4["padding_elements"] as? Int == 2 * 256)
+        #expect(zip(frozen, bytes).allSatisfy { Array(UnsafeRawBufferPointer(start: $0.0.value, count: 4 * $0.0.spec.slots)) == $0.1 })
+        let initial = s["initial_dev_loss"] as! Double, final = s["dev_loss"] as! Double
+        #expect(initial != loraInitial && abs(initial - loraInitial) < 0.05, "NF4 base \(initial) vs fp32 base \(loraInitial)")
+        #expect(final < initial - 0.5, "qlora: dev loss \(initial) → \(final)")
+
+        let merged = TestPaths.tempDir("q-merged")
+        try HuggingFace.saveMerged(q.model, to: merged)
+        let meta = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: merged + "/config.json"))) as? [String: Any])
+        #expect((meta["lora_dist"] as? [String: Any])?["merged_from"] as? String == "qlora")
+        var fo = try Self.options(.full, data: domain, steps: 1)
+        fo.model = merged
+        let plain = try makeTrainer(fo)
+        let ids = (0..<32).map { Int32(($0 * 7) % 256) }
+        func logits(_ m: LlamaModel) -> [Float] {
+            Array(UnsafeBufferPointer(start: m.forward(ids: ids, batch: 1), count: 32 * 258))
+        }
+        #expect(relativeError(logits(plain.model), logits(q.model)) < 1e-4)
+    }
+
     @Test("LoRA leaves every base weight untouched and trains only the adapters")
     func loraFreezesBase() throws {
         let t = try makeTrainer(try Self.options(.lora, data: try Self.corpus("frozen"), steps: 5))

@@ -8,7 +8,7 @@ public enum BaseIdentity {
         let frozen = model.store.params.filter { $0.grad == nil }.sorted { $0.name < $1.name }
         guard !frozen.isEmpty else { return "" }
         var crc: UInt32 = 0
-        for p in frozen { crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: p.value, count: p.count * 4)) }
+        for p in frozen { crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: p.value, count: p.spec.slots * 4)) }
         return String(format: "crc32c:%08x over %d frozen tensors (%d values)", crc, frozen.count,
                       frozen.reduce(0) { $0 + $1.count })
     }

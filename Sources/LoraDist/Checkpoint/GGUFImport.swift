@@ -125,18 +125,17 @@ public enum GGUFImport {
         let store = model.store, c = model.config
         try checkBase(store.params.map(\.spec), in: f)
         for p in store.params where !p.name.contains(".lora_") {
-            let span = p.offset..<(p.offset + p.count)
-            let parts = (owned ?? store.all).map { $0.clamped(to: span) }.filter { !$0.isEmpty }
-            if parts.isEmpty { continue }
+            let span = p.offset..<(p.offset + p.spec.slots)
+            guard (owned ?? store.all).contains(where: { $0.overlaps(span) }) else { continue }
             let t = try f.tensor(ggufName(p.name)!)
             let heads: Int? = p.name.hasSuffix(".self_attn.q_proj.weight") ? c.numAttentionHeads
                 : p.name.hasSuffix(".self_attn.k_proj.weight") ? c.numKeyValueHeads : nil
-            for r in parts {
-                let elements = (r.lowerBound - p.offset)..<(r.upperBound - p.offset)
+            // Under QLoRA `fill` hands over a staging buffer and requantizes it to NF4.
+            try store.fill(p, owned: owned ?? store.all) { elements, dst in
                 if let heads {
-                    try dequantizeUnpermuting(f, t, heads: heads, elements: elements, into: p.value)
+                    try dequantizeUnpermuting(f, t, heads: heads, elements: elements, into: dst, at: elements.lowerBound)
                 } else {
-                    try f.dequantize(t, elements: elements, into: p.value + elements.lowerBound)
+                    try f.dequantize(t, elements: elements, into: dst)
                 }
             }
         }
@@ -151,7 +150,7 @@ public enum GGUFImport {
 
     /// Elements `elements` (Hugging Face order) of a permuted q/k weight into `base` (the whole tensor's start).
     static func dequantizeUnpermuting(_ f: GGUFFile, _ t: GGUFTensorInfo, heads: Int, elements: Range<Int>,
-                                      into base: FPtr) throws {
+                                      into dst: FPtr, at first: Int) throws {
         let rows = t.shape[0], cols = t.shape[1]
         guard heads > 0, rows % heads == 0, (rows / heads) % 2 == 0 else {
             throw LoraDistError("\(f.path): tensor '\(t.name)' has \(rows) rows, which \(heads) heads of even size cannot split")
@@ -161,7 +160,7 @@ public enum GGUFImport {
             let row = e / cols, c0 = e % cols
             let c1 = min(cols, elements.upperBound - row * cols)
             let src = sourceRow(row, rows: rows, heads: heads) * cols
-            try f.dequantize(t, elements: (src + c0)..<(src + c1), into: base + row * cols + c0)
+            try f.dequantize(t, elements: (src + c0)..<(src + c1), into: dst + (row * cols + c0 - first))
             e = row * cols + c1
         }
     }

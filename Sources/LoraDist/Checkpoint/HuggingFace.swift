@@ -143,11 +143,20 @@ extension HuggingFace {
         var fused: [String: [Float]] = [:]
         for lin in model.linears where lin.loraA != nil { fused[lin.weight.name] = lin.fused() }
         let tensors = model.store.params.filter { !$0.name.contains(".lora_") }.map { p in
-            (name: p.name, shape: p.spec.shape,
-             values: fused[p.name] ?? Array(UnsafeBufferPointer(start: p.value, count: p.count)))
+            (name: p.name, shape: p.spec.shape, values: fused[p.name] ?? p.floats)
         }
-        try SafeTensors.write(tensors, to: dir + "/model.safetensors")
-        try RunFiles.writeAtomically(try RunFiles.json(model.config.huggingFaceJSON()), to: dir + "/config.json")
+        var config = model.config.huggingFaceJSON()
+        var metadata = ["format": "pt"]
+        if model.nf4Base {
+            // The weights are fp32 again, but their values are those of the NF4 base the
+            // adapters were trained on, not of the original checkpoint: say so.
+            let note = "adapters merged into the NF4-dequantized base (QLoRA): projection weights carry 4-bit quantization error"
+            config["lora_dist"] = ["merged_from": "qlora", "base_storage": "nf4", "block_size": NF4Layout.blockSize,
+                                   "double_quant_block_size": NF4Layout.scaleBlockSize, "note": note]
+            metadata["lora_dist_merge"] = note
+        }
+        try SafeTensors.write(tensors, to: dir + "/model.safetensors", metadata: metadata)
+        try RunFiles.writeAtomically(try RunFiles.json(config), to: dir + "/config.json")
     }
 
     /// Writes a PEFT adapter directory (adapter_config.json, adapter_model.safetensors).

@@ -130,13 +130,14 @@ public struct SafeTensors {
         }
     }
 
-    /// An integer tensor (I64, I32) as Int.
+    /// An integer tensor (I64, I32, U8) as Int.
     public func ints(_ name: String) throws -> [Int] {
         let e = try entry(name)
         let base = file.bytes.baseAddress! + dataStart + e.range.lowerBound
         switch e.dtype {
         case "I64": return (0..<e.count).map { Int(Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
         case "I32": return (0..<e.count).map { Int(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+        case "U8": return (0..<e.count).map { Int(base.load(fromByteOffset: $0, as: UInt8.self)) }
         default: throw LoraDistError("\(path): '\(name)' is \(e.dtype), not an integer tensor")
         }
     }

@@ -142,10 +142,13 @@ public final class Communicator {
         return Int(v)
     }
 
-    public func allreduceMax(_ value: Double) -> Double {
-        var v = value
-        guard size > 1 else { return value }
-        MPI_Allreduce(cmpi_in_place(), &v, 1, cmpi_double(), cmpi_max(), comm)
+    public func allreduceMax(_ value: Double) -> Double { allreduceMax([value])[0] }
+
+    /// Element-wise maximum over all ranks.
+    public func allreduceMax(_ values: [Double]) -> [Double] {
+        var v = values
+        guard size > 1 else { return v }
+        MPI_Allreduce(cmpi_in_place(), &v, Int32(v.count), cmpi_double(), cmpi_max(), comm)
         return v
     }
 

@@ -20,14 +20,16 @@ public final class LlamaModel {
     let acts: Activations
 
     /// The parameters a model of this config has, and which of them train.
-    /// lora == nil means full fine-tuning: everything trains.
+    /// lora == nil means full fine-tuning: everything trains. `nf4Base` (QLoRA)
+    /// stores every frozen projection weight as NF4; embedding, norms and head stay fp32.
     ///
     /// The order is the order in which the backward completes gradients: head,
     /// final norm, layers last to first, embedding (which a tied head also feeds).
     /// The trainable arena follows it, so gradient buckets fill front to back and
     /// each can be sent while the backward goes on.
-    public static func specs(config c: ModelConfig, lora: LoRAConfig?) throws -> [ParamSpec] {
+    public static func specs(config c: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false) throws -> [ParamSpec] {
         let full = lora == nil
+        precondition(!(full && nf4Base), "an NF4 base is frozen: it needs LoRA")
         var s: [ParamSpec] = []
         func add(_ name: String, _ shape: [Int], decay: Bool = true) {
             s.append(ParamSpec(name: name, shape: shape, trainable: full, decay: decay))
@@ -40,7 +42,7 @@ public final class LlamaModel {
             add(p + "input_layernorm.weight", [c.hiddenSize], decay: false)
             for (n, o, inp) in LlamaModel.projections(c, q: q, kv: kv) {
                 let module = p + (["gate_proj", "up_proj", "down_proj"].contains(n) ? "mlp." : "self_attn.") + n
-                add(module + ".weight", [o, inp])
+                s.append(ParamSpec(name: module + ".weight", shape: [o, inp], trainable: full, decay: true, nf4: nf4Base))
                 if let lora, lora.targets.contains(n) {
                     guard lora.rank <= min(o, inp) else {
                         throw LoraDistError("LoRA rank \(lora.rank) is larger than \(n) allows (min(out, in) = \(min(o, inp)))")
@@ -62,7 +64,7 @@ public final class LlamaModel {
          ("up_proj", c.intermediateSize, c.hiddenSize), ("down_proj", c.hiddenSize, c.intermediateSize)]
     }
 
-    public init(config: ModelConfig, lora: LoRAConfig?, maxBatch: Int, seqLen: Int,
+    public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int, seqLen: Int,
                 allocate: ((Int) -> FPtr)? = nil) throws {
         try config.validate()
         guard seqLen >= 1, seqLen <= config.maxPositionEmbeddings else {
@@ -72,15 +74,16 @@ public final class LlamaModel {
         self.lora = lora
         self.maxBatch = maxBatch
         self.seqLen = seqLen
-        store = ParameterStore(specs: try Self.specs(config: config, lora: lora), allocate: allocate)
+        store = ParameterStore(specs: try Self.specs(config: config, lora: lora, nf4Base: nf4Base), allocate: allocate)
         let n = maxBatch * seqLen
+        let dequant = nf4Base ? NF4Matmul.Scratch(config: config) : nil
         embed = store["model.embed_tokens.weight"]
         finalNorm = store["model.norm.weight"]
         var linearIndex = 0
         var layers: [DecoderLayer] = []
         for i in 0..<config.numHiddenLayers {
             layers.append(DecoderLayer(index: i, config: config, store: store, lora: lora, rows: n,
-                                       batch: maxBatch, seqLen: seqLen, linearIndex: &linearIndex))
+                                       batch: maxBatch, seqLen: seqLen, dequant: dequant, linearIndex: &linearIndex))
         }
         self.layers = layers
         lmHead = Linear(name: "lm_head", inDim: config.hiddenSize, outDim: config.vocabSize, store: store,
@@ -90,7 +93,8 @@ public final class LlamaModel {
         acts = Activations(config: config, rows: n, seqLen: seqLen, layers: config.numHiddenLayers)
     }
 
-    public var totalParams: Int { store.totalCount }
+    public var totalParams: Int { store.elementCount }
+    public var nf4Base: Bool { store.params.contains { $0.spec.nf4 } }
     public var trainableParams: Int { store.trainableCount }
     /// Parameters of the model itself, without adapters.
     public var baseParams: Int { store.params.filter { !$0.name.contains(".lora_") }.reduce(0) { $0 + $1.count } }
@@ -136,7 +140,9 @@ public final class LlamaModel {
 
     /// Σ cross-entropy and labelled-token count of the last forward.
     public func loss(targets: UnsafePointer<Int32>, batch: Int) -> (sum: Double, count: Int) {
-        CrossEntropy.forward(logits: acts.logits.ptr, targets: targets, n: batch * seqLen, vocab: config.vocabSize)
+        Profile.measure(.elementwise) {
+            CrossEntropy.forward(logits: acts.logits.ptr, targets: targets, n: batch * seqLen, vocab: config.vocabSize)
+        }
     }
 
     // MARK: backward
@@ -210,7 +216,7 @@ final class DecoderLayer {
     var linears: [Linear] { [q, k, v, o, gate, up, down] }
 
     init(index i: Int, config c: ModelConfig, store: ParameterStore, lora: LoRAConfig?, rows n: Int,
-         batch: Int, seqLen: Int, linearIndex: inout Int) {
+         batch: Int, seqLen: Int, dequant: NF4Matmul.Scratch?, linearIndex: inout Int) {
         self.c = c
         self.seqLen = seqLen
         let p = "model.layers.\(i)."
@@ -220,7 +226,7 @@ final class DecoderLayer {
         func lin(_ name: String, _ inDim: Int, _ outDim: Int) -> Linear {
             linearIndex += 1
             return Linear(name: p + name, inDim: inDim, outDim: outDim, store: store, lora: lora,
-                          index: linearIndex, maxRows: n)
+                          index: linearIndex, maxRows: n, dequant: dequant)
         }
         q = lin("self_attn.q_proj", c.hiddenSize, qd)
         k = lin("self_attn.k_proj", c.hiddenSize, kvd)

@@ -39,7 +39,8 @@ public struct LoRAConfig: Codable, Equatable {
 
 /// A projection y = x·Wᵀ, plus s·B·A·dropout(x) when it carries an adapter.
 /// Like MLX's LoRALinear, the base weight and the adapter sit side by side and
-/// `fuse` folds the adapter back into a plain weight.
+/// `fuse` folds the adapter back into a plain weight. Under QLoRA W is NF4 and
+/// is dequantized tile by tile on its way to sgemm.
 public final class Linear {
     public let name: String           // module path, e.g. model.layers.0.self_attn.q_proj
     public let inDim: Int, outDim: Int
@@ -49,6 +50,8 @@ public final class Linear {
     let scale: Float
     let dropout: Float
     let index: UInt64                 // distinguishes dropout streams between projections
+    let weightNF4: NF4Tensor?         // W as NF4 (QLoRA), else nil
+    let dequant: NF4Matmul.Scratch?
     // Saved for backward, sized for `maxRows` rows once.
     private var xa: FloatBuffer?      // x·Aᵀ [rows, r]
     private var mid: FloatBuffer?     // dy·B  [rows, r]
@@ -57,12 +60,15 @@ public final class Linear {
     private var tmp: FloatBuffer?     // [rows, in]
 
     init(name: String, inDim: Int, outDim: Int, store: ParameterStore, lora: LoRAConfig?, index: Int,
-         maxRows: Int, weightName: String? = nil) {
+         maxRows: Int, weightName: String? = nil, dequant: NF4Matmul.Scratch? = nil) {
         self.name = name
         self.inDim = inDim
         self.outDim = outDim
         self.index = UInt64(index)
         weight = store[weightName ?? name + ".weight"]
+        weightNF4 = weight.nf4
+        self.dequant = weightNF4 == nil ? nil : dequant
+        precondition(weightNF4 == nil || dequant != nil, "an NF4 weight needs a dequantization buffer")
         loraA = store.byName[name + ".lora_A.weight"]
         loraB = store.byName[name + ".lora_B.weight"]
         scale = lora?.scale ?? 0
@@ -82,17 +88,23 @@ public final class Linear {
 
     /// y[n, out] = x[n, in]·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ
     func forward(y: FPtr, x: UnsafePointer<Float>, n: Int, seqLen: Int, dropoutSeeds: UnsafePointer<UInt64>?) {
-        Matmul.forward(y: y, x: x, w: weight.value, n: n, inDim: inDim, outDim: outDim)
+        if let q = weightNF4, let dequant {
+            NF4Matmul.forward(y: y, x: x, w: q, n: n, inDim: inDim, outDim: outDim, scratch: dequant)
+        } else {
+            Matmul.forward(y: y, x: x, w: weight.value, n: n, inDim: inDim, outDim: outDim)
+        }
         guard let a = loraA, let b = loraB, let xa else { return }
         var xin = x
         if let xDrop, let mask, let seeds = dropoutSeeds {
             let keep = 1 / (1 - dropout)
-            for row in 0..<n {
-                var g = SplitMix64(seed: SplitMix64.mix(seeds[row / seqLen], index, UInt64(row % seqLen)))
-                for c in 0..<inDim {
-                    let m: Float = g.uniform() < dropout ? 0 : keep
-                    mask[row * inDim + c] = m
-                    xDrop[row * inDim + c] = x[row * inDim + c] * m
+            Profile.measure(.elementwise) {
+                for row in 0..<n {
+                    var g = SplitMix64(seed: SplitMix64.mix(seeds[row / seqLen], index, UInt64(row % seqLen)))
+                    for c in 0..<inDim {
+                        let m: Float = g.uniform() < dropout ? 0 : keep
+                        mask[row * inDim + c] = m
+                        xDrop[row * inDim + c] = x[row * inDim + c] * m
+                    }
                 }
             }
             xin = UnsafePointer(xDrop.ptr)
@@ -105,8 +117,13 @@ public final class Linear {
 
     /// dx (=, or += when accumulateDx) ∂L/∂x; weight and adapter gradients accumulate.
     func backward(dx: FPtr, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
-        Matmul.backward(dx: dx, dw: weight.grad, dy: dy, x: x, w: weight.value, n: n, inDim: inDim,
-                        outDim: outDim, accumulateDx: accumulateDx)
+        if let q = weightNF4, let dequant {
+            NF4Matmul.backwardInput(dx: dx, dy: dy, w: q, n: n, inDim: inDim, outDim: outDim,
+                                    accumulate: accumulateDx, scratch: dequant)
+        } else {
+            Matmul.backward(dx: dx, dw: weight.grad, dy: dy, x: x, w: weight.value, n: n, inDim: inDim,
+                            outDim: outDim, accumulateDx: accumulateDx)
+        }
         guard let a = loraA, let b = loraB, let xa, let mid else { return }
         let r = rank
         let xin = xDrop.map { UnsafePointer($0.ptr) } ?? x
@@ -124,16 +141,17 @@ public final class Linear {
         if let mask, let tmp {
             sgemm(m: n, n: inDim, k: r, alpha: scale, a: mid.ptr, lda: r, b: a.value, ldb: inDim,
                   c: tmp.ptr, ldc: inDim)
-            for i in 0..<(n * inDim) { dx[i] += tmp[i] * mask[i] }
+            Profile.measure(.elementwise) { for i in 0..<(n * inDim) { dx[i] += tmp[i] * mask[i] } }
         } else {
             sgemm(m: n, n: inDim, k: r, alpha: scale, a: mid.ptr, lda: r, b: a.value, ldb: inDim,
                   beta: 1, c: dx, ldc: inDim)
         }
     }
 
-    /// W + s·B·A as a plain [out, in] weight: the adapter folded back in.
+    /// W + s·B·A as a plain [out, in] weight: the adapter folded back in
+    /// (into the dequantized weight when W is NF4).
     public func fused() -> [Float] {
-        var w = Array(UnsafeBufferPointer(start: weight.value, count: outDim * inDim))
+        var w = weight.floats
         guard let a = loraA, let b = loraB else { return w }
         w.withUnsafeMutableBufferPointer { wp in
             sgemm(m: outDim, n: inDim, k: rank, alpha: scale, a: b.value, lda: rank, b: a.value, ldb: inDim,

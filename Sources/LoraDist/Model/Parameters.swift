@@ -5,21 +5,29 @@
 /// frozen one, which has none of these. LoRA and full fine-tuning differ only in
 /// which arena a tensor is placed: under LoRA the base weights are frozen and the
 /// adapters trainable; under full fine-tuning every base weight is trainable.
+/// Under QLoRA the frozen projections are stored as NF4 bytes in their arena slots.
 public struct ParamSpec {
     public let name: String        // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
     public let shape: [Int]
     public let trainable: Bool
     public let decay: Bool         // AdamW weight decay applies (not to norms)
+    public var nf4: Bool = false   // stored 4-bit (frozen only)
     public var count: Int { shape.reduce(1, *) }
+    /// fp32 slots the tensor takes in its arena.
+    public var slots: Int { nf4 ? NF4Layout(count: count).slotFloats : count }
 }
 
 public struct Param {
     public let spec: ParamSpec
-    public let offset: Int         // element offset in its arena
-    public let value: FPtr
+    public let offset: Int         // slot offset in the values
+    public let value: FPtr         // fp32 values, or the NF4 bytes when spec.nf4
     public let grad: FPtr?         // nil when frozen
     public var name: String { spec.name }
     public var count: Int { spec.count }
+    public var nf4: NF4Tensor? { spec.nf4 ? NF4Tensor(count: count, base: UnsafeMutableRawPointer(value)) : nil }
+
+    /// The values as fp32 (dequantized when stored as NF4).
+    public var floats: [Float] { nf4?.dequantized() ?? Array(UnsafeBufferPointer(start: value, count: count)) }
 }
 
 public final class ParameterStore {
@@ -36,8 +44,9 @@ public final class ParameterStore {
     /// `allocate` hands back storage for `count` floats; by default a private buffer.
     public init(specs: [ParamSpec], allocate: ((Int) -> FPtr)? = nil) {
         let trainable = specs.filter(\.trainable), frozen = specs.filter { !$0.trainable }
+        precondition(!trainable.contains(where: \.nf4), "NF4 tensors are frozen")
         trainableCount = trainable.reduce(0) { $0 + $1.count }
-        frozenCount = frozen.reduce(0) { $0 + $1.count }
+        frozenCount = frozen.reduce(0) { $0 + $1.slots }
         let total = trainableCount + frozenCount
         if let allocate {
             values = allocate(total)
@@ -55,7 +64,7 @@ public final class ParameterStore {
                           grad: s.trainable ? grads.ptr + off : nil)
             list.append(p)
             map[s.name] = p
-            off += s.count
+            off += s.slots
         }
         params = list
         byName = map
@@ -66,7 +75,15 @@ public final class ParameterStore {
     /// Calls `fill(elements, destination)` for each part of `p` inside `owned`
     /// (arena offsets); `elements` is the range within the tensor, row-major.
     /// Ranks of a node share the values, and each writes only what it owns.
+    /// An NF4 tensor is quantized whole by the rank that owns its first slot.
     public func fill(_ p: Param, owned: [Range<Int>], _ fill: (Range<Int>, FPtr) throws -> Void) rethrows {
+        if let q = p.nf4 {
+            guard owned.contains(where: { $0.contains(p.offset) }) else { return }
+            let staging = FloatBuffer(p.count)
+            try fill(0..<p.count, staging.ptr)
+            q.quantize(staging.ptr)
+            return
+        }
         let span = p.offset..<(p.offset + p.count)
         for r in owned.map({ $0.clamped(to: span) }) where !r.isEmpty {
             try fill((r.lowerBound - p.offset)..<(r.upperBound - p.offset), values + r.lowerBound)
@@ -85,6 +102,21 @@ public final class ParameterStore {
     /// Everything, for a process that owns the whole store.
     public var all: [Range<Int>] { [0..<totalCount] }
     public var trainableValues: FPtr { values }
-    public var totalCount: Int { trainableCount + frozenCount }
+    public var totalCount: Int { trainableCount + frozenCount }   // slots
+    /// Weights (elements), however they are stored.
+    public var elementCount: Int { params.reduce(0) { $0 + $1.count } }
+    /// Bytes the values take: fp32 slots, NF4 bytes included.
+    public var valueBytes: Int { 4 * totalCount }
+
+    /// What the NF4 tensors hold and take, padding included (nil without any).
+    public var nf4Summary: [String: Any]? {
+        let q = params.filter(\.spec.nf4).map { NF4Layout(count: $0.count) }
+        guard !q.isEmpty else { return nil }
+        let weights = q.reduce(0) { $0 + $1.count }, bytes = q.reduce(0) { $0 + $1.bytes }
+        return ["tensors": q.count, "weights": weights, "bytes": bytes,
+                "bits_per_weight": (Double(8 * bytes) / Double(weights) * 1000).rounded() / 1000,
+                "block_size": NF4Layout.blockSize, "double_quant_block_size": NF4Layout.scaleBlockSize,
+                "padded_tensors": q.filter { $0.padding > 0 }.count, "padding_elements": q.reduce(0) { $0 + $1.padding }]
+    }
     public var trainable: [Param] { params.filter { $0.spec.trainable } }
 }

@@ -36,23 +36,25 @@ public final class AdamW {
     /// gradient of range.lowerBound (the owned shard's gradient, as the exchange
     /// leaves it). `gradScale` folds gradient clipping into the update.
     public func step(values: FPtr, grads: UnsafePointer<Float>, lr: Float, gradScale: Float = 1) {
-        t += 1
-        let b1 = config.beta1, b2 = config.beta2, eps = config.eps
-        let bc1 = 1 - Foundation.pow(b1, Float(t)), bc2 = 1 - Foundation.pow(b2, Float(t))
-        let stepSize = lr / bc1, invSqrtBc2 = 1 / bc2.squareRoot()
-        if config.weightDecay > 0 {
-            let f = 1 - lr * config.weightDecay
-            for span in decaySpans { for i in span { values[i] *= f } }
-        }
-        let lo = range.lowerBound
-        let mp = m.ptr, vp = v.ptr
-        for i in range {
-            let g = grads[i - lo] * gradScale
-            let mi = b1 * mp[i - lo] + (1 - b1) * g
-            let vi = b2 * vp[i - lo] + (1 - b2) * g * g
-            mp[i - lo] = mi
-            vp[i - lo] = vi
-            values[i] -= stepSize * mi / (vi.squareRoot() * invSqrtBc2 + eps)
+        Profile.measure(.optimizer) {
+            t += 1
+            let b1 = config.beta1, b2 = config.beta2, eps = config.eps
+            let bc1 = 1 - Foundation.pow(b1, Float(t)), bc2 = 1 - Foundation.pow(b2, Float(t))
+            let stepSize = lr / bc1, invSqrtBc2 = 1 / bc2.squareRoot()
+            if config.weightDecay > 0 {
+                let f = 1 - lr * config.weightDecay
+                for span in decaySpans { for i in span { values[i] *= f } }
+            }
+            let lo = range.lowerBound
+            let mp = m.ptr, vp = v.ptr
+            for i in range {
+                let g = grads[i - lo] * gradScale
+                let mi = b1 * mp[i - lo] + (1 - b1) * g
+                let vi = b2 * vp[i - lo] + (1 - b2) * g * g
+                mp[i - lo] = mi
+                vp[i - lo] = vi
+                values[i] -= stepSize * mi / (vi.squareRoot() * invSqrtBc2 + eps)
+            }
         }
     }
 

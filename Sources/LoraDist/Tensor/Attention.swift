@@ -22,25 +22,27 @@ public enum Attention {
 
     public static func forward(out: FPtr, probs: FPtr, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                v: UnsafePointer<Float>, _ s: Shape) {
-        let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
-        for b in 0..<s.batch {
-            for h in 0..<s.heads {
-                let qh = q + b * T * s.qStride + h * D
-                let kg = k + b * T * s.kvStride + (h / group) * D
-                let vg = v + b * T * s.kvStride + (h / group) * D
-                let oh = out + b * T * s.qStride + h * D
-                let p = probs + (b * s.heads + h) * T * T
-                var i0 = 0
-                while i0 < T {
-                    let i1 = min(i0 + block, T), rows = i1 - i0
-                    // scores[i0..<i1, 0..<i1] = scale · Q Kᵀ
-                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.qStride,
-                          lda: s.qStride, b: kg, ldb: s.kvStride, c: p + i0 * T, ldc: T)
-                    for i in i0..<i1 { softmaxCausalRow(p + i * T, visible: i + 1, width: i1) }
-                    // out[i0..<i1] = P V
-                    sgemm(m: rows, n: D, k: i1, a: p + i0 * T, lda: T, b: vg, ldb: s.kvStride,
-                          c: oh + i0 * s.qStride, ldc: s.qStride)
-                    i0 = i1
+        Profile.measure(.attention) {
+            let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
+            for b in 0..<s.batch {
+                for h in 0..<s.heads {
+                    let qh = q + b * T * s.qStride + h * D
+                    let kg = k + b * T * s.kvStride + (h / group) * D
+                    let vg = v + b * T * s.kvStride + (h / group) * D
+                    let oh = out + b * T * s.qStride + h * D
+                    let p = probs + (b * s.heads + h) * T * T
+                    var i0 = 0
+                    while i0 < T {
+                        let i1 = min(i0 + block, T), rows = i1 - i0
+                        // scores[i0..<i1, 0..<i1] = scale · Q Kᵀ
+                        sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.qStride,
+                              lda: s.qStride, b: kg, ldb: s.kvStride, c: p + i0 * T, ldc: T)
+                        for i in i0..<i1 { softmaxCausalRow(p + i * T, visible: i + 1, width: i1) }
+                        // out[i0..<i1] = P V
+                        sgemm(m: rows, n: D, k: i1, a: p + i0 * T, lda: T, b: vg, ldb: s.kvStride,
+                              c: oh + i0 * s.qStride, ldc: s.qStride)
+                        i0 = i1
+                    }
                 }
             }
         }
@@ -68,37 +70,39 @@ public enum Attention {
                                 probs: UnsafePointer<Float>, q: UnsafePointer<Float>,
                                 k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                 scratch: FPtr, _ s: Shape) {
-        let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
-        dk.update(repeating: 0, count: s.batch * T * s.kvStride)
-        dv.update(repeating: 0, count: s.batch * T * s.kvStride)
-        for b in 0..<s.batch {
-            for h in 0..<s.heads {
-                let off = b * T * s.qStride + h * D
-                let kvOff = b * T * s.kvStride + (h / group) * D
-                let p = probs + (b * s.heads + h) * T * T
-                var i0 = 0
-                while i0 < T {
-                    let i1 = min(i0 + block, T), rows = i1 - i0
-                    let dp = scratch + i0 * T
-                    // dP = dO Vᵀ over the visible keys
-                    sgemm(transB: true, m: rows, n: i1, k: D, a: dout + off + i0 * s.qStride, lda: s.qStride,
-                          b: v + kvOff, ldb: s.kvStride, c: dp, ldc: T)
-                    // dV[0..<i1] += Pᵀ dO
-                    sgemm(transA: true, m: i1, n: D, k: rows, a: p + i0 * T, lda: T,
-                          b: dout + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dv + kvOff, ldc: s.kvStride)
-                    for i in i0..<i1 {
-                        let pr = p + i * T, dr = dp + (i - i0) * T
-                        var dot: Float = 0
-                        for j in 0...i { dot += pr[j] * dr[j] }
-                        for j in 0...i { dr[j] = pr[j] * (dr[j] - dot) }
-                        for j in (i + 1)..<i1 { dr[j] = 0 }
+        Profile.measure(.attention) {
+            let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
+            dk.update(repeating: 0, count: s.batch * T * s.kvStride)
+            dv.update(repeating: 0, count: s.batch * T * s.kvStride)
+            for b in 0..<s.batch {
+                for h in 0..<s.heads {
+                    let off = b * T * s.qStride + h * D
+                    let kvOff = b * T * s.kvStride + (h / group) * D
+                    let p = probs + (b * s.heads + h) * T * T
+                    var i0 = 0
+                    while i0 < T {
+                        let i1 = min(i0 + block, T), rows = i1 - i0
+                        let dp = scratch + i0 * T
+                        // dP = dO Vᵀ over the visible keys
+                        sgemm(transB: true, m: rows, n: i1, k: D, a: dout + off + i0 * s.qStride, lda: s.qStride,
+                              b: v + kvOff, ldb: s.kvStride, c: dp, ldc: T)
+                        // dV[0..<i1] += Pᵀ dO
+                        sgemm(transA: true, m: i1, n: D, k: rows, a: p + i0 * T, lda: T,
+                              b: dout + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dv + kvOff, ldc: s.kvStride)
+                        for i in i0..<i1 {
+                            let pr = p + i * T, dr = dp + (i - i0) * T
+                            var dot: Float = 0
+                            for j in 0...i { dot += pr[j] * dr[j] }
+                            for j in 0...i { dr[j] = pr[j] * (dr[j] - dot) }
+                            for j in (i + 1)..<i1 { dr[j] = 0 }
+                        }
+                        // dQ = scale · dS K ;  dK += scale · dSᵀ Q
+                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: T, b: k + kvOff, ldb: s.kvStride,
+                              c: dq + off + i0 * s.qStride, ldc: s.qStride)
+                        sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: T,
+                              b: q + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dk + kvOff, ldc: s.kvStride)
+                        i0 = i1
                     }
-                    // dQ = scale · dS K ;  dK += scale · dSᵀ Q
-                    sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: T, b: k + kvOff, ldb: s.kvStride,
-                          c: dq + off + i0 * s.qStride, ldc: s.qStride)
-                    sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: T,
-                          b: q + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dk + kvOff, ldc: s.kvStride)
-                    i0 = i1
                 }
             }
         }

@@ -8,8 +8,12 @@ public final class FloatBuffer {
 
     public init(_ count: Int) {
         self.count = count
-        ptr = FPtr.allocate(capacity: max(count, 1))
-        ptr.initialize(repeating: 0, count: max(count, 1))
+        ptr = Profile.measure(.allocation) {
+            let p = FPtr.allocate(capacity: max(count, 1))
+            p.initialize(repeating: 0, count: max(count, 1))
+            return p
+        }
+        if Profile.enabled { Profile.allocatedBytes += 4 * count }
     }
 
     public convenience init(_ values: [Float]) {

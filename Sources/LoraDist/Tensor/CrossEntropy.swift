@@ -25,23 +25,25 @@ public enum CrossEntropy {
     /// ranks add up to the gradient of the mean loss.
     public static func backward(dlogits: FPtr, logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
                                 n: Int, vocab: Int, scale: Float) {
-        for i in 0..<n {
-            let row = logits + i * vocab, d = dlogits + i * vocab
-            guard targets[i] >= 0 else {
-                d.update(repeating: 0, count: vocab)
-                continue
+        Profile.measure(.elementwise) {
+            for i in 0..<n {
+                let row = logits + i * vocab, d = dlogits + i * vocab
+                guard targets[i] >= 0 else {
+                    d.update(repeating: 0, count: vocab)
+                    continue
+                }
+                var mx = -Float.infinity
+                for j in 0..<vocab { mx = max(mx, row[j]) }
+                var s: Float = 0
+                for j in 0..<vocab {
+                    let e = Foundation.exp(row[j] - mx)
+                    d[j] = e
+                    s += e
+                }
+                let inv = scale / s
+                for j in 0..<vocab { d[j] *= inv }
+                d[Int(targets[i])] -= scale
             }
-            var mx = -Float.infinity
-            for j in 0..<vocab { mx = max(mx, row[j]) }
-            var s: Float = 0
-            for j in 0..<vocab {
-                let e = Foundation.exp(row[j] - mx)
-                d[j] = e
-                s += e
-            }
-            let inv = scale / s
-            for j in 0..<vocab { d[j] *= inv }
-            d[Int(targets[i])] -= scale
         }
     }
 }

@@ -5,13 +5,15 @@ public enum RMSNorm {
     /// out[n, C], rstd[n] (saved for backward) from x[n, C], w[C]
     public static func forward(out: FPtr, rstd: FPtr, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                n: Int, dim: Int, eps: Float) {
-        for i in 0..<n {
-            let xi = x + i * dim, oi = out + i * dim
-            var ss: Float = 0
-            for c in 0..<dim { ss += xi[c] * xi[c] }
-            let r = 1 / (ss / Float(dim) + eps).squareRoot()
-            rstd[i] = r
-            for c in 0..<dim { oi[c] = xi[c] * r * w[c] }
+        Profile.measure(.elementwise) {
+            for i in 0..<n {
+                let xi = x + i * dim, oi = out + i * dim
+                var ss: Float = 0
+                for c in 0..<dim { ss += xi[c] * xi[c] }
+                let r = 1 / (ss / Float(dim) + eps).squareRoot()
+                rstd[i] = r
+                for c in 0..<dim { oi[c] = xi[c] * r * w[c] }
+            }
         }
     }
 
@@ -19,15 +21,17 @@ public enum RMSNorm {
     /// With g = w ⊙ dout: dx = rstd · g − x · rstd³ · (g · x) / C.
     public static func backward(dx: FPtr, dw: FPtr?, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                 w: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, dim: Int) {
-        for i in 0..<n {
-            let xi = x + i * dim, gi = dout + i * dim, dxi = dx + i * dim
-            let r = rstd[i]
-            var dot: Float = 0
-            for c in 0..<dim { dot += w[c] * gi[c] * xi[c] }
-            let k = r * r * r * dot / Float(dim)
-            for c in 0..<dim { dxi[c] += r * w[c] * gi[c] - k * xi[c] }
-            if let dw {
-                for c in 0..<dim { dw[c] += gi[c] * xi[c] * r }
+        Profile.measure(.elementwise) {
+            for i in 0..<n {
+                let xi = x + i * dim, gi = dout + i * dim, dxi = dx + i * dim
+                let r = rstd[i]
+                var dot: Float = 0
+                for c in 0..<dim { dot += w[c] * gi[c] * xi[c] }
+                let k = r * r * r * dot / Float(dim)
+                for c in 0..<dim { dxi[c] += r * w[c] * gi[c] - k * xi[c] }
+                if let dw {
+                    for c in 0..<dim { dw[c] += gi[c] * xi[c] * r }
+                }
             }
         }
     }

@@ -27,12 +27,16 @@ public final class RoPE {
 
     /// Rotates x[B·T, heads·D] in place; row r has position r mod T.
     public func forward(_ x: FPtr, rows: Int, seqLen: Int, heads: Int) {
-        apply(x, rows: rows, seqLen: seqLen, heads: heads, sign: 1)
+        Profile.measure(.elementwise) {
+            apply(x, rows: rows, seqLen: seqLen, heads: heads, sign: 1)
+        }
     }
 
     /// The rotation is orthogonal, so the backward turns the gradient back by −angle.
     public func backward(_ dx: FPtr, rows: Int, seqLen: Int, heads: Int) {
-        apply(dx, rows: rows, seqLen: seqLen, heads: heads, sign: -1)
+        Profile.measure(.elementwise) {
+            apply(dx, rows: rows, seqLen: seqLen, heads: heads, sign: -1)
+        }
     }
 
     private func apply(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, sign: Float) {

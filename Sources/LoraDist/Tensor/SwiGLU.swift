@@ -3,21 +3,25 @@ import Foundation
 /// The Llama MLP's gate: act = silu(gate) ⊙ up, silu(g) = g · σ(g).
 public enum SwiGLU {
     public static func forward(act: FPtr, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let g = gate[i]
-            act[i] = g / (1 + Foundation.exp(-g)) * up[i]
+        Profile.measure(.elementwise) {
+            for i in 0..<count {
+                let g = gate[i]
+                act[i] = g / (1 + Foundation.exp(-g)) * up[i]
+            }
         }
     }
 
     /// dgate = dact ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))),  dup = dact ⊙ silu(g)
     public static func backward(dgate: FPtr, dup: FPtr, dact: UnsafePointer<Float>,
                                 gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let g = gate[i]
-            let s = 1 / (1 + Foundation.exp(-g))
-            let d = dact[i]
-            dgate[i] = d * up[i] * s * (1 + g * (1 - s))
-            dup[i] = d * g * s
+        Profile.measure(.elementwise) {
+            for i in 0..<count {
+                let g = gate[i]
+                let s = 1 / (1 + Foundation.exp(-g))
+                let d = dact[i]
+                dgate[i] = d * up[i] * s * (1 + g * (1 - s))
+                dup[i] = d * g * s
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ public struct CompareOptions {
     public var ranks = [8, 32]
     public var targetSets = ["q_proj,k_proj,v_proj,o_proj", "all-linear"]
     public var full = true
+    public var qlora = true                // QLoRA (NF4 base) at the first rank on all linear layers
     public var steps = 300, batch = 8, seqLen = 128
     public var loraLRs: [Float] = [1e-3, 3e-3]
     public var fullLRs: [Float] = [3e-4, 1e-3]
@@ -73,6 +74,11 @@ public enum Compare {
                                             lora: lora, lrs: o.loraLRs))
             }
         }
+        if o.qlora, let r = o.ranks.first {
+            candidates.append(Candidate(name: "qlora-r\(r)-all", label: "QLoRA r=\(r) (all linear, NF4 base)", mode: .qlora,
+                                        lora: try LoRAConfig(rank: r, alpha: Float(2 * r), targets: ["all-linear"]),
+                                        lrs: o.loraLRs))
+        }
         if o.full { candidates.append(Candidate(name: "full", label: "full fine-tuning", mode: .full, lora: nil, lrs: o.fullLRs)) }
 
         var baseline: [String: Double]?
@@ -96,10 +102,13 @@ public enum Compare {
                     // Before training a model is its base (LoRA's B = 0): the reference for forgetting.
                     baseline = perplexities(trainer, tests: tests!, windows: o.testSequences)
                 }
+                // A QLoRA run starts from the quantized base: what quantization alone costs.
+                let quantized = c.mode.nf4Base ? perplexities(trainer, tests: tests!, windows: o.testSequences) : nil
                 log("\(c.label), lr \(lr): training up to \(o.steps) steps")
                 let s = try trainer.run().summary
                 let ppl = perplexities(trainer, tests: tests!, windows: o.testSequences)
-                let row = result(c, lr: lr, summary: s, ppl: ppl, baseline: baseline!, domain: o.domain, runDir: t.runDir)
+                var row = result(c, lr: lr, summary: s, ppl: ppl, baseline: baseline!, domain: o.domain, runDir: t.runDir)
+                if let quantized { row["nf4_base_perplexity"] = quantized }
                 sweep.append(["run": c.name, "lr": lr.shortest, "best_dev_loss": s["dev_loss"] ?? NSNull()])
                 if best == nil || (row["best_dev_loss"] as! Double) < (best!["best_dev_loss"] as! Double) { best = row }
             }

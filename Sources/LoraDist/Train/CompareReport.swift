@@ -150,6 +150,29 @@ public enum CompareReport {
                               Report.bytes(lb), Report.bytes(fb), 100 * lb / fb,
                               (lora["trainable_params"] as? Int ?? 0).formatted(), (full["trainable_params"] as? Int ?? 0).formatted()))
         }
+        out += qloraVerdicts(runs)
+        return out
+    }
+
+    /// QLoRA against the LoRA run with the same rank and targets: what the 4-bit base costs in
+    /// quality (before and after training) and what it saves in memory.
+    static func qloraVerdicts(_ runs: [[String: Any]]) -> [String] {
+        guard let q = runs.first(where: { $0["mode"] as? String == "qlora" }) else { return [] }
+        let twin = runs.first {
+            $0["mode"] as? String == "lora" && ($0["rank"] as? Int) == (q["rank"] as? Int)
+                && ($0["target_modules"] as? [String]) == (q["target_modules"] as? [String])
+        }
+        func v(_ row: [String: Any], _ k: String) -> Double { row[k] as? Double ?? .nan }
+        var out: [String] = []
+        if let nf4 = q["nf4_base_perplexity"] as? [String: Double], let general = nf4["general"] {
+            out.append(String(format: "QLoRA: quantizing the base to NF4 alone moved general-text perplexity to %.2f before training.", general))
+        }
+        guard let l = twin else { return out }
+        let qm = Double(q["node_memory_bytes"] as? Int ?? 0), lm = Double(l["node_memory_bytes"] as? Int ?? 0)
+        out.append(String(format: "QLoRA vs %@: in-domain %.2f vs %.2f, out-of-domain %.2f vs %.2f, forgetting %+.2f vs %+.2f; node memory %@ vs %@, %.3f vs %.3f s / step.",
+                          l["label"] as? String ?? "LoRA", v(q, "in_domain_perplexity"), v(l, "in_domain_perplexity"),
+                          v(q, "out_of_domain_mean"), v(l, "out_of_domain_mean"), v(q, "forgetting"), v(l, "forgetting"),
+                          Report.bytes(qm), Report.bytes(lm), v(q, "seconds_per_step"), v(l, "seconds_per_step")))
         return out
     }
 }

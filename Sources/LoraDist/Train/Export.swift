@@ -13,11 +13,14 @@ public enum Exporter {
         let m = try CheckpointFiles.readManifest(dir)
         let src = dir + "/" + CheckpointFiles.manifestName
         let config = try ModelConfig.fromHuggingFace(json: Data(m.modelConfigJSON.utf8), source: src)
-        let lora = m.mode == "lora" ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: src) : nil
+        guard let mode = TrainMode(rawValue: m.mode) else { throw LoraDistError("\(src): unknown mode '\(m.mode)'") }
+        let lora = mode.hasAdapters ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: src) : nil
         if format == .peft && lora == nil {
             throw LoraDistError("\(dir) is a full fine-tuning checkpoint: it has no adapter; export it with --format merged")
         }
-        let model = try LlamaModel(config: config, lora: lora, maxBatch: 1, seqLen: 1)
+        // A QLoRA base is quantized on load exactly as in training; a merge folds the
+        // adapters into its dequantized fp32 values (see docs/formats.md).
+        let model = try LlamaModel(config: config, lora: lora, nf4Base: mode.nf4Base, maxBatch: 1, seqLen: 1)
         if lora != nil && format == .merged {
             // The base is not in a LoRA checkpoint: rebuild it as training did, and check it is the same.
             let source = try ModelSource(spec ?? m.modelSource)

@@ -1,32 +1,119 @@
 import Foundation
 
-/// `lora-dist bench step`: where the time of one training step goes, and how
-/// the achieved FLOP/s compare with a plain sgemm measured in the same run.
+/// `lora-dist bench step`: the trainer's own optimizer step (sampling, forward,
+/// backward, gradient exchange, clipping, AdamW, publishing the shared weights),
+/// timed on every rank, with the time split by kernel family and the achieved
+/// FLOP/s set against a plain sgemm measured in the same run on the same ranks.
 public struct StepBenchmark {
-    public var forwardMs = 0.0, backwardMs = 0.0, optimizerMs = 0.0
-    public var flopsPerStep = 0
-    public var sgemmGflops = 0.0
+    public struct Options {
+        public var model = "bench"
+        public var mode = TrainMode.full
+        public var lora: LoRAConfig?
+        public var batch = 8, seqLen = 256     // global batch, split over the ranks
+        public var steps = 3                   // timed, after one warm-up step
+        public init() {}
+    }
+
+    public var ranks = 1, threads = 1
     public var tokensPerStep = 0
     public var trainable = 0, total = 0
-    public var threads = 0
+    public var stepMs = 0.0                    // median over the timed steps (slowest rank)
+    public var sections: [(String, Double)] = []  // ms per step on rank 0, by kind of work
+    public var flopsPerStep = 0                // sgemm FLOPs of all ranks
+    public var sgemmGflops = 0.0               // Σ over ranks of one 1024³ sgemm each, run at once
+    public var allocatedBytes = 0              // by the kernels during the timed steps
+    public var peakRSSBytes = 0.0              // Σ over ranks of each one's peak resident set
+    public var nodeMemoryBytes = 0.0           // Σ PSS over the node at the end (shared pages once)
 
-    public var stepMs: Double { forwardMs + backwardMs + optimizerMs }
+    public var tokensPerSecond: Double { Double(tokensPerStep) / stepMs * 1000 }
     public var gflops: Double { Double(flopsPerStep) / (stepMs * 1e6) }
 
+    public static func run(_ o: Options, cluster: Cluster) throws -> StepBenchmark {
+        // A corpus of random bytes: the bench config has a byte vocabulary, and the
+        // speed of a step does not depend on what the tokens say.
+        let corpus = NSTemporaryDirectory() + "lora-dist-bench-\(getpid()).txt"
+        var g = SplitMix64(seed: 7)
+        let bytes = (0..<max(64 * o.seqLen * 20, 1 << 16)).map { _ in UInt8(32 + g.below(95)) }
+        try Data(bytes).write(to: URL(fileURLWithPath: corpus))
+        defer { try? FileManager.default.removeItem(atPath: corpus) }
+        var t = TrainOptions()
+        t.mode = o.mode; t.lora = o.lora; t.model = o.model; t.data = corpus
+        t.batch = o.batch; t.seqLen = o.seqLen; t.steps = o.steps + 1; t.warmup = 1; t.lr = 1e-4
+        t.runDir = NSTemporaryDirectory() + "lora-dist-bench-run-\(getpid())"; t.quiet = true
+        let trainer = try Trainer(options: t, cluster: cluster)
+
+        var r = StepBenchmark()
+        r.ranks = cluster.size
+        r.threads = BLAS.threads
+        r.tokensPerStep = o.batch * o.seqLen
+        r.trainable = trainer.model.trainableParams
+        r.total = trainer.model.totalParams
+        var times: [Double] = [], waits: [Double] = [], flops = 0
+        _ = try trainer.step(1)  // warms caches and page-faults the buffers in
+        Profile.reset()
+        Profile.enabled = true
+        for s in 0..<o.steps {
+            let f0 = FlopCounter.sgemm
+            let res = try trainer.step(s + 2)
+            flops += FlopCounter.sgemm - f0
+            times.append(res.seconds)
+            waits.append(res.commWait)
+        }
+        Profile.enabled = false
+        // The slowest rank sets the pace of a synchronous step.
+        let slowest = cluster.world.allreduceMax(times)
+        r.stepMs = slowest.sorted()[slowest.count / 2] * 1000
+        let per = 1000 / Double(o.steps)
+        var named = Profile.Section.allCases.map { ("\($0)", Profile.seconds($0) * per) }
+        named.append(("exchange wait", waits.reduce(0, +) * per))
+        let mine = times.reduce(0, +) * per
+        named.append(("other", max(0, mine - named.reduce(0) { $0 + $1.1 })))
+        r.sections = named
+        r.allocatedBytes = Profile.allocatedBytes
+        r.flopsPerStep = Int(cluster.world.allreduce([Double(flops) / Double(o.steps)])[0])
+        cluster.world.barrier()
+        r.sgemmGflops = cluster.world.allreduce([sgemmGflops()])[0]
+        r.peakRSSBytes = cluster.world.allreduce([peakRSS()])[0]
+        r.nodeMemoryBytes = NodeMemory.nodeBytes(cluster)
+        try? FileManager.default.removeItem(atPath: t.runDir)
+        return r
+    }
+
+    /// This process's peak resident set (getrusage), in bytes.
+    static func peakRSS() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_maxrss) * 1024
+    }
+
     public var report: String {
-        String(format: """
-            threads %d, %d tokens/step, %@ of %@ parameters trainable
-            forward   %8.1f ms
-            backward  %8.1f ms
-            optimizer %8.1f ms
-            step      %8.1f ms   %.0f tokens/s
+        var s = String(format: "%d rank(s) × %d BLAS thread(s), %d tokens/step, %@ of %@ parameters trainable\n",
+                       ranks, threads, tokensPerStep, trainable.formatted(), total.formatted())
+        s += "time per step on rank 0, by kind of work:\n"
+        let sum = sections.reduce(0) { $0 + $1.1 }
+        for (name, ms) in sections {
+            s += "  " + name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                + String(format: " %8.1f ms  %5.1f %%\n", ms, 100 * ms / max(sum, 1e-9))
+        }
+        s += String(format: """
+            step      %8.1f ms (median, slowest rank)   %.0f tokens/s
             training  %.1f GFLOP/s (%.2f GFLOP/step in sgemm)
-            sgemm     %.1f GFLOP/s (1024³, same run)
+            sgemm     %.1f GFLOP/s (1024³ on every rank at once, same run)
             ratio     %.0f %% of sgemm
-            sgemm FLOPs per step: %d
-            """, threads, tokensPerStep, trainable.formatted(), total.formatted(), forwardMs, backwardMs, optimizerMs,
-                   stepMs, Double(tokensPerStep) / stepMs * 1000, gflops, Double(flopsPerStep) / 1e9, sgemmGflops,
-                   100 * gflops / sgemmGflops, flopsPerStep)
+            allocated %d bytes in the timed steps
+            memory    peak RSS %.0f MB (Σ ranks), node PSS %.0f MB
+            """, stepMs, tokensPerSecond, gflops, Double(flopsPerStep) / 1e9, sgemmGflops,
+                          100 * gflops / sgemmGflops, allocatedBytes, peakRSSBytes / 1e6, nodeMemoryBytes / 1e6)
+        return s
+    }
+
+    /// One line for scripts (tools/bench-vs-pytorch.sh).
+    public var json: [String: Any] {
+        ["side": "lora-dist", "ranks": ranks, "threads": threads, "tokens_per_step": tokensPerStep,
+         "tokens_per_s": tokensPerSecond, "step_ms": stepMs, "training_gflops": gflops, "sgemm_gflops": sgemmGflops,
+         "sgemm_ratio": gflops / sgemmGflops, "trainable": trainable, "total": total,
+         "peak_rss_bytes": peakRSSBytes, "node_memory_bytes": nodeMemoryBytes, "allocated_bytes": allocatedBytes,
+         "sections_ms": Dictionary(uniqueKeysWithValues: sections)]
     }
 
     /// sgemm GFLOP/s on square n × n matrices: the best of a few runs.
@@ -41,44 +128,5 @@ public struct StepBenchmark {
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0))
         }
         return 2 * Double(n * n * n) / best
-    }
-
-    public static func run(model name: String, lora: LoRAConfig?, batch: Int, seqLen: Int, steps: Int) throws -> StepBenchmark {
-        let config = try ModelConfig.load(name)
-        let model = try LlamaModel(config: config, lora: lora, maxBatch: batch, seqLen: seqLen)
-        model.initialize(seed: 1)
-        let opt = AdamW(config: AdamWConfig(), store: model.store)
-        let ids = UnsafeMutablePointer<Int32>.allocate(capacity: batch * seqLen)
-        let tg = UnsafeMutablePointer<Int32>.allocate(capacity: batch * seqLen)
-        defer { ids.deallocate(); tg.deallocate() }
-        var g = SplitMix64(seed: 2)
-        for i in 0..<(batch * seqLen) { ids[i] = Int32(g.below(config.vocabSize)); tg[i] = Int32(g.below(config.vocabSize)) }
-        var r = StepBenchmark()
-        r.tokensPerStep = batch * seqLen
-        r.trainable = model.trainableParams
-        r.total = model.totalParams
-        r.threads = BLAS.threads
-        func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e6 }
-        var fw = [Double](), bw = [Double](), op = [Double]()
-        for s in 0...steps {
-            model.store.grads.zero()
-            let f0 = FlopCounter.sgemm
-            let t0 = now()
-            model.forward(ids: ids, batch: batch)
-            _ = model.loss(targets: tg, batch: batch)
-            let t1 = now()
-            model.backward(ids: ids, targets: tg, batch: batch, scale: 1 / Float(batch * seqLen))
-            let t2 = now()
-            opt.step(values: model.store.trainableValues, grads: model.store.grads.ptr, lr: 1e-4)
-            let t3 = now()
-            if s > 0 {  // step 0 warms caches and page-faults the buffers in
-                fw.append(t1 - t0); bw.append(t2 - t1); op.append(t3 - t2)
-                r.flopsPerStep = FlopCounter.sgemm - f0
-            }
-        }
-        func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
-        r.forwardMs = median(fw); r.backwardMs = median(bw); r.optimizerMs = median(op)
-        r.sgemmGflops = sgemmGflops()
-        return r
     }
 }

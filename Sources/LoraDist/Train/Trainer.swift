@@ -1,7 +1,12 @@
 import Foundation
 
+/// What trains: adapters on an fp32 base (lora), adapters on an NF4 base (qlora),
+/// or every weight (full). All three exchange gradients the same way.
 public enum TrainMode: String, Codable, CaseIterable {
-    case lora, full
+    case lora, qlora, full
+
+    public var hasAdapters: Bool { self != .full }
+    public var nf4Base: Bool { self == .qlora }
 }
 
 /// Everything a training run needs to know, as the CLI fills it in.
@@ -17,7 +22,7 @@ public struct TrainOptions {
     public var minLRRatio: Float = 0.1     // cosine decays to lr · ratio
     public var warmup: Int = 10
     public var optimizer = AdamWConfig()
-    public var lora: LoRAConfig? = nil     // required when mode == .lora
+    public var lora: LoRAConfig? = nil     // required when mode has adapters (lora, qlora)
     public var runDir: String = "runs/default"
     public var seed: UInt64 = 1234
     public var evalEvery: Int = 50
@@ -72,7 +77,7 @@ public final class Trainer {
             guard o.seqLen <= config.maxPositionEmbeddings else {
                 throw LoraDistError("sequence length \(o.seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
             }
-            let specs = try LlamaModel.specs(config: config, lora: o.mode == .lora ? o.lora : nil)
+            let specs = try LlamaModel.specs(config: config, lora: o.mode.hasAdapters ? o.lora : nil, nf4Base: o.mode.nf4Base)
             try source.checkBase(specs)
             var adapter: SafeTensors?
             if let dir = o.adapter {
@@ -98,7 +103,8 @@ public final class Trainer {
         // The weights live in the node's shared window; every rank maps all of it.
         var win: SharedWindow?
         let node = cluster.node
-        model = try LlamaModel(config: config, lora: o.mode == .lora ? o.lora : nil, maxBatch: micro, seqLen: o.seqLen) {
+        model = try LlamaModel(config: config, lora: o.mode.hasAdapters ? o.lora : nil, nf4Base: o.mode.nf4Base,
+                               maxBatch: micro, seqLen: o.seqLen) {
             win = SharedWindow(node: node, count: $0)
             return win!.base
         }
@@ -153,7 +159,7 @@ public final class Trainer {
         if let k = o.patience, k < 1 { throw LoraDistError("--patience must be at least 1, got \(k)") }
         if let k = o.stopAfter, k < 1 { throw LoraDistError("--stop-after must be at least 1, got \(k)") }
         if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
-        if o.mode == .lora && o.lora == nil { throw LoraDistError("LoRA mode needs a LoRA config") }
+        if o.mode.hasAdapters && o.lora == nil { throw LoraDistError("\(o.mode.rawValue) mode needs a LoRA config") }
         if o.exchange == .hierarchical && !cluster.uniform {
             throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
         }
@@ -352,9 +358,10 @@ public final class Trainer {
             "initial_dev_loss": rounded(initialDev), "initial_dev_perplexity": rounded(Foundation.exp(initialDev), 3),
             "dev_loss": rounded(devLoss), "dev_perplexity": rounded(Foundation.exp(devLoss), 3),
             "trainable_params": model.trainableParams, "total_params": model.totalParams,
-            "base_params": model.baseParams,
+            "base_params": model.baseParams, "weight_bytes": model.store.valueBytes,
+            "base_storage": model.nf4Base ? "nf4" : "fp32", "nf4": model.store.nf4Summary ?? NSNull(),
             "tokens_per_s": rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), "wall_s": rounded(wall, 3),
-            "lora": o.mode == .lora ? loraJSON(o.lora!) : NSNull(), "lr": o.lr.shortest, "seed": o.seed,
+            "lora": o.mode.hasAdapters ? loraJSON(o.lora!) : NSNull(), "lr": o.lr.shortest, "seed": o.seed,
             "world_size": cluster.size, "nodes": cluster.nodes, "ranks_per_node": cluster.node.size,
             "exchange": o.exchange.rawValue, "blas_threads": BLAS.threads,
             "exchange_bytes_per_step": Int(perStep), "full_ft_exchange_bytes_per_step": Int(fullPerStep),

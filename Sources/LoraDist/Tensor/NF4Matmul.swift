@@ -1,0 +1,56 @@
+/// The linear kernel over an NF4 weight W[out, in]: rows of W are dequantized a
+/// tile at a time into one reusable buffer, and each tile goes to sgemm like an
+/// fp32 weight would. The weight is frozen, so there is no dW; the backward only
+/// needs the input gradient through Wᵀ.
+public enum NF4Matmul {
+    /// Tiles hold at most this many floats (4 MiB): big enough that sgemm runs at
+    /// full speed on them, small enough to stay out of the way of the activations.
+    static let tileFloats = 1 << 20
+
+    /// The dequantization buffer one model's projections share (they run one at a time).
+    public final class Scratch {
+        let buffer: FloatBuffer
+
+        public init(floats: Int) { buffer = FloatBuffer(floats) }
+
+        convenience init(config c: ModelConfig) {
+            let widest = max(c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim)
+            self.init(floats: max(NF4Matmul.tileFloats, widest))
+        }
+    }
+
+    /// Rows of W per tile for a weight with `inDim` columns.
+    static func tileRows(inDim: Int, outDim: Int, scratch: Scratch) -> Int {
+        max(1, min(outDim, scratch.buffer.count / inDim))
+    }
+
+    /// y[n, out] = x[n, in] · W[out, in]ᵀ
+    public static func forward(y: FPtr, x: UnsafePointer<Float>, w: NF4Tensor, n: Int, inDim: Int, outDim: Int,
+                               scratch: Scratch) {
+        let rows = tileRows(inDim: inDim, outDim: outDim, scratch: scratch)
+        var o0 = 0
+        while o0 < outDim {
+            let o1 = min(o0 + rows, outDim)
+            Profile.measure(.dequantize) { w.dequantize(o0 * inDim..<o1 * inDim, into: scratch.buffer.ptr) }
+            // y[:, o0..<o1] = x · W[o0..<o1]ᵀ
+            sgemm(transB: true, m: n, n: o1 - o0, k: inDim, a: x, lda: inDim, b: scratch.buffer.ptr, ldb: inDim,
+                  c: y + o0, ldc: outDim)
+            o0 = o1
+        }
+    }
+
+    /// dx[n, in] (+)= dy[n, out] · W[out, in]
+    public static func backwardInput(dx: FPtr, dy: UnsafePointer<Float>, w: NF4Tensor, n: Int, inDim: Int,
+                                     outDim: Int, accumulate: Bool, scratch: Scratch) {
+        let rows = tileRows(inDim: inDim, outDim: outDim, scratch: scratch)
+        var o0 = 0
+        while o0 < outDim {
+            let o1 = min(o0 + rows, outDim)
+            Profile.measure(.dequantize) { w.dequantize(o0 * inDim..<o1 * inDim, into: scratch.buffer.ptr) }
+            // dx += dy[:, o0..<o1] · W[o0..<o1]; the first tile overwrites unless accumulating
+            sgemm(m: n, n: inDim, k: o1 - o0, a: dy + o0, lda: outDim, b: scratch.buffer.ptr, ldb: inDim,
+                  beta: (o0 == 0 && !accumulate) ? 0 : 1, c: dx, ldc: inDim)
+            o0 = o1
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+
+/// Where a training step's time goes, for `lora-dist bench step`. Off unless a
+/// benchmark turns it on; then every kernel times itself. Sections nest: time spent
+/// in an inner section (an sgemm inside attention) counts for the inner one only,
+/// so the sections add up to the time measured. Not synchronised: the trainer
+/// calls kernels from one thread.
+public enum Profile {
+    public enum Section: Int, CaseIterable {
+        case sgemm, attention, elementwise, dequantize, optimizer, allocation
+    }
+
+    nonisolated(unsafe) public static var enabled = false
+    nonisolated(unsafe) static var totals = [Double](repeating: 0, count: Section.allCases.count)
+    nonisolated(unsafe) static var inner = [Double](repeating: 0, count: 64)  // time of nested sections, by depth
+    nonisolated(unsafe) static var depth = 0
+    /// Bytes the kernels' buffers allocated while profiling (a step should allocate none).
+    nonisolated(unsafe) public static var allocatedBytes = 0
+
+    /// Monotonic seconds.
+    @inline(__always)
+    public static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+
+    @inline(__always)
+    public static func measure<T>(_ section: Section, _ body: () throws -> T) rethrows -> T {
+        guard enabled else { return try body() }
+        let t0 = now()
+        depth += 1
+        inner[depth] = 0
+        let result = try body()
+        let elapsed = now() - t0
+        totals[section.rawValue] += elapsed - inner[depth]
+        depth -= 1
+        inner[depth] += elapsed
+        return result
+    }
+
+    public static func reset() {
+        for i in totals.indices { totals[i] = 0 }
+        allocatedBytes = 0
+    }
+
+    /// Seconds per section since the last reset.
+    public static func seconds(_ s: Section) -> Double { totals[s.rawValue] }
+}
