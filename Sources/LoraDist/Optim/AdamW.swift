@@ -47,13 +47,16 @@ public final class AdamW {
             }
             let lo = range.lowerBound
             let mp = m.ptr, vp = v.ptr
-            for i in range {
-                let g = grads[i - lo] * gradScale
-                let mi = b1 * mp[i - lo] + (1 - b1) * g
-                let vi = b2 * vp[i - lo] + (1 - b2) * g * g
-                mp[i - lo] = mi
-                vp[i - lo] = vi
-                values[i] -= stepSize * mi / (vi.squareRoot() * invSqrtBc2 + eps)
+            // Each element on its own: split over the rank's cores, same result either way.
+            Parallel.chunks(range.count, grain: 1 << 16) { part in
+                for j in part {
+                    let g = grads[j] * gradScale
+                    let mi = b1 * mp[j] + (1 - b1) * g
+                    let vi = b2 * vp[j] + (1 - b2) * g * g
+                    mp[j] = mi
+                    vp[j] = vi
+                    values[lo + j] -= stepSize * mi / (vi.squareRoot() * invSqrtBc2 + eps)
+                }
             }
         }
     }
@@ -84,16 +87,22 @@ public struct LRSchedule: Codable, Equatable {
 
 public enum GradClip {
     /// Σ g² over a range, in double so large models don't lose precision.
+    /// Blocks of 4096 are summed in fp32 on any core, then added in block order: the
+    /// same value whatever the number of workers.
     public static func sumSquares(_ g: UnsafePointer<Float>, count: Int) -> Double {
-        var s: Double = 0
-        var i = 0
-        while i < count {
-            let end = min(i + 4096, count)
-            var part: Float = 0
-            for j in i..<end { part += g[j] * g[j] }
-            s += Double(part)
-            i = end
+        let blocks = (count + 4095) / 4096
+        guard blocks > 0 else { return 0 }
+        let parts = UnsafeMutablePointer<Double>.allocate(capacity: blocks)
+        defer { parts.deallocate() }
+        Parallel.chunks(blocks, grain: 64) { range in
+            for b in range {
+                var part: Float = 0
+                for j in (b * 4096)..<min(b * 4096 + 4096, count) { part += g[j] * g[j] }
+                parts[b] = Double(part)
+            }
         }
+        var s: Double = 0
+        for b in 0..<blocks { s += parts[b] }
         return s
     }
 

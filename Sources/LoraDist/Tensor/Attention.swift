@@ -52,13 +52,7 @@ public enum Attention {
     static func softmaxCausalRow(_ row: FPtr, visible: Int, width: Int) {
         var mx = -Float.infinity
         for j in 0..<visible { mx = max(mx, row[j]) }
-        var sum: Float = 0
-        for j in 0..<visible {
-            let e = Foundation.exp(row[j] - mx)
-            row[j] = e
-            sum += e
-        }
-        let inv = 1 / sum
+        let inv = 1 / expShifted(row, row, visible, shift: mx)
         for j in 0..<visible { row[j] *= inv }
         for j in visible..<width { row[j] = 0 }
     }

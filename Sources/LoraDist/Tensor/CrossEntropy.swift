@@ -12,7 +12,7 @@ public enum CrossEntropy {
             var mx = -Float.infinity
             for j in 0..<vocab { mx = max(mx, row[j]) }
             var s: Float = 0
-            for j in 0..<vocab { s += Foundation.exp(row[j] - mx) }
+            for j in 0..<vocab { s += Foundation.exp(row[j] - mx) }  // libm: the loss is reported, keep it exact
             total += Double(Foundation.log(s) + mx - row[Int(targets[i])])
             count += 1
         }
@@ -26,23 +26,19 @@ public enum CrossEntropy {
     public static func backward(dlogits: FPtr, logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
                                 n: Int, vocab: Int, scale: Float) {
         Profile.measure(.elementwise) {
-            for i in 0..<n {
-                let row = logits + i * vocab, d = dlogits + i * vocab
-                guard targets[i] >= 0 else {
-                    d.update(repeating: 0, count: vocab)
-                    continue
+            Parallel.chunks(n, grain: 16) { rows in
+                for i in rows {
+                    let row = logits + i * vocab, d = dlogits + i * vocab
+                    guard targets[i] >= 0 else {
+                        d.update(repeating: 0, count: vocab)
+                        continue
+                    }
+                    var mx = -Float.infinity
+                    for j in 0..<vocab { mx = max(mx, row[j]) }
+                    let inv = scale / expShifted(row, d, vocab, shift: mx)
+                    for j in 0..<vocab { d[j] *= inv }
+                    d[Int(targets[i])] -= scale
                 }
-                var mx = -Float.infinity
-                for j in 0..<vocab { mx = max(mx, row[j]) }
-                var s: Float = 0
-                for j in 0..<vocab {
-                    let e = Foundation.exp(row[j] - mx)
-                    d[j] = e
-                    s += e
-                }
-                let inv = scale / s
-                for j in 0..<vocab { d[j] *= inv }
-                d[Int(targets[i])] -= scale
             }
         }
     }

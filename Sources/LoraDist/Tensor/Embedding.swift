@@ -28,7 +28,7 @@ public enum Residual {
     /// out[n] = a[n] + b[n] (out may alias a)
     public static func forward(out: FPtr, a: UnsafePointer<Float>, b: UnsafePointer<Float>, count: Int) {
         Profile.measure(.elementwise) {
-            for i in 0..<count { out[i] = a[i] + b[i] }
+            Parallel.chunks(count, grain: 16384) { r in for i in r { out[i] = a[i] + b[i] } }
         }
     }
 

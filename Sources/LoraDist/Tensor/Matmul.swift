@@ -43,7 +43,11 @@ public enum Matmul {
 }
 
 public enum BLAS {
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    /// Also sets how many workers the element-wise kernels use.
+    public static func setThreads(_ n: Int) {
+        openblas_set_num_threads(Int32(n))
+        Parallel.workers = max(1, n)
+    }
     public static var threads: Int { Int(openblas_get_num_threads()) }
     public static var config: String { String(cString: openblas_get_config()) }
 }

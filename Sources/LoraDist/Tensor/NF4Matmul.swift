@@ -24,6 +24,16 @@ public enum NF4Matmul {
         max(1, min(outDim, scratch.buffer.count / inDim))
     }
 
+    /// Rows `rows` of W into out, split over the rank's cores.
+    static func dequantize(_ w: NF4Tensor, rows: Range<Int>, inDim: Int, into out: FPtr) {
+        Profile.measure(.dequantize) {
+            Parallel.chunks(rows.count, grain: 8) { part in
+                let first = (rows.lowerBound + part.lowerBound) * inDim
+                w.dequantize(first..<(rows.lowerBound + part.upperBound) * inDim, into: out + part.lowerBound * inDim)
+            }
+        }
+    }
+
     /// y[n, out] = x[n, in] · W[out, in]ᵀ
     public static func forward(y: FPtr, x: UnsafePointer<Float>, w: NF4Tensor, n: Int, inDim: Int, outDim: Int,
                                scratch: Scratch) {
@@ -31,7 +41,7 @@ public enum NF4Matmul {
         var o0 = 0
         while o0 < outDim {
             let o1 = min(o0 + rows, outDim)
-            Profile.measure(.dequantize) { w.dequantize(o0 * inDim..<o1 * inDim, into: scratch.buffer.ptr) }
+            dequantize(w, rows: o0..<o1, inDim: inDim, into: scratch.buffer.ptr)
             // y[:, o0..<o1] = x · W[o0..<o1]ᵀ
             sgemm(transB: true, m: n, n: o1 - o0, k: inDim, a: x, lda: inDim, b: scratch.buffer.ptr, ldb: inDim,
                   c: y + o0, ldc: outDim)
@@ -46,7 +56,7 @@ public enum NF4Matmul {
         var o0 = 0
         while o0 < outDim {
             let o1 = min(o0 + rows, outDim)
-            Profile.measure(.dequantize) { w.dequantize(o0 * inDim..<o1 * inDim, into: scratch.buffer.ptr) }
+            dequantize(w, rows: o0..<o1, inDim: inDim, into: scratch.buffer.ptr)
             // dx += dy[:, o0..<o1] · W[o0..<o1]; the first tile overwrites unless accumulating
             sgemm(m: n, n: inDim, k: o1 - o0, a: dy + o0, lda: outDim, b: scratch.buffer.ptr, ldb: inDim,
                   beta: (o0 == 0 && !accumulate) ? 0 : 1, c: dx, ldc: inDim)

@@ -41,15 +41,17 @@ public final class RoPE {
 
     private func apply(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, sign: Float) {
         let half = headDim / 2
-        for r in 0..<rows {
-            let pos = r % seqLen
-            let c = cos.ptr + pos * half, s = sin.ptr + pos * half
-            for h in 0..<heads {
-                let v = x + (r * heads + h) * headDim
-                for d in 0..<half {
-                    let x1 = v[d], x2 = v[d + half], sn = sign * s[d]
-                    v[d] = x1 * c[d] - x2 * sn
-                    v[d + half] = x2 * c[d] + x1 * sn
+        Parallel.chunks(rows, grain: 16) { part in
+            for r in part {
+                let pos = r % seqLen
+                let c = cos.ptr + pos * half, s = sin.ptr + pos * half
+                for h in 0..<heads {
+                    let v = x + (r * heads + h) * headDim
+                    for d in 0..<half {
+                        let x1 = v[d], x2 = v[d + half], sn = sign * s[d]
+                        v[d] = x1 * c[d] - x2 * sn
+                        v[d + half] = x2 * c[d] + x1 * sn
+                    }
                 }
             }
         }

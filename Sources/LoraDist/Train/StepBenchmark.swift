@@ -102,8 +102,9 @@ public struct StepBenchmark {
             ratio     %.0f %% of sgemm
             allocated %d bytes in the timed steps
             memory    peak RSS %.0f MB (Σ ranks), node PSS %.0f MB
+            sgemm FLOPs per step: %d
             """, stepMs, tokensPerSecond, gflops, Double(flopsPerStep) / 1e9, sgemmGflops,
-                          100 * gflops / sgemmGflops, allocatedBytes, peakRSSBytes / 1e6, nodeMemoryBytes / 1e6)
+                          100 * gflops / sgemmGflops, allocatedBytes, peakRSSBytes / 1e6, nodeMemoryBytes / 1e6, flopsPerStep)
         return s
     }
 
