@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# PyTorch and lora-dist side by side on the same training work: the `bench` config
+# (hidden 512, 8 layers, 8 heads, intermediate 1376, vocabulary 258, untied head), fp32,
+# global batch 8 × 256 tokens, AdamW, full fine-tuning and LoRA r=8 (alpha 16) on
+# q,k,v,o and on all linear projections but lm_head. Run in 1 rank × 2 threads and
+# 2 ranks × 1 thread (torchrun + DDP/gloo against mpirun).
+#
+# The machine is shared and noisy, so the two sides alternate, run by run
+# (pytorch, lora-dist, pytorch, lora-dist, ...), ROUNDS times per configuration and
+# mode; each side's best round (highest tokens/s) goes into the table, printed as
+# markdown on stdout. Progress and per-run figures go to stderr; every run's full
+# output is kept under LOGDIR.
+#
+#   tools/bench-vs-pytorch.sh                 # about 7 min on 2 quiet cores (ROUNDS=2)
+#   ROUNDS=3 MODES="full" CONFIGS="1x2" tools/bench-vs-pytorch.sh
+#
+# Environment: ROUNDS (2), STEPS (3, timed steps after one warm-up), CONFIGS
+# ("1x2 2x1", ranks x threads), MODES ("full lora-attn lora-all"), LOGDIR (a new
+# temporary directory), RUN_TIMEOUT (900 s per run), PYTHON (python3), TORCHRUN
+# (torchrun), LORA_DIST (.build/release/lora-dist; built when missing), IDLE_WAIT (60:
+# before each run, wait up to this many seconds for the CPUs to be less than IDLE_MAX
+# (25) % busy with other work over 2 s; 0 to skip). Threads spinning in lockstep
+# (OpenMP, OpenBLAS) slow down far more than in proportion when another process takes a
+# core: a busy machine made single PyTorch steps 2-5× slower here.
+# lora-dist's calibration (`lora-dist plan`) is redirected to LOGDIR, not overwritten.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-2}"
+STEPS="${STEPS:-3}"
+CONFIGS="${CONFIGS:-1x2 2x1}"
+MODES="${MODES:-full lora-attn lora-all}"
+RUN_TIMEOUT="${RUN_TIMEOUT:-900}"
+IDLE_WAIT="${IDLE_WAIT:-60}"
+IDLE_MAX="${IDLE_MAX:-25}"
+PYTHON="${PYTHON:-python3}"
+TORCHRUN="${TORCHRUN:-torchrun}"
+LORA_DIST="${LORA_DIST:-.build/release/lora-dist}"
+BATCH=8
+SEQ=256
+LORA_RANK=8
+
+# A clean environment: nothing from an enclosing mpirun, torchrun or thread setting
+# (an mpirun started with a singleton's OMPI_*/PMIX_* variables exits 1 silently).
+for v in $(compgen -e); do
+  case "$v" in
+    OMPI_ALLOW_*) ;;
+    OMPI_* | PMIX_* | PMI_*) unset "$v" ;;
+  esac
+done
+unset WORLD_SIZE RANK LOCAL_RANK LOCAL_WORLD_SIZE GROUP_RANK ROLE_RANK MASTER_ADDR MASTER_PORT \
+  TORCHELASTIC_RUN_ID OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS GOTO_NUM_THREADS
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+
+if [[ ! -x "$LORA_DIST" ]]; then
+  echo "building $LORA_DIST (swift build -c release --product lora-dist)" >&2
+  swift build -c release --product lora-dist >&2
+fi
+help=$("$LORA_DIST" bench step --help 2>&1 || true)
+if [[ $help != *--json* ]]; then
+  echo "$LORA_DIST bench step has no --json option: rebuild it (swift build -c release --product lora-dist)" >&2
+  exit 1
+fi
+
+LOGDIR="${LOGDIR:-$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-pytorch.XXXXXX")}"
+mkdir -p "$LOGDIR"
+export LORA_DIST_CALIBRATION="$LOGDIR/calibration.json"
+
+# Busy % of all CPUs over 2 s, from /proc/stat.
+cpu_busy() {
+  local -a a b
+  read -r -a a < /proc/stat
+  sleep 2
+  read -r -a b < /proc/stat
+  local total=0 idle i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  idle=$((b[4] - a[4] + b[5] - a[5]))
+  echo $((total > 0 ? 100 * (total - idle) / total : 0))
+}
+
+# Waits (up to IDLE_WAIT s) for the machine to quieten; prints the last busy %.
+wait_idle() {
+  local busy=0 t0=$SECONDS
+  [[ $IDLE_WAIT -gt 0 ]] || { echo "-"; return; }
+  while busy=$(cpu_busy); [[ $busy -ge $IDLE_MAX && $((SECONDS - t0)) -lt $IDLE_WAIT ]]; do :; done
+  echo "$busy"
+}
+
+# One run of one side; prints the JSON line (the last stdout line starting with "{").
+run_side() {  # side ranks threads mode round
+  local side=$1 ranks=$2 threads=$3 mode=$4 round=$5
+  local log="$LOGDIR/${side}-${ranks}x${threads}-${mode}-${round}.log"
+  local -a cmd
+  if [[ $side == pytorch ]]; then
+    local -a args=(tools/bench_torch.py --mode "$mode" --threads "$threads" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --json)
+    if [[ $ranks -eq 1 ]]; then
+      cmd=(env OMP_NUM_THREADS="$threads" "$PYTHON" "${args[@]}")
+    else
+      cmd=(env OMP_NUM_THREADS="$threads" "$TORCHRUN" --standalone --nproc-per-node "$ranks" "${args[@]}")
+    fi
+  else
+    local -a args=(bench step --model bench)
+    case "$mode" in
+      full) args+=(--mode full) ;;
+      lora-attn) args+=(--mode lora --targets q_proj,k_proj,v_proj,o_proj --rank "$LORA_RANK") ;;
+      lora-all) args+=(--mode lora --targets all-linear --rank "$LORA_RANK") ;;
+      *) echo "unknown mode $mode (full, lora-attn, lora-all)" >&2; exit 1 ;;
+    esac
+    args+=(--batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --threads "$threads" --json)
+    if [[ $ranks -eq 1 ]]; then
+      cmd=(env OPENBLAS_NUM_THREADS="$threads" "$LORA_DIST" "${args[@]}")
+    else
+      cmd=(mpirun --allow-run-as-root --oversubscribe -n "$ranks" --bind-to none
+        -x OPENBLAS_NUM_THREADS="$threads" -x LORA_DIST_CALIBRATION "$LORA_DIST" "${args[@]}")
+    fi
+  fi
+  local busy t0
+  busy=$(wait_idle)
+  t0=$SECONDS
+  { echo "# ${cmd[*]}"; echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); CPUs $busy % busy just before"; } > "$log"
+  if ! timeout --kill-after=10 "$RUN_TIMEOUT" "${cmd[@]}" >> "$log" 2>&1; then
+    echo "FAILED: ${cmd[*]} (log $log):" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+  local json
+  json=$(grep '^{' "$log" | tail -n 1 || true)
+  if [[ -z $json ]]; then
+    echo "no JSON line from: ${cmd[*]} (log $log)" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+  printf '%-9s %sx%s %-9s round %s: %s tokens/s (%s s; CPUs %s %% busy before)\n' "$side" "$ranks" "$threads" "$mode" "$round" \
+    "$("$PYTHON" -c 'import json,sys; print(round(json.loads(sys.argv[1])["tokens_per_s"]))' "$json")" \
+    "$((SECONDS - t0))" "$busy" >&2
+  echo "$json"
+}
+
+# One table row from the runs' JSON lines (tab-separated: side, JSON).
+table_row() {  # ranks threads mode resultsfile
+  "$PYTHON" - "$@" <<'EOF'
+import json, sys
+ranks, threads, mode, path = sys.argv[1:5]
+runs = {"pytorch": [], "lora-dist": []}
+for line in open(path):
+    side, js = line.rstrip("\n").split("\t", 1)
+    runs[side].append(json.loads(js))
+pt = max(runs["pytorch"], key=lambda r: r["tokens_per_s"])
+ld = max(runs["lora-dist"], key=lambda r: r["tokens_per_s"])
+mb = lambda side: max(r["peak_rss_bytes"] for r in runs[side]) / 1e6
+sg, tr = ld.get("sgemm_gflops"), ld.get("training_gflops")
+share = ld.get("sgemm_ratio") or (tr / sg if sg and tr else None)
+gf = [f"{sg:.1f}" if sg else "n/a", f"{tr:.1f}" if tr else "n/a", f"{100 * share:.0f} %" if share else "n/a"]
+cells = [f"{ranks} × {threads}", mode, f"{pt['tokens_per_s']:.0f}", f"{ld['tokens_per_s']:.0f}",
+         f"{ld['tokens_per_s'] / pt['tokens_per_s']:.2f}×", f"{mb('pytorch'):.0f}", f"{mb('lora-dist'):.0f}", *gf]
+print("| " + " | ".join(cells) + " |")
+EOF
+}
+
+versions=$("$PYTHON" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")' 2>/dev/null || echo "torch: not importable")
+echo "# lora-dist vs PyTorch, training tokens/s"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1), $(nproc) logical CPUs available"
+echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
+echo "- $versions; $(mpirun --version 2>/dev/null | head -n 1)"
+echo "- command: ROUNDS=$ROUNDS STEPS=$STEPS CONFIGS=\"$CONFIGS\" MODES=\"$MODES\" IDLE_WAIT=$IDLE_WAIT $0${*:+ $*}"
+echo "- work: bench config, fp32, global batch $BATCH × $SEQ tokens, AdamW, LoRA r=$LORA_RANK alpha $((2 * LORA_RANK)); median of $STEPS steps after 1 warm-up; best of $ROUNDS alternating rounds per side"
+echo "- PyTorch: \`OMP_NUM_THREADS=T $PYTHON tools/bench_torch.py --mode M --threads T --json\` (1 rank), \`OMP_NUM_THREADS=1 $TORCHRUN --standalone --nproc-per-node 2 tools/bench_torch.py --threads 1 ...\` (2 ranks, DDP over gloo); SDPA attention"
+echo "- lora-dist: \`OPENBLAS_NUM_THREADS=T $LORA_DIST bench step --model bench --mode full|lora [--targets ... --rank $LORA_RANK] --batch $BATCH --seq $SEQ --steps $STEPS --threads T --json\` (1 rank), under \`mpirun -n 2 --bind-to none -x OPENBLAS_NUM_THREADS=1\` (2 ranks)"
+echo "- peak MB: peak RSS summed over ranks (highest of the rounds), 10⁶ bytes; sgemm and training GFLOP/s as lora-dist reports them in its best round"
+echo "- logs: $LOGDIR"
+echo
+echo "| ranks × threads | mode | PyTorch tok/s | lora-dist tok/s | ratio | PyTorch peak MB | lora-dist peak MB | sgemm GFLOP/s | lora-dist training GFLOP/s | training / sgemm |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+
+start=$SECONDS
+for config in $CONFIGS; do
+  ranks=${config%x*}
+  threads=${config#*x}
+  for mode in $MODES; do
+    results="$LOGDIR/results-${ranks}x${threads}-${mode}.tsv"
+    : > "$results"
+    for ((round = 1; round <= ROUNDS; round++)); do
+      for side in pytorch lora-dist; do
+        json=$(run_side "$side" "$ranks" "$threads" "$mode" "$round")
+        printf '%s\t%s\n' "$side" "$json" >> "$results"
+      done
+    done
+    table_row "$ranks" "$threads" "$mode" "$results"
+  done
+done
+echo
+echo "total time: $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s"
