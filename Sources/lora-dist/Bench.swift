@@ -20,6 +20,8 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = 256
     @Option(help: "Timed steps (after one warm-up step).") var steps: Int = 3
     @Option(help: "OpenBLAS threads per rank (default: the cores of the node shared by its ranks).") var threads: Int?
+    @Option(help: "Model replicas per rank (default: one per thread, each with one BLAS thread; 1: one model on all threads).")
+    var replicas: Int?
     @Flag(help: "Print one JSON object as the last line (for tools/bench-vs-pytorch.sh).") var json = false
 
     func run() throws {
@@ -27,7 +29,7 @@ struct BenchStep: ParsableCommand {
         let cluster = Cluster()
         try setThreads(threads, cluster: cluster)
         var o = StepBenchmark.Options()
-        o.model = model; o.mode = mode; o.batch = batch; o.seqLen = seqLen; o.steps = steps
+        o.model = model; o.mode = mode; o.batch = batch; o.seqLen = seqLen; o.steps = steps; o.replicas = replicas
         if mode.hasAdapters { o.lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) }
         let r = try StepBenchmark.run(o, cluster: cluster)
         guard cluster.isRoot else { return }

@@ -58,6 +58,8 @@ struct Train: ParsableCommand {
     @Option(help: "Early stopping: stop after this many evaluations without a new best dev loss, and end on the best weights (kept as checkpoints/best).")
     var patience: Int?
     @Flag(help: "No progress line.") var quiet = false
+    @Option(help: "Model replicas per rank (default: one per thread, each with one BLAS thread, splitting the rank's sequences; 1: one model whose sgemm uses every thread).")
+    var replicas: Int?
 
     func run() throws {
         var o = TrainOptions()
@@ -83,7 +85,7 @@ struct Train: ParsableCommand {
         o.devPercent = devPercent; o.quiet = quiet
         o.exchange = exchange; o.bucketMB = bucketMB
         o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
-        o.devData = devData; o.patience = patience
+        o.devData = devData; o.patience = patience; o.replicas = replicas
         Preemption.install()
         let cluster = Cluster()
         try setThreads(threads, cluster: cluster)

@@ -46,6 +46,19 @@ import Testing
     func equivalence(mode: String) throws {
         let data = try Self.corpus()
         let ref = try Self.train(ranks: 1, mode: mode, exchange: "hierarchical", batch: 5, data: data)
+        // One rank splits its sequences over model replicas (threads) by default; one model or three agree too.
+        for replicas in [1, 3] {
+            let r = try Self.train(ranks: 1, mode: mode, exchange: "hierarchical", batch: 5, data: data,
+                                   extra: ["--replicas", "\(replicas)"])
+            #expect(r.summary["replicas"] as? Int == replicas)
+            for (a, b) in zip(r.losses, ref.losses) { #expect(abs(a - b) <= 1e-5 * abs(b), "\(replicas) replicas: loss \(a) vs \(b)") }
+            var worst: Float = 0
+            for name in ref.weights.names {
+                let x = try r.weights.floats(name), y = try ref.weights.floats(name)
+                for i in 0..<x.count { worst = max(worst, abs(x[i] - y[i])) }
+            }
+            #expect(worst <= 1e-5, "\(replicas) replicas: weights differ by \(worst)")
+        }
         for ranks in [2, 4, 8] {
             for exchange in ["flat", "hierarchical"] {
                 let r = try Self.train(ranks: ranks, mode: mode, exchange: exchange, batch: 5, data: data)

@@ -13,7 +13,7 @@ public final class FloatBuffer {
             p.initialize(repeating: 0, count: max(count, 1))
             return p
         }
-        if Profile.enabled { Profile.allocatedBytes += 4 * count }
+        if Profile.enabled && Thread.isMainThread { Profile.allocatedBytes += 4 * count }
     }
 
     public convenience init(_ values: [Float]) {

@@ -1,4 +1,5 @@
 import CBLAS
+import Foundation
 
 /// Row-major C = alpha · op(A) · op(B) + beta · C, through OpenBLAS.
 /// op(A) is m × k, op(B) is k × n, C is m × n.
@@ -7,7 +8,7 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
            alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
            b: UnsafePointer<Float>, ldb: Int,
            beta: Float = 0, c: FPtr, ldc: Int) {
-    FlopCounter.sgemm &+= 2 &* m &* n &* k
+    FlopCounter.add(2 &* m &* n &* k)
     Profile.measure(.sgemm) {
         cblas_sgemm(CblasRowMajor,
                     transA ? CblasTrans : CblasNoTrans,
@@ -52,8 +53,19 @@ public enum BLAS {
     public static var config: String { String(cString: openblas_get_config()) }
 }
 
-/// Counts the floating-point operations sent to sgemm, for the step benchmark.
-/// Not synchronised: the trainer calls sgemm from one thread.
+/// Counts the floating-point operations sent to sgemm, for the step benchmark and
+/// the planner's check. A lock, because replicas call sgemm from several threads
+/// (uncontended it costs tens of nanoseconds against an sgemm's microseconds).
 public enum FlopCounter {
-    nonisolated(unsafe) public static var sgemm = 0
+    nonisolated(unsafe) private static var count = 0
+    private static let lock = NSLock()
+
+    public static var sgemm: Int { lock.lock(); defer { lock.unlock() }; return count }
+
+    @inline(__always)
+    static func add(_ flops: Int) {
+        lock.lock()
+        count &+= flops
+        lock.unlock()
+    }
 }

@@ -3,8 +3,9 @@ import Foundation
 /// Where a training step's time goes, for `lora-dist bench step`. Off unless a
 /// benchmark turns it on; then every kernel times itself. Sections nest: time spent
 /// in an inner section (an sgemm inside attention) counts for the inner one only,
-/// so the sections add up to the time measured. Not synchronised: the trainer
-/// calls kernels from one thread.
+/// so the sections add up to the time measured. Only the main thread records (model
+/// replicas run the same kernels on other threads at the same time): the breakdown is
+/// the main thread's timeline.
 public enum Profile {
     public enum Section: Int, CaseIterable {
         case sgemm, attention, elementwise, dequantize, optimizer, allocation
@@ -27,7 +28,7 @@ public enum Profile {
 
     @inline(__always)
     public static func measure<T>(_ section: Section, _ body: () throws -> T) rethrows -> T {
-        guard enabled else { return try body() }
+        guard enabled, Thread.isMainThread else { return try body() }
         let t0 = now()
         depth += 1
         inner[depth] = 0

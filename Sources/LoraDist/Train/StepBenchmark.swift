@@ -11,10 +11,11 @@ public struct StepBenchmark {
         public var lora: LoRAConfig?
         public var batch = 8, seqLen = 256     // global batch, split over the ranks
         public var steps = 3                   // timed, after one warm-up step
+        public var replicas: Int?              // per rank (TrainOptions.replicas)
         public init() {}
     }
 
-    public var ranks = 1, threads = 1
+    public var ranks = 1, threads = 1, replicas = 1
     public var tokensPerStep = 0
     public var trainable = 0, total = 0
     public var stepMs = 0.0                    // median over the timed steps (slowest rank)
@@ -40,11 +41,13 @@ public struct StepBenchmark {
         t.mode = o.mode; t.lora = o.lora; t.model = o.model; t.data = corpus
         t.batch = o.batch; t.seqLen = o.seqLen; t.steps = o.steps + 1; t.warmup = 1; t.lr = 1e-4
         t.runDir = NSTemporaryDirectory() + "lora-dist-bench-run-\(getpid())"; t.quiet = true
+        t.replicas = o.replicas
         let trainer = try Trainer(options: t, cluster: cluster)
 
         var r = StepBenchmark()
         r.ranks = cluster.size
-        r.threads = BLAS.threads
+        r.threads = trainer.threads
+        r.replicas = trainer.replicas.count + 1
         r.tokensPerStep = o.batch * o.seqLen
         r.trainable = trainer.model.trainableParams
         r.total = trainer.model.totalParams
@@ -71,8 +74,13 @@ public struct StepBenchmark {
         r.sections = named
         r.allocatedBytes = Profile.allocatedBytes
         r.flopsPerStep = Int(cluster.world.allreduce([Double(flops) / Double(o.steps)])[0])
+        // The yardstick uses all of the rank's threads in one sgemm, even when the step
+        // ran them as replicas with one BLAS thread each.
+        let blas = BLAS.threads
+        BLAS.setThreads(trainer.threads)
         cluster.world.barrier()
         r.sgemmGflops = cluster.world.allreduce([sgemmGflops()])[0]
+        BLAS.setThreads(blas)
         r.peakRSSBytes = cluster.world.allreduce([peakRSS()])[0]
         r.nodeMemoryBytes = NodeMemory.nodeBytes(cluster)
         try? FileManager.default.removeItem(atPath: t.runDir)
@@ -87,8 +95,9 @@ public struct StepBenchmark {
     }
 
     public var report: String {
-        var s = String(format: "%d rank(s) × %d BLAS thread(s), %d tokens/step, %@ of %@ parameters trainable\n",
-                       ranks, threads, tokensPerStep, trainable.formatted(), total.formatted())
+        var s = String(format: "%d rank(s) × %d thread(s) (%@), %d tokens/step, %@ of %@ parameters trainable\n",
+                       ranks, threads, replicas > 1 ? "\(replicas) model replicas, 1 BLAS thread each" : "one model",
+                       tokensPerStep, trainable.formatted(), total.formatted())
         s += "time per step on rank 0, by kind of work:\n"
         let sum = sections.reduce(0) { $0 + $1.1 }
         for (name, ms) in sections {
@@ -110,7 +119,7 @@ public struct StepBenchmark {
 
     /// One line for scripts (tools/bench-vs-pytorch.sh).
     public var json: [String: Any] {
-        ["side": "lora-dist", "ranks": ranks, "threads": threads, "tokens_per_step": tokensPerStep,
+        ["side": "lora-dist", "ranks": ranks, "threads": threads, "replicas": replicas, "tokens_per_step": tokensPerStep,
          "tokens_per_s": tokensPerSecond, "step_ms": stepMs, "training_gflops": gflops, "sgemm_gflops": sgemmGflops,
          "sgemm_ratio": gflops / sgemmGflops, "trainable": trainable, "total": total,
          "peak_rss_bytes": peakRSSBytes, "node_memory_bytes": nodeMemoryBytes, "allocated_bytes": allocatedBytes,

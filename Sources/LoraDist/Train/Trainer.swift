@@ -38,6 +38,10 @@ public struct TrainOptions {
     public var adapter: String? = nil      // a PEFT adapter directory to continue training
     public var stopAfter: Int? = nil       // rehearse a preemption: save and stop after this step
     public var quiet: Bool = false
+    /// Model replicas per rank, each on its own thread with one BLAS thread, splitting the
+    /// rank's sequences (data parallel inside the process). nil: one per BLAS thread.
+    /// 1: a single model whose sgemm uses every BLAS thread.
+    public var replicas: Int? = nil
 
     public init() {}
 }
@@ -58,6 +62,10 @@ public final class Trainer {
     let schedule: LRSchedule
     let share: Range<Int>          // this rank's sequences of the global batch
     let micro: Int
+    /// More models on the same shared weights, each with its own activations and gradients;
+    /// with `model` they split every micro-batch over the rank's threads.
+    let replicas: [LlamaModel]
+    let threads: Int               // BLAS threads when a single model runs (evaluation)
     let readyOffset: [Int]         // per layer: trainable arena [0, x) is final once its backward is done
     // Batch buffers, sized once.
     let inputs: UnsafeMutablePointer<Int32>
@@ -110,6 +118,21 @@ public final class Trainer {
         }
         window = win!
         let store = model.store
+        threads = BLAS.threads
+        let r = max(1, min(o.replicas ?? threads, micro))
+        if r > 1 {
+            BLAS.setThreads(1)  // each replica's thread runs its own single-threaded sgemm
+            Parallel.workers = threads  // the rank's own element-wise work (optimizer, clipping) still splits
+            let values = store.values, lora = o.mode.hasAdapters ? o.lora : nil, perReplica = (micro + r - 1) / r
+            var more: [LlamaModel] = []
+            for _ in 1..<r {
+                more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perReplica,
+                                           seqLen: o.seqLen) { _ in values })
+            }
+            replicas = more
+        } else {
+            replicas = []
+        }
         let trainShard = cluster.owned(store.trainableCount)
         let frozenShard = cluster.owned(store.frozenCount)
         let owned = [trainShard, (store.trainableCount + frozenShard.lowerBound)..<(store.trainableCount + frozenShard.upperBound)]
@@ -159,6 +182,7 @@ public final class Trainer {
         if let k = o.patience, k < 1 { throw LoraDistError("--patience must be at least 1, got \(k)") }
         if let k = o.stopAfter, k < 1 { throw LoraDistError("--stop-after must be at least 1, got \(k)") }
         if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
+        if let r = o.replicas, r < 1 { throw LoraDistError("--replicas must be at least 1, got \(r)") }
         if o.mode.hasAdapters && o.lora == nil { throw LoraDistError("\(o.mode.rawValue) mode needs a LoRA config") }
         if o.exchange == .hierarchical && !cluster.uniform {
             throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
@@ -172,6 +196,9 @@ public final class Trainer {
     /// Mean cross-entropy of next-token prediction over up to `windows`
     /// non-overlapping windows of `tokens` (evenly spread over it). Collective.
     public func evaluate(tokens: [Int32], windows limit: Int) -> Double {
+        // One model evaluates: give its sgemm every thread the replicas had.
+        if !replicas.isEmpty { BLAS.setThreads(threads) }
+        defer { if !replicas.isEmpty { BLAS.setThreads(1) } }
         let T = options.seqLen
         let available = (tokens.count - 1) / T
         guard available > 0 else { return .nan }
@@ -213,6 +240,7 @@ public final class Trainer {
         let T = options.seqLen
         let store = model.store
         store.grads.zero()
+        for m in replicas { m.store.grads.zero() }
         exchange.begin()
         var lossSum = 0.0
         let scale = 1 / Float(options.batch * T)  // every position of a sampled sequence is labelled
@@ -223,13 +251,21 @@ public final class Trainer {
                 sampler.fill(step: step, index: first + i, inputs: inputs + i * T, targets: targets + i * T)
                 seeds[i] = sampler.dropoutSeed(step: step, index: first + i)
             }
-            model.forward(ids: inputs, batch: b, dropoutSeeds: seeds)
-            lossSum += model.loss(targets: targets, batch: b).sum
             let last = first + b == share.upperBound
-            // Buckets leave during the last micro-batch's backward, as layers complete.
-            model.backward(ids: inputs, targets: targets, batch: b, scale: scale,
-                           afterLayer: last ? { [exchange, readyOffset] l in exchange.ready(upTo: readyOffset[l]) } : nil)
+            if replicas.isEmpty {
+                model.forward(ids: inputs, batch: b, dropoutSeeds: seeds)
+                lossSum += model.loss(targets: targets, batch: b).sum
+                // Buckets leave during the last micro-batch's backward, as layers complete.
+                model.backward(ids: inputs, targets: targets, batch: b, scale: scale,
+                               afterLayer: last ? { [exchange, readyOffset] l in exchange.ready(upTo: readyOffset[l]) } : nil)
+            } else {
+                lossSum += replicated(b, scale: scale)
+            }
             first += b
+        }
+        if !replicas.isEmpty {
+            sumReplicaGradients()
+            exchange.ready(upTo: store.trainableCount)
         }
         exchange.finish()
         // Time blocked in MPI after the overlap: the exchange's tail, the two
@@ -252,6 +288,49 @@ public final class Trainer {
         timed { window.publish() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds, stop: reduced[1] > 0)
+    }
+
+    /// Forward and backward of the b sequences in `inputs`, split over the model and its
+    /// replicas, one thread each (the calling thread runs `model`). Returns Σ loss.
+    func replicated(_ b: Int, scale: Float) -> Double {
+        let T = options.seqLen, n = replicas.count + 1
+        let losses = UnsafeMutablePointer<Double>.allocate(capacity: n)
+        let workers = Parallel.workers
+        Parallel.workers = 1  // the replicas already keep every thread busy
+        defer { losses.deallocate(); Parallel.workers = workers }
+        let models = [model] + replicas, inputs = self.inputs, targets = self.targets, seeds = self.seeds
+        onThreads(n) { r in
+            let m = models[r]
+            let part = Cluster.shard(b, parts: n, index: r)
+            losses[r] = 0
+            guard !part.isEmpty else { return }
+            let ids = inputs + part.lowerBound * T, tg = targets + part.lowerBound * T
+            m.forward(ids: ids, batch: part.count, dropoutSeeds: seeds + part.lowerBound)
+            losses[r] = m.loss(targets: tg, batch: part.count).sum
+            m.backward(ids: ids, targets: tg, batch: part.count, scale: scale)
+        }
+        return (0..<n).reduce(0.0) { $0 + losses[$1] }
+    }
+
+    /// Adds the replicas' gradients into the rank's, in replica order (the same bits every run).
+    func sumReplicaGradients() {
+        let count = model.store.trainableCount, n = replicas.count + 1
+        let dst = model.store.grads.ptr, replicas = self.replicas
+        onThreads(n) { r in
+            let part = Cluster.shard(count, parts: n, index: r)
+            for m in replicas {
+                let src = m.store.grads.ptr
+                for i in part { dst[i] += src[i] }
+            }
+        }
+    }
+
+    /// body(0) on the calling thread, body(1..<n) on others, and waits for all.
+    func onThreads(_ n: Int, _ body: @escaping (Int) -> Void) {
+        let group = DispatchGroup()
+        for r in 1..<n { DispatchQueue.global().async(group: group) { body(r) } }
+        body(0)
+        group.wait()
     }
 
     /// What one step moves, for this model and for full fine-tuning of it.
@@ -363,7 +442,8 @@ public final class Trainer {
             "tokens_per_s": rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), "wall_s": rounded(wall, 3),
             "lora": o.mode.hasAdapters ? loraJSON(o.lora!) : NSNull(), "lr": o.lr.shortest, "seed": o.seed,
             "world_size": cluster.size, "nodes": cluster.nodes, "ranks_per_node": cluster.node.size,
-            "exchange": o.exchange.rawValue, "blas_threads": BLAS.threads,
+            "exchange": o.exchange.rawValue, "blas_threads": replicas.isEmpty ? BLAS.threads : 1,
+            "replicas": replicas.count + 1,
             "exchange_bytes_per_step": Int(perStep), "full_ft_exchange_bytes_per_step": Int(fullPerStep),
             "exchange_ratio": fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : NSNull(),
             "comm_wait_share": rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
