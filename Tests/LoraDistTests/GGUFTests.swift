@@ -151,6 +151,30 @@ import Testing
         #expect(err < Self.tinyTolerance, "\(stem): logits relative error \(err)")
     }
 
+    /// QLoRA from GGUF: every projection is dequantized from its ggml type and requantized to
+    /// NF4 (the same bytes as quantizing the fp32 load), whichever rank owns its first slot.
+    @Test("a GGUF base requantizes to NF4 under QLoRA", arguments: ["tiny_q4", "tiny_f16_q8_0"])
+    func qloraFromGGUF(stem: String) throws {
+        let (fp32, f) = try loadTiny(stem)
+        let lora = try LoRAConfig(rank: 2, alpha: 4, targets: ["all-linear"])
+        let q = try LlamaModel(config: GGUFImport.config(f), lora: lora, nf4Base: true, maxBatch: 2, seqLen: 8)
+        let slots = q.store.totalCount, cut = slots / 2 + 3
+        try GGUFImport.loadBase(q, from: f, owned: [0..<cut])   // two "ranks", each its part
+        try GGUFImport.loadBase(q, from: f, owned: [cut..<slots])
+        let projections = q.store.params.filter(\.spec.nf4)
+        #expect(projections.count == 2 * 7)
+        for p in projections {
+            let expected = NF4Layout(count: p.count)
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: expected.bytes, alignment: 16)
+            defer { raw.deallocate() }
+            let ref = NF4Tensor(count: p.count, base: raw)
+            ref.quantize(fp32.store[p.name].value)
+            #expect(memcmp(raw, p.value, expected.bytes) == 0, "\(p.name): NF4 bytes differ from quantizing the fp32 load")
+        }
+        // fp32 tensors (embedding, norms) are loaded as they are
+        #expect(q.store["model.embed_tokens.weight"].floats == fp32.store["model.embed_tokens.weight"].floats)
+    }
+
     @Test("two ranks owning complementary halves load what one full load does", arguments: ["tiny_q4", "tiny_f16_q8_0"])
     func shardedLoad(stem: String) throws {
         let (full, _) = try loadTiny(stem)
