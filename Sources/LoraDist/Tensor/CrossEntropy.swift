@@ -11,9 +11,7 @@ public enum CrossEntropy {
             let row = logits + i * vocab
             var mx = -Float.infinity
             for j in 0..<vocab { mx = max(mx, row[j]) }
-            var s: Float = 0
-            for j in 0..<vocab { s += Foundation.exp(row[j] - mx) }  // libm: the loss is reported, keep it exact
-            total += Double(Foundation.log(s) + mx - row[Int(targets[i])])
+            total += Double(Foundation.log(sumExpShifted(row, vocab, shift: mx)) + mx - row[Int(targets[i])])
             count += 1
         }
         return (total, count)

@@ -40,6 +40,23 @@ func fastExp(_ x: Float) -> Float {
 }
 
 /// exp(x[i] − shift) into out[i] for i in 0..<n; returns their sum. out may alias x.
+/// Σ exp(x[i] − shift) for i in 0..<n, in the same order as expShifted.
+@inline(__always)
+func sumExpShifted(_ x: UnsafePointer<Float>, _ n: Int, shift: Float) -> Float {
+    var acc = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+    var j = 0
+    while j + 8 <= n {
+        acc.0 += fastExp(x[j] - shift); acc.1 += fastExp(x[j + 1] - shift)
+        acc.2 += fastExp(x[j + 2] - shift); acc.3 += fastExp(x[j + 3] - shift)
+        acc.4 += fastExp(x[j + 4] - shift); acc.5 += fastExp(x[j + 5] - shift)
+        acc.6 += fastExp(x[j + 6] - shift); acc.7 += fastExp(x[j + 7] - shift)
+        j += 8
+    }
+    var s = ((acc.0 + acc.1) + (acc.2 + acc.3)) + ((acc.4 + acc.5) + (acc.6 + acc.7))
+    while j < n { s += fastExp(x[j] - shift); j += 1 }
+    return s
+}
+
 @inline(__always)
 func expShifted(_ x: UnsafePointer<Float>, _ out: FPtr, _ n: Int, shift: Float) -> Float {
     for j in 0..<n { out[j] = fastExp(x[j] - shift) }
