@@ -107,28 +107,30 @@ public struct NF4Tensor {
         let bs = NF4Layout.blockSize
         var i = range.lowerBound
         let end = range.upperBound
-        let codes = self.codes
-        NF4.pairTable.withUnsafeBufferPointer { pairs in
-            while i < end {
-                let b = i / bs
-                let blockEnd = Swift.min((b + 1) * bs, end)
-                let am = absmax(b)
-                var o = out + (i - range.lowerBound)
-                if i & 1 == 1 {  // odd start: the low nibble of a byte
-                    o.pointee = NF4.code[Int(codes[i >> 1] & 0xF)] * am
-                    o += 1; i += 1
-                }
-                // Two elements per byte from a 256-entry table of (high, low) pairs.
-                while i + 1 < blockEnd {
-                    let p = Int(codes[i >> 1]) * 2
-                    o[0] = pairs[p] * am
-                    o[1] = pairs[p + 1] * am
-                    o += 2; i += 2
-                }
-                if i < blockEnd {
-                    o.pointee = NF4.code[Int(codes[i >> 1] >> 4)] * am
-                    i += 1
-                }
+        let codes = self.codes, pairs = NF4.pairs, code = NF4.codePointer
+        let dyn = NF4.dynamicPointer, scales = absmax2, offset = self.offset.pointee
+        while i < end {
+            let b = i / bs
+            let blockEnd = Swift.min((b + 1) * bs, end)
+            let am = dyn[Int(absmaxQ[b])] * scales[b / NF4Layout.scaleBlockSize] + offset  // as absmax(b)
+            var o = out + (i - range.lowerBound)
+            if i & 1 == 1 {  // odd start: the low nibble of a byte
+                o.pointee = code[Int(codes[i >> 1] & 0xF)] * am
+                o += 1; i += 1
+            }
+            // Two elements per byte from a 256-entry table of (high, low) pairs.
+            let c = codes + (i >> 1)
+            let bytes = (blockEnd - i) >> 1
+            for j in 0..<bytes {
+                let p = Int(c[j]) &* 2
+                o[2 &* j] = pairs[p] * am
+                o[2 &* j &+ 1] = pairs[p &+ 1] * am
+            }
+            i += 2 * bytes
+            o += 2 * bytes
+            if i < blockEnd {
+                o.pointee = code[Int(codes[i >> 1] >> 4)] * am
+                i += 1
             }
         }
     }
@@ -150,8 +152,18 @@ public enum NF4 {
         0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
     ]
 
-    /// (high, low) values of every byte: pairTable[2b], pairTable[2b + 1].
-    static let pairTable: [Float] = (0..<256).flatMap { [code[$0 >> 4], code[$0 & 0xF]] }
+    /// (high, low) values of every byte: pairs[2b], pairs[2b + 1]. The tables live
+    /// behind plain pointers (allocated once, never freed) so the dequantization loop
+    /// reads them without array bounds checks or retains.
+    static let pairs: UnsafePointer<Float> = table((0..<256).flatMap { [code[$0 >> 4], code[$0 & 0xF]] })
+    static let codePointer: UnsafePointer<Float> = table(code)
+    static let dynamicPointer: UnsafePointer<Float> = table(NF4DynamicCode.values)
+
+    private static func table(_ values: [Float]) -> UnsafePointer<Float> {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: values.count)
+        p.initialize(from: values, count: values.count)
+        return UnsafePointer(p)
+    }
 
     /// Boundaries halfway between neighbouring code values.
     static let midpoints: [Float] = (0..<15).map { (code[$0] + code[$0 + 1]) / 2 }
