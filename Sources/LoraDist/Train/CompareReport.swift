@@ -97,7 +97,7 @@ public enum CompareReport {
         }
         md += "\n![loss curves](loss_curves.svg)\n\n![bytes exchanged per step](exchange_bytes.svg)\n\n"
         md += "## Against the published comparison\n\nPublished: \(published).\n\n"
-        md += verdicts(runs).map { "- \($0)" }.joined(separator: "\n") + "\n"
+        md += (verdicts(runs) + qloraVerdicts(runs, base: basePPL, domain: domain)).map { "- \($0)" }.joined(separator: "\n") + "\n"
         md += "\nPerplexities are exp(mean cross-entropy) over up to the configured number of test windows of each domain's test split "
         md += "(documents never seen in training or early stopping). Out-of-domain is the mean over the other specialised domains; "
         md += "forgetting is the rise of perplexity on held-out general text over the base's. Bytes are per rank and step, "
@@ -150,13 +150,12 @@ public enum CompareReport {
                               Report.bytes(lb), Report.bytes(fb), 100 * lb / fb,
                               (lora["trainable_params"] as? Int ?? 0).formatted(), (full["trainable_params"] as? Int ?? 0).formatted()))
         }
-        out += qloraVerdicts(runs)
         return out
     }
 
     /// QLoRA against the LoRA run with the same rank and targets: what the 4-bit base costs in
     /// quality (before and after training) and what it saves in memory.
-    static func qloraVerdicts(_ runs: [[String: Any]]) -> [String] {
+    static func qloraVerdicts(_ runs: [[String: Any]], base: [String: Double], domain: String) -> [String] {
         guard let q = runs.first(where: { $0["mode"] as? String == "qlora" }) else { return [] }
         let twin = runs.first {
             $0["mode"] as? String == "lora" && ($0["rank"] as? Int) == (q["rank"] as? Int)
@@ -164,8 +163,9 @@ public enum CompareReport {
         }
         func v(_ row: [String: Any], _ k: String) -> Double { row[k] as? Double ?? .nan }
         var out: [String] = []
-        if let nf4 = q["nf4_base_perplexity"] as? [String: Double], let general = nf4["general"] {
-            out.append(String(format: "QLoRA: quantizing the base to NF4 alone moved general-text perplexity to %.2f before training.", general))
+        if let nf4 = q["nf4_base_perplexity"] as? [String: Double], let general = nf4["general"], let inDomain = nf4[domain] {
+            out.append(String(format: "QLoRA: quantizing the base to NF4 alone, before training, moved perplexity from %.2f to %.2f in domain and from %.2f to %.2f on general text.",
+                              base[domain] ?? .nan, inDomain, base["general"] ?? .nan, general))
         }
         guard let l = twin else { return out }
         let qm = Double(q["node_memory_bytes"] as? Int ?? 0), lm = Double(l["node_memory_bytes"] as? Int ?? 0)
