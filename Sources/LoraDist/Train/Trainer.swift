@@ -65,6 +65,7 @@ public final class Trainer {
     /// More models on the same shared weights, each with its own activations and gradients;
     /// with `model` they split every micro-batch over the rank's threads.
     let replicas: [LlamaModel]
+    let replicaThreads: ReplicaThreads?
     let threads: Int               // BLAS threads when a single model runs (evaluation)
     let readyOffset: [Int]         // per layer: trainable arena [0, x) is final once its backward is done
     // Batch buffers, sized once.
@@ -130,8 +131,10 @@ public final class Trainer {
                                            seqLen: o.seqLen) { _ in values })
             }
             replicas = more
+            replicaThreads = ReplicaThreads(extra: r - 1)
         } else {
             replicas = []
+            replicaThreads = nil
         }
         let trainShard = cluster.owned(store.trainableCount)
         let frozenShard = cluster.owned(store.frozenCount)
@@ -299,7 +302,7 @@ public final class Trainer {
         Parallel.workers = 1  // the replicas already keep every thread busy
         defer { losses.deallocate(); Parallel.workers = workers }
         let models = [model] + replicas, inputs = self.inputs, targets = self.targets, seeds = self.seeds
-        onThreads(n) { r in
+        replicaThreads!.run { r in
             let m = models[r]
             let part = Cluster.shard(b, parts: n, index: r)
             losses[r] = 0
@@ -316,21 +319,13 @@ public final class Trainer {
     func sumReplicaGradients() {
         let count = model.store.trainableCount, n = replicas.count + 1
         let dst = model.store.grads.ptr, replicas = self.replicas
-        onThreads(n) { r in
+        replicaThreads!.run { r in
             let part = Cluster.shard(count, parts: n, index: r)
             for m in replicas {
                 let src = m.store.grads.ptr
                 for i in part { dst[i] += src[i] }
             }
         }
-    }
-
-    /// body(0) on the calling thread, body(1..<n) on others, and waits for all.
-    func onThreads(_ n: Int, _ body: @escaping (Int) -> Void) {
-        let group = DispatchGroup()
-        for r in 1..<n { DispatchQueue.global().async(group: group) { body(r) } }
-        body(0)
-        group.wait()
     }
 
     /// What one step moves, for this model and for full fine-tuning of it.
