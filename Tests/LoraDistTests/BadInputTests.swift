@@ -98,7 +98,7 @@ struct BadInputTests {
         case unknownMode, rankZero, rankTooLarge, unknownTarget, missingData, emptyCorpusFile, folderWithoutTxt
         case configNotJSON, configMissingHiddenSize, configKVHeadsDoNotDivide, vocabSmallerThanTokenizer
         case weightsTruncated, weightsHeaderLies, weightsShapeMismatch
-        case stepsZero, seqLongerThanMaxPositions, unknownModelName
+        case stepsZero, replicasZero, seqLongerThanMaxPositions, unknownModelName
 
         var testDescription: String { rawValue }
 
@@ -165,6 +165,8 @@ struct BadInputTests {
                 return (["--model", m], "'model.layers.1.self_attn.q_proj.weight' has shape [16, 64], the model expects [32, 32]")
             case .stepsZero:
                 return (["--steps", "0"], "--steps must be at least 1")
+            case .replicasZero:
+                return (["--replicas", "0"], "--replicas must be at least 1")
             case .seqLongerThanMaxPositions:
                 var c = CLIFiles.config
                 c["max_position_embeddings"] = 8
