@@ -98,7 +98,7 @@ public struct NF4Tensor {
     /// The absmax of block `b` as double quantization restores it.
     @inline(__always)
     public func absmax(_ b: Int) -> Float {
-        let scaled = NF4.dynamicCode[Int(absmaxQ[b])] * absmax2[b / NF4Layout.scaleBlockSize]  // rounded, then + offset
+        let scaled = NF4.dynamicPointer[Int(absmaxQ[b])] * absmax2[b / NF4Layout.scaleBlockSize]  // rounded, then + offset
         return scaled + offset.pointee
     }
 
@@ -108,11 +108,10 @@ public struct NF4Tensor {
         var i = range.lowerBound
         let end = range.upperBound
         let codes = self.codes, pairs = NF4.pairs, code = NF4.codePointer
-        let dyn = NF4.dynamicPointer, scales = absmax2, offset = self.offset.pointee
         while i < end {
             let b = i / bs
             let blockEnd = Swift.min((b + 1) * bs, end)
-            let am = dyn[Int(absmaxQ[b])] * scales[b / NF4Layout.scaleBlockSize] + offset  // as absmax(b)
+            let am = absmax(b)
             var o = out + (i - range.lowerBound)
             if i & 1 == 1 {  // odd start: the low nibble of a byte
                 o.pointee = code[Int(codes[i >> 1] & 0xF)] * am
