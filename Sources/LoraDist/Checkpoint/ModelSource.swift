@@ -61,6 +61,14 @@ public final class ModelSource {
     }
 
     /// Fills the `owned` arena ranges of the base weights from the files.
+    /// Every value of `model` inside `owned`: the base from the weights (random when there are
+    /// none), the adapters from their initialisation. The base is not drawn at random first
+    /// only to be overwritten (under QLoRA that would also quantize it twice).
+    public func build(_ model: LlamaModel, seed: UInt64, owned: [Range<Int>]) throws {
+        model.initialize(seed: seed, owned: owned, adaptersOnly: hasWeights)
+        try loadBase(model, owned: owned)
+    }
+
     public func loadBase(_ model: LlamaModel, owned: [Range<Int>]) throws {
         switch weights {
         case .none: return

@@ -103,8 +103,9 @@ public final class LlamaModel {
     /// Kaiming-uniform (bound 1/√in), B zero. Each tensor draws from its own
     /// stream seeded by (seed, name), so the result depends neither on the layout
     /// nor on which rank writes which part. Only the `owned` arena ranges are written.
-    public func initialize(seed: UInt64, owned: [Range<Int>]? = nil) {
-        for p in store.params {
+    /// `adaptersOnly` leaves the base alone (a source that loads it next).
+    public func initialize(seed: UInt64, owned: [Range<Int>]? = nil, adaptersOnly: Bool = false) {
+        for p in store.params where !adaptersOnly || p.name.contains(".lora_") {
             store.write(p, owned: owned ?? store.all) { Self.initialValues(p.spec, seed: seed) }
         }
     }

@@ -27,8 +27,7 @@ public enum Exporter {
             guard source.config == config else {
                 throw LoraDistError("base \(source.spec) has another config than the checkpoint's model")
             }
-            model.initialize(seed: m.samplerSeed)
-            try source.loadBase(model, owned: model.store.all)
+            try source.build(model, seed: m.samplerSeed, owned: model.store.all)
             let identity = BaseIdentity.of(model)
             guard identity == m.baseIdentity else {
                 throw LoraDistError("base \(source.spec) differs from the one the adapters were trained on (\(identity), checkpoint: \(m.baseIdentity))")

@@ -66,6 +66,7 @@ public final class Trainer {
     /// with `model` they split every micro-batch over the rank's threads.
     let replicas: [LlamaModel]
     let replicaThreads: ReplicaThreads?
+    let replicaLosses: UnsafeMutablePointer<Double>  // Σ loss of each replica's part of a micro-batch
     let threads: Int               // BLAS threads when a single model runs (evaluation)
     let readyOffset: [Int]         // per layer: trainable arena [0, x) is final once its backward is done
     // Batch buffers, sized once.
@@ -132,18 +133,19 @@ public final class Trainer {
             }
             replicas = more
             replicaThreads = ReplicaThreads(extra: r - 1)
+            replicaLosses = .allocate(capacity: r)
         } else {
             replicas = []
             replicaThreads = nil
+            replicaLosses = .allocate(capacity: 1)
         }
         let trainShard = cluster.owned(store.trainableCount)
         let frozenShard = cluster.owned(store.frozenCount)
         let owned = [trainShard, (store.trainableCount + frozenShard.lowerBound)..<(store.trainableCount + frozenShard.upperBound)]
-        model.initialize(seed: o.seed, owned: owned)
         // Each rank fills its own shard straight from the (memory-mapped) files.
         let built: LlamaModel = model
         try cluster.agree {
-            try source.loadBase(built, owned: owned)
+            try source.build(built, seed: o.seed, owned: owned)
             if let adapter { try HuggingFace.loadAdapter(built, from: adapter, owned: owned) }
         }
         window.publish()
@@ -169,7 +171,7 @@ public final class Trainer {
     }
 
     deinit {
-        inputs.deallocate(); targets.deallocate(); seeds.deallocate()
+        inputs.deallocate(); targets.deallocate(); seeds.deallocate(); replicaLosses.deallocate()
     }
 
     static func validate(_ o: TrainOptions, cluster: Cluster) throws {
@@ -297,10 +299,10 @@ public final class Trainer {
     /// replicas, one thread each (the calling thread runs `model`). Returns Σ loss.
     func replicated(_ b: Int, scale: Float) -> Double {
         let T = options.seqLen, n = replicas.count + 1
-        let losses = UnsafeMutablePointer<Double>.allocate(capacity: n)
+        let losses = replicaLosses
         let workers = Parallel.workers
         Parallel.workers = 1  // the replicas already keep every thread busy
-        defer { losses.deallocate(); Parallel.workers = workers }
+        defer { Parallel.workers = workers }
         let models = [model] + replicas, inputs = self.inputs, targets = self.targets, seeds = self.seeds
         replicaThreads!.run { r in
             let m = models[r]
