@@ -51,7 +51,7 @@ echo "venv from $py_real: $pkgs"
 if "$venv/bin/python3" -c 'import wheel' 2>/dev/null; then echo "the venv has wheel: not a fresh one" >&2; exit 1; fi
 
 # The environment of the two commands: the machine's, less what a user would not have set.
-run_env=(env HOME="$home" PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv")
+run_env=(env)
 for v in $(compgen -e); do
   case "$v" in
     OMPI_ALLOW_*) ;;
@@ -59,6 +59,7 @@ for v in $(compgen -e); do
       run_env+=(-u "$v") ;;
   esac
 done
+run_env+=(HOME="$home" PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv")
 "${run_env[@]}" bash -c 'printf "python3 → %s, pip → %s, HOME=%s\n" "$(command -v python3)" "$(command -v pip)" "$HOME"'
 
 fmt() { printf '%d min %02d s' $(($1 / 60)) $(($1 % 60)); }
