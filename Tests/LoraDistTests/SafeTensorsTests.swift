@@ -286,7 +286,7 @@ extension SafeTensorsTests {
             #expect(c == ModelConfig(vocabSize: 64, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2,
                                      numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, rmsNormEps: 1e-6,
                                      ropeTheta: 10000, maxPositionEmbeddings: 64, tieWordEmbeddings: false,
-                                     bosTokenId: 1, eosTokenId: 2))
+                                     initializerRange: 0.2, bosTokenId: 1, eosTokenId: 2))
             #expect(try ModelConfig.load(TestPaths.fixtures + "/llama_tied/config.json").tieWordEmbeddings)
         }
 

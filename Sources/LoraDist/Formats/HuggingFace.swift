@@ -50,8 +50,19 @@ public enum HuggingFace {
         }
     }
 
-    /// Checks that `weights` hold every base tensor of `specs`, floating, with the right shape.
+    /// Checks that `weights` hold every base tensor of `specs`, floating, with the right shape,
+    /// and nothing else: a tensor the model would not consume means the config describes
+    /// another model (say, biases a config does not announce), so it is refused by name.
+    /// RoPE's inv_freq buffers, which old Llama checkpoints saved, are derived from the config.
     public static func checkBase(_ specs: [ParamSpec], in weights: Weights) throws {
+        let expected = Set(specs.map(\.name))
+        for name in weights.fileOf.keys.sorted() where !expected.contains(name) && !name.hasSuffix(".rotary_emb.inv_freq") {
+            let file = weights.fileOf[name]!
+            let hint = name == "lm_head.weight" ? " (the config ties the head to the embedding: tie_word_embeddings is true)"
+                : name.hasSuffix(".bias") ? " (the config announces no bias there)"
+                : name.contains("_norm.") ? " (the config's model_type has no such norm)" : ""
+            throw LoraDistError("\(file): tensor '\(name)' is not consumed by this model\(hint): refusing to ignore it")
+        }
         for spec in specs where !spec.name.contains(".lora_") {
             let (st, e) = try weights.locate(spec.name)
             guard SafeTensors.floating.contains(e.dtype) else {

@@ -1,6 +1,9 @@
 import Foundation
 
-/// A Llama-style decoder with Hugging Face LlamaForCausalLM's math and names.
+/// A Llama-style decoder with Hugging Face LlamaForCausalLM's math and names, and the
+/// variations of the families built on it (ModelFamily): projection biases (Qwen2),
+/// per-head q/k RMSNorm (Qwen3), a sliding attention window (Mistral), RoPE scaling
+/// (Llama 3.x: llama3; linear).
 ///
 /// Forward and backward are written out layer by layer over flat buffers sized
 /// once for `maxBatch` sequences of `seqLen` tokens. Shapes in comments use
@@ -40,9 +43,14 @@ public final class LlamaModel {
         for i in stride(from: c.numHiddenLayers - 1, through: 0, by: -1) {
             let p = "model.layers.\(i)."
             add(p + "input_layernorm.weight", [c.hiddenSize], decay: false)
+            if c.qkNorm {
+                add(p + "self_attn.q_norm.weight", [c.headDim], decay: false)
+                add(p + "self_attn.k_norm.weight", [c.headDim], decay: false)
+            }
             for (n, o, inp) in LlamaModel.projections(c, q: q, kv: kv) {
                 let module = p + (["gate_proj", "up_proj", "down_proj"].contains(n) ? "mlp." : "self_attn.") + n
                 s.append(ParamSpec(name: module + ".weight", shape: [o, inp], trainable: full, decay: true, nf4: nf4Base))
+                if c.biasedProjections.contains(n) { add(module + ".bias", [o], decay: false) }
                 if let lora, lora.targets.contains(n) {
                     guard lora.rank <= min(o, inp) else {
                         throw LoraDistError("LoRA rank \(lora.rank) is larger than \(n) allows (min(out, in) = \(min(o, inp)))")
@@ -89,7 +97,9 @@ public final class LlamaModel {
         lmHead = Linear(name: "lm_head", inDim: config.hiddenSize, outDim: config.vocabSize, store: store,
                         lora: nil, index: linearIndex, maxRows: n,
                         weightName: config.tieWordEmbeddings ? "model.embed_tokens.weight" : nil)
-        rope = RoPE(headDim: config.headDim, maxPositions: seqLen, theta: config.ropeTheta)
+        rope = RoPE(headDim: config.headDim, maxPositions: seqLen,
+                    inverseFrequencies: RopeScaling.inverseFrequencies(headDim: config.headDim, theta: config.ropeTheta,
+                                                                       scaling: config.ropeScaling))
         acts = Activations(config: config, rows: n, seqLen: seqLen, layers: config.numHiddenLayers)
     }
 
@@ -99,26 +109,27 @@ public final class LlamaModel {
     /// Parameters of the model itself, without adapters.
     public var baseParams: Int { store.params.filter { !$0.name.contains(".lora_") }.reduce(0) { $0 + $1.count } }
 
-    /// Hugging Face's initialisation: normal(0, 0.02) matrices, unit norms; LoRA A
+    /// Hugging Face's initialisation: normal(0, initializer_range) matrices, unit norms, zero biases; LoRA A
     /// Kaiming-uniform (bound 1/√in), B zero. Each tensor draws from its own
     /// stream seeded by (seed, name), so the result depends neither on the layout
     /// nor on which rank writes which part. Only the `owned` arena ranges are written.
     /// `adaptersOnly` leaves the base alone (a source that loads it next).
     public func initialize(seed: UInt64, owned: [Range<Int>]? = nil, adaptersOnly: Bool = false) {
         for p in store.params where !adaptersOnly || p.name.contains(".lora_") {
-            store.write(p, owned: owned ?? store.all) { Self.initialValues(p.spec, seed: seed) }
+            store.write(p, owned: owned ?? store.all) { Self.initialValues(p.spec, seed: seed, std: config.initializerRange) }
         }
     }
 
-    public static func initialValues(_ spec: ParamSpec, seed: UInt64) -> [Float] {
+    public static func initialValues(_ spec: ParamSpec, seed: UInt64, std: Float = 0.02) -> [Float] {
         var g = SplitMix64(seed: SplitMix64.mix(seed, fnv1a(spec.name)))
         if spec.name.hasSuffix("norm.weight") { return [Float](repeating: 1, count: spec.count) }
+        if spec.name.hasSuffix(".bias") { return [Float](repeating: 0, count: spec.count) }
         if spec.name.contains(".lora_B.") { return [Float](repeating: 0, count: spec.count) }
         if spec.name.contains(".lora_A.") {
             let bound = 1 / Float(spec.shape[1]).squareRoot()
             return (0..<spec.count).map { _ in (2 * g.uniform() - 1) * bound }
         }
-        return (0..<spec.count).map { _ in 0.02 * g.normal() }
+        return (0..<spec.count).map { _ in std * g.normal() }
     }
 
     // MARK: forward
@@ -181,6 +192,7 @@ final class Activations {
     let dRes: FloatBuffer, dLn: FloatBuffer        // [N, C]
     let dq: FloatBuffer, dAttOut: FloatBuffer      // [N, H·D]
     let dk: FloatBuffer, dv: FloatBuffer           // [N, KV·D]
+    let dqRaw: FloatBuffer?, dkRaw: FloatBuffer?   // before the q/k norms (Qwen3): [N, H·D], [N, KV·D]
     let dGate: FloatBuffer, dUp: FloatBuffer, dAct: FloatBuffer  // [N, I]
     let attScratch: FloatBuffer     // [T, T]
 
@@ -192,6 +204,8 @@ final class Activations {
         dRes = FloatBuffer(n * c.hiddenSize); dLn = FloatBuffer(n * c.hiddenSize)
         dq = FloatBuffer(n * q); dAttOut = FloatBuffer(n * q)
         dk = FloatBuffer(n * kv); dv = FloatBuffer(n * kv)
+        dqRaw = c.qkNorm ? FloatBuffer(n * q) : nil
+        dkRaw = c.qkNorm ? FloatBuffer(n * kv) : nil
         dGate = FloatBuffer(n * c.intermediateSize); dUp = FloatBuffer(n * c.intermediateSize)
         dAct = FloatBuffer(n * c.intermediateSize)
         attScratch = FloatBuffer(seqLen * seqLen)
@@ -202,11 +216,14 @@ final class Activations {
 final class DecoderLayer {
     let c: ModelConfig
     let ln1: Param, ln2: Param
+    let qNorm: Param?, kNorm: Param?                 // Qwen3: RMSNorm over each head's D
     let q: Linear, k: Linear, v: Linear, o: Linear, gate: Linear, up: Linear, down: Linear
     let seqLen: Int
     // Saved activations, N = maxBatch·T rows.
     let x1: FloatBuffer, rstd1: FloatBuffer          // norm1 out [N, C], [N]
     let qa: FloatBuffer, ka: FloatBuffer, va: FloatBuffer  // after RoPE: [N, H·D], [N, KV·D] ×2
+    let qRaw: FloatBuffer?, kRaw: FloatBuffer?       // before the q/k norms: [N, H·D], [N, KV·D]
+    let qRstd: FloatBuffer?, kRstd: FloatBuffer?     // [N·H], [N·KV]
     let probs: FloatBuffer                           // [B, H, T, T]
     let attOut: FloatBuffer                          // [N, H·D]
     let mid: FloatBuffer                             // x + attention [N, C]
@@ -223,6 +240,8 @@ final class DecoderLayer {
         let p = "model.layers.\(i)."
         ln1 = store[p + "input_layernorm.weight"]
         ln2 = store[p + "post_attention_layernorm.weight"]
+        qNorm = store.byName[p + "self_attn.q_norm.weight"]
+        kNorm = store.byName[p + "self_attn.k_norm.weight"]
         let qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim
         func lin(_ name: String, _ inDim: Int, _ outDim: Int) -> Linear {
             linearIndex += 1
@@ -238,6 +257,10 @@ final class DecoderLayer {
         down = lin("mlp.down_proj", c.intermediateSize, c.hiddenSize)
         x1 = FloatBuffer(n * c.hiddenSize); rstd1 = FloatBuffer(n)
         qa = FloatBuffer(n * qd); ka = FloatBuffer(n * kvd); va = FloatBuffer(n * kvd)
+        qRaw = c.qkNorm ? FloatBuffer(n * qd) : nil
+        kRaw = c.qkNorm ? FloatBuffer(n * kvd) : nil
+        qRstd = c.qkNorm ? FloatBuffer(n * c.numAttentionHeads) : nil
+        kRstd = c.qkNorm ? FloatBuffer(n * c.numKeyValueHeads) : nil
         probs = FloatBuffer(batch * c.numAttentionHeads * seqLen * seqLen)
         attOut = FloatBuffer(n * qd)
         mid = FloatBuffer(n * c.hiddenSize)
@@ -249,15 +272,24 @@ final class DecoderLayer {
 
     func shape(_ batch: Int) -> Attention.Shape {
         Attention.Shape(batch: batch, seqLen: seqLen, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
-                        headDim: c.headDim)
+                        headDim: c.headDim, window: c.slidingWindow)
     }
 
     func forward(resIn: FPtr, resOut: FPtr, batch: Int, rope: RoPE, dropoutSeeds: UnsafePointer<UInt64>?) {
         let n = batch * seqLen, C = c.hiddenSize, T = seqLen
         // attention half: mid = x + o(attn(rope(q(norm(x))), rope(k(·)), v(·)))
         RMSNorm.forward(out: x1.ptr, rstd: rstd1.ptr, x: resIn, w: ln1.value, n: n, dim: C, eps: c.rmsNormEps)
-        q.forward(y: qa.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-        k.forward(y: ka.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        if let qRaw, let kRaw, let qRstd, let kRstd, let qNorm, let kNorm {
+            // Qwen3: q and k normalised per head, before RoPE
+            let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim
+            q.forward(y: qRaw.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+            k.forward(y: kRaw.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+            RMSNorm.forward(out: qa.ptr, rstd: qRstd.ptr, x: qRaw.ptr, w: qNorm.value, n: n * H, dim: D, eps: c.rmsNormEps)
+            RMSNorm.forward(out: ka.ptr, rstd: kRstd.ptr, x: kRaw.ptr, w: kNorm.value, n: n * KV, dim: D, eps: c.rmsNormEps)
+        } else {
+            q.forward(y: qa.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+            k.forward(y: ka.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        }
         v.forward(y: va.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
         rope.forward(qa.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
         rope.forward(ka.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)
@@ -291,8 +323,18 @@ final class DecoderLayer {
                            q: qa.ptr, k: ka.ptr, v: va.ptr, scratch: a.attScratch.ptr, shape(batch))
         rope.backward(a.dq.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
         rope.backward(a.dk.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)
-        q.backward(dx: a.dLn.ptr, dy: a.dq.ptr, x: x1.ptr, n: n, accumulateDx: false)
-        k.backward(dx: a.dLn.ptr, dy: a.dk.ptr, x: x1.ptr, n: n, accumulateDx: true)
+        var dq = UnsafePointer(a.dq.ptr), dk = UnsafePointer(a.dk.ptr)
+        if let qRaw, let kRaw, let qRstd, let kRstd, let qNorm, let kNorm, let dqRaw = a.dqRaw, let dkRaw = a.dkRaw {
+            let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim
+            dqRaw.zero(); dkRaw.zero()
+            RMSNorm.backward(dx: dqRaw.ptr, dw: qNorm.grad, dout: a.dq.ptr, x: qRaw.ptr, w: qNorm.value,
+                             rstd: qRstd.ptr, n: n * H, dim: D)
+            RMSNorm.backward(dx: dkRaw.ptr, dw: kNorm.grad, dout: a.dk.ptr, x: kRaw.ptr, w: kNorm.value,
+                             rstd: kRstd.ptr, n: n * KV, dim: D)
+            dq = UnsafePointer(dqRaw.ptr); dk = UnsafePointer(dkRaw.ptr)
+        }
+        q.backward(dx: a.dLn.ptr, dy: dq, x: x1.ptr, n: n, accumulateDx: false)
+        k.backward(dx: a.dLn.ptr, dy: dk, x: x1.ptr, n: n, accumulateDx: true)
         v.backward(dx: a.dLn.ptr, dy: a.dv.ptr, x: x1.ptr, n: n, accumulateDx: true)
         RMSNorm.backward(dx: a.dRes.ptr, dw: ln1.grad, dout: a.dLn.ptr, x: resIn, w: ln1.value,
                          rstd: rstd1.ptr, n: n, dim: C)

@@ -37,7 +37,8 @@ public struct LoRAConfig: Codable, Equatable {
     }
 }
 
-/// A projection y = x·Wᵀ, plus s·B·A·dropout(x) when it carries an adapter.
+/// A projection y = x·Wᵀ (+ b when the family has a bias there), plus s·B·A·dropout(x)
+/// when it carries an adapter.
 /// Like MLX's LoRALinear, the base weight and the adapter sit side by side and
 /// `fuse` folds the adapter back into a plain weight. Under QLoRA W is NF4 and
 /// is dequantized tile by tile on its way to sgemm.
@@ -45,6 +46,7 @@ public final class Linear {
     public let name: String           // module path, e.g. model.layers.0.self_attn.q_proj
     public let inDim: Int, outDim: Int
     public let weight: Param
+    public let bias: Param?           // [out]; trains under full fine-tuning, frozen under LoRA
     public let loraA: Param?          // [r, in]
     public let loraB: Param?          // [out, r]
     let scale: Float
@@ -66,6 +68,7 @@ public final class Linear {
         self.outDim = outDim
         self.index = UInt64(index)
         weight = store[weightName ?? name + ".weight"]
+        bias = store.byName[name + ".bias"]
         weightNF4 = weight.nf4
         self.dequant = weightNF4 == nil ? nil : dequant
         precondition(weightNF4 == nil || dequant != nil, "an NF4 weight needs a dequantization buffer")
@@ -86,13 +89,14 @@ public final class Linear {
 
     var rank: Int { loraA.map { $0.spec.shape[0] } ?? 0 }
 
-    /// y[n, out] = x[n, in]·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ
+    /// y[n, out] = x[n, in]·Wᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ
     func forward(y: FPtr, x: UnsafePointer<Float>, n: Int, seqLen: Int, dropoutSeeds: UnsafePointer<UInt64>?) {
         if let q = weightNF4, let dequant {
             NF4Matmul.forward(y: y, x: x, w: q, n: n, inDim: inDim, outDim: outDim, scratch: dequant)
         } else {
             Matmul.forward(y: y, x: x, w: weight.value, n: n, inDim: inDim, outDim: outDim)
         }
+        if let bias { Bias.forward(y: y, b: bias.value, n: n, dim: outDim) }
         guard let a = loraA, let b = loraB, let xa else { return }
         var xin = x
         if let xDrop, let mask, let seeds = dropoutSeeds {
@@ -124,6 +128,7 @@ public final class Linear {
             Matmul.backward(dx: dx, dw: weight.grad, dy: dy, x: x, w: weight.value, n: n, inDim: inDim,
                             outDim: outDim, accumulateDx: accumulateDx)
         }
+        if let db = bias?.grad { Bias.backward(db: db, dy: dy, n: n, dim: outDim) }
         guard let a = loraA, let b = loraB, let xa, let mid else { return }
         let r = rank
         let xin = xDrop.map { UnsafePointer($0.ptr) } ?? x

@@ -1,7 +1,66 @@
 import Foundation
 
-/// The shape of a Llama-style decoder, with Hugging Face config.json's names.
+/// The decoder families lora-dist implements, by Hugging Face `model_type`. They share
+/// Llama's block and differ in what `ModelConfig` records: biases (Qwen2: q, k, v; Llama and
+/// Qwen3 when `attention_bias` / `mlp_bias` say so), per-head RMSNorm on q and k (Qwen3), a
+/// sliding attention window (Mistral). Anything else is refused by name (`HFConfigReader`).
+public enum ModelFamily: String, Codable, CaseIterable {
+    case llama, mistral, qwen2, qwen3
+
+    /// The transformers class that computes this family.
+    public var architecture: String {
+        switch self {
+        case .llama: return "LlamaForCausalLM"
+        case .mistral: return "MistralForCausalLM"
+        case .qwen2: return "Qwen2ForCausalLM"
+        case .qwen3: return "Qwen3ForCausalLM"
+        }
+    }
+}
+
+/// RoPE frequency scaling, as transformers' `rope_type` names it. `dynamic` and `yarn`
+/// are refused: neither is implemented.
+public struct RopeScaling: Codable, Equatable {
+    public enum Kind: String, Codable { case linear, llama3 }
+    public var kind: Kind
+    public var factor: Double
+    // llama3 only
+    public var lowFreqFactor: Double? = nil
+    public var highFreqFactor: Double? = nil
+    public var originalMaxPositionEmbeddings: Int? = nil
+
+    public init(kind: Kind, factor: Double, lowFreqFactor: Double? = nil, highFreqFactor: Double? = nil,
+                originalMaxPositionEmbeddings: Int? = nil) {
+        self.kind = kind; self.factor = factor; self.lowFreqFactor = lowFreqFactor
+        self.highFreqFactor = highFreqFactor; self.originalMaxPositionEmbeddings = originalMaxPositionEmbeddings
+    }
+
+    /// The inverse frequencies θ^(−2d/D), d < D/2, scaled as transformers' `ROPE_INIT_FUNCTIONS` do.
+    public static func inverseFrequencies(headDim: Int, theta: Double, scaling: RopeScaling?) -> [Float] {
+        let base = (0..<(headDim / 2)).map { d in 1.0 / Foundation.pow(theta, Double(2 * d) / Double(headDim)) }
+        guard let s = scaling else { return base.map(Float.init) }
+        switch s.kind {
+        case .linear:
+            return base.map { Float($0 / s.factor) }
+        case .llama3:
+            // Long wavelengths (beyond the original context / low_freq_factor) slow down by
+            // `factor`, short ones (under context / high_freq_factor) stay, the band between blends.
+            let old = Double(s.originalMaxPositionEmbeddings!), lo = s.lowFreqFactor!, hi = s.highFreqFactor!
+            let lowWavelen = old / lo, highWavelen = old / hi
+            return base.map { f in
+                let wavelen = 2 * Double.pi / f
+                if wavelen < highWavelen { return Float(f) }
+                if wavelen > lowWavelen { return Float(f / s.factor) }
+                let smooth = (old / wavelen - lo) / (hi - lo)
+                return Float((1 - smooth) * f / s.factor + smooth * f)
+            }
+        }
+    }
+}
+
+/// The shape and math of a decoder, with Hugging Face config.json's names.
 public struct ModelConfig: Codable, Equatable {
+    public var family: ModelFamily
     public var vocabSize: Int
     public var hiddenSize: Int
     public var intermediateSize: Int
@@ -11,26 +70,42 @@ public struct ModelConfig: Codable, Equatable {
     public var headDim: Int
     public var rmsNormEps: Float
     public var ropeTheta: Double
+    public var ropeScaling: RopeScaling?
     public var maxPositionEmbeddings: Int
     public var tieWordEmbeddings: Bool
+    /// Projections (LoRAConfig.projections names) that add a bias.
+    public var biasedProjections: [String]
+    /// Qwen3: RMSNorm over each head of q and k, before RoPE.
+    public var qkNorm: Bool
+    /// Mistral: a query sees itself and the window − 1 keys before it (nil: all before it).
+    public var slidingWindow: Int?
+    public var initializerRange: Float
     public var bosTokenId: Int?
     public var eosTokenId: Int?
 
-    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
+    public init(family: ModelFamily = .llama, vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
                 numAttentionHeads: Int, numKeyValueHeads: Int, headDim: Int? = nil,
-                rmsNormEps: Float = 1e-6, ropeTheta: Double = 10000, maxPositionEmbeddings: Int = 2048,
-                tieWordEmbeddings: Bool = false, bosTokenId: Int? = nil, eosTokenId: Int? = nil) {
+                rmsNormEps: Float = 1e-6, ropeTheta: Double = 10000, ropeScaling: RopeScaling? = nil,
+                maxPositionEmbeddings: Int = 2048, tieWordEmbeddings: Bool = false,
+                biasedProjections: [String] = [], qkNorm: Bool = false, slidingWindow: Int? = nil,
+                initializerRange: Float = 0.02, bosTokenId: Int? = nil, eosTokenId: Int? = nil) {
+        self.family = family
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         self.numHiddenLayers = numHiddenLayers
         self.numAttentionHeads = numAttentionHeads
         self.numKeyValueHeads = numKeyValueHeads
-        self.headDim = headDim ?? hiddenSize / numAttentionHeads
+        self.headDim = headDim ?? hiddenSize / max(numAttentionHeads, 1)
         self.rmsNormEps = rmsNormEps
         self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.tieWordEmbeddings = tieWordEmbeddings
+        self.biasedProjections = LoRAConfig.projections.filter(biasedProjections.contains)
+        self.qkNorm = qkNorm
+        self.slidingWindow = slidingWindow
+        self.initializerRange = initializerRange
         self.bosTokenId = bosTokenId
         self.eosTokenId = eosTokenId
     }
@@ -70,46 +145,9 @@ public struct ModelConfig: Codable, Equatable {
         return try fromHuggingFace(json: data, source: path)
     }
 
-    /// Parses Hugging Face config.json, in both transformers 4 (top-level rope_theta)
-    /// and transformers 5 (rope_parameters.rope_theta) forms.
+    /// Parses Hugging Face config.json (see HFConfigReader for what is accepted).
     public static func fromHuggingFace(json data: Data, source: String = "config") throws -> ModelConfig {
-        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw LoraDistError("\(source): not a JSON object")
-        }
-        func int(_ key: String) throws -> Int {
-            guard let v = obj[key] else { throw LoraDistError("\(source): missing \"\(key)\"") }
-            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
-                throw LoraDistError("\(source): \"\(key)\" must be an integer")
-            }
-            return n.intValue
-        }
-        func optInt(_ key: String) throws -> Int? {
-            guard let v = obj[key], !(v is NSNull) else { return nil }
-            if let arr = v as? [NSNumber] { return arr.first?.intValue }  // eos may be a list
-            return try int(key)
-        }
-        let heads = try int("num_attention_heads")
-        let hidden = try int("hidden_size")
-        var theta = 10000.0
-        if let t = obj["rope_theta"] as? NSNumber { theta = t.doubleValue }
-        if let rp = obj["rope_parameters"] as? [String: Any] {
-            if let t = rp["rope_theta"] as? NSNumber { theta = t.doubleValue }
-            if let kind = rp["rope_type"] as? String, kind != "default" {
-                throw LoraDistError("\(source): rope_type \"\(kind)\" is not supported (only default)")
-            }
-        }
-        let c = ModelConfig(
-            vocabSize: try int("vocab_size"), hiddenSize: hidden,
-            intermediateSize: try int("intermediate_size"), numHiddenLayers: try int("num_hidden_layers"),
-            numAttentionHeads: heads, numKeyValueHeads: try optInt("num_key_value_heads") ?? heads,
-            headDim: try optInt("head_dim"),
-            rmsNormEps: (obj["rms_norm_eps"] as? NSNumber)?.floatValue ?? 1e-6,
-            ropeTheta: theta,
-            maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
-            tieWordEmbeddings: (obj["tie_word_embeddings"] as? NSNumber)?.boolValue ?? false,
-            bosTokenId: try optInt("bos_token_id"), eosTokenId: try optInt("eos_token_id"))
-        try c.validate(source: source)
-        return c
+        try HFConfigReader.read(json: data, source: source)
     }
 
     public func validate(source: String = "config") throws {
@@ -123,19 +161,63 @@ public struct ModelConfig: Codable, Equatable {
             throw LoraDistError("\(source): num_key_value_heads \(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
         }
         if headDim % 2 != 0 { throw LoraDistError("\(source): head_dim \(headDim) must be even for rotary embeddings") }
+        guard rmsNormEps.isFinite, rmsNormEps > 0 else {
+            throw LoraDistError("\(source): rms_norm_eps must be a positive number, got \(rmsNormEps)")
+        }
+        guard ropeTheta.isFinite, ropeTheta > 0 else { throw LoraDistError("\(source): rope_theta must be positive, got \(ropeTheta)") }
+        if let w = slidingWindow, w <= 0 { throw LoraDistError("\(source): sliding_window must be positive, got \(w)") }
+        if let s = ropeScaling {
+            guard s.factor.isFinite, s.factor >= 1 else {
+                throw LoraDistError("\(source): rope scaling factor must be at least 1, got \(s.factor)")
+            }
+            if s.kind == .llama3 {
+                guard let lo = s.lowFreqFactor, let hi = s.highFreqFactor, let old = s.originalMaxPositionEmbeddings,
+                      lo > 0, hi > lo, old > 0 else {
+                    throw LoraDistError("\(source): llama3 rope scaling needs low_freq_factor > 0, high_freq_factor > low_freq_factor and original_max_position_embeddings > 0")
+                }
+            }
+        }
+        // Parameter counts must fit an Int with room to spare (a vocab_size of 1e18 is no model).
+        let limit = 1 << 40
+        for (k, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                       ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
+                       ("head_dim", headDim), ("max_position_embeddings", maxPositionEmbeddings)] where v > limit {
+            throw LoraDistError("\(source): \(k) \(v) is too large")
+        }
     }
 
-    /// The config.json a Hugging Face LlamaForCausalLM would write.
+    /// The config.json the family's transformers class would read: transformers 4's form
+    /// (top-level rope_theta, rope_scaling), which transformers 5 also reads.
     public func huggingFaceJSON() -> [String: Any] {
         var d: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "architectures": [family.architecture], "model_type": family.rawValue,
             "vocab_size": vocabSize, "hidden_size": hiddenSize, "intermediate_size": intermediateSize,
             "num_hidden_layers": numHiddenLayers, "num_attention_heads": numAttentionHeads,
             "num_key_value_heads": numKeyValueHeads, "head_dim": headDim, "rms_norm_eps": rmsNormEps,
             "rope_theta": ropeTheta, "max_position_embeddings": maxPositionEmbeddings,
             "tie_word_embeddings": tieWordEmbeddings, "hidden_act": "silu",
-            "attention_bias": false, "mlp_bias": false, "torch_dtype": "float32",
+            "initializer_range": initializerRange, "torch_dtype": "float32",
         ]
+        switch family {
+        case .llama:
+            d["attention_bias"] = biasedProjections.contains("q_proj")
+            d["mlp_bias"] = biasedProjections.contains("gate_proj")
+        case .qwen3:
+            d["attention_bias"] = biasedProjections.contains("q_proj")
+        case .mistral:
+            d["sliding_window"] = slidingWindow.map { $0 as Any } ?? NSNull()
+        case .qwen2:
+            d["use_sliding_window"] = false
+        }
+        if let s = ropeScaling {
+            var r: [String: Any] = ["rope_type": s.kind.rawValue, "factor": s.factor]
+            if s.kind == .llama3 {
+                r["low_freq_factor"] = s.lowFreqFactor
+                r["high_freq_factor"] = s.highFreqFactor
+                r["original_max_position_embeddings"] = s.originalMaxPositionEmbeddings
+            }
+            d["rope_scaling"] = r
+        }
         if let b = bosTokenId { d["bos_token_id"] = b }
         if let e = eosTokenId { d["eos_token_id"] = e }
         return d

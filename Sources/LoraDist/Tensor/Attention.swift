@@ -1,6 +1,7 @@
 import Foundation
 
-/// Causal scaled-dot-product attention with grouped-query heads.
+/// Causal scaled-dot-product attention with grouped-query heads, optionally within a
+/// sliding window (Mistral: query i sees keys i − window + 1 ... i).
 ///
 /// Layouts (row r = b·T + t):  q, out [B·T, H·D];  k, v [B·T, KV·D];  probs [B, H, T, T].
 /// Query head h reads key/value head h / (H / KV). Rows are processed in blocks so
@@ -11,10 +12,13 @@ public enum Attention {
 
     public struct Shape {
         public var batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int
-        public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) {
+        public var window: Int?
+        public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, window: Int? = nil) {
             self.batch = batch; self.seqLen = seqLen; self.heads = heads
-            self.kvHeads = kvHeads; self.headDim = headDim
+            self.kvHeads = kvHeads; self.headDim = headDim; self.window = window
         }
+        /// The first key query i sees.
+        @inline(__always) func firstKey(_ i: Int) -> Int { window.map { Swift.max(0, i - $0 + 1) } ?? 0 }
         var qStride: Int { heads * headDim }
         var kvStride: Int { kvHeads * headDim }
         var scale: Float { 1 / Float(headDim).squareRoot() }
@@ -37,7 +41,7 @@ public enum Attention {
                         // scores[i0..<i1, 0..<i1] = scale · Q Kᵀ
                         sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.qStride,
                               lda: s.qStride, b: kg, ldb: s.kvStride, c: p + i0 * T, ldc: T)
-                        for i in i0..<i1 { softmaxCausalRow(p + i * T, visible: i + 1, width: i1) }
+                        for i in i0..<i1 { softmaxCausalRow(p + i * T, first: s.firstKey(i), visible: i + 1, width: i1) }
                         // out[i0..<i1] = P V
                         sgemm(m: rows, n: D, k: i1, a: p + i0 * T, lda: T, b: vg, ldb: s.kvStride,
                               c: oh + i0 * s.qStride, ldc: s.qStride)
@@ -49,11 +53,14 @@ public enum Attention {
     }
 
     @inline(__always)
-    static func softmaxCausalRow(_ row: FPtr, visible: Int, width: Int) {
+    static func softmaxCausalRow(_ row: FPtr, first: Int = 0, visible: Int, width: Int) {
+        // Keys outside [first, visible) get probability 0, and so (dS = P ⊙ ...) no gradient.
+        for j in 0..<first { row[j] = 0 }
+        let seen = row + first, count = visible - first
         var mx = -Float.infinity
-        for j in 0..<visible { mx = max(mx, row[j]) }
-        let inv = 1 / expShifted(row, row, visible, shift: mx)
-        for j in 0..<visible { row[j] *= inv }
+        for j in 0..<count { mx = max(mx, seen[j]) }
+        let inv = 1 / expShifted(seen, seen, count, shift: mx)
+        for j in 0..<count { seen[j] *= inv }
         for j in visible..<width { row[j] = 0 }
     }
 

@@ -1,14 +1,21 @@
 import Foundation
 
 /// Rotary position embedding in Hugging Face's rotate-half layout: within each
-/// head of size D, element d pairs with d + D/2 and both turn by pos · θ^(−2d/D).
+/// head of size D, element d pairs with d + D/2 and both turn by pos · f[d], with
+/// f[d] = θ^(−2d/D) unless a rope scaling changes it (RopeScaling.inverseFrequencies).
 public final class RoPE {
     public let headDim: Int
     public let maxPositions: Int
     let cos: FloatBuffer   // [maxPositions, D/2]
     let sin: FloatBuffer
 
-    public init(headDim: Int, maxPositions: Int, theta: Double) {
+    public convenience init(headDim: Int, maxPositions: Int, theta: Double) {
+        self.init(headDim: headDim, maxPositions: maxPositions,
+                  inverseFrequencies: RopeScaling.inverseFrequencies(headDim: headDim, theta: theta, scaling: nil))
+    }
+
+    public init(headDim: Int, maxPositions: Int, inverseFrequencies invFreq: [Float]) {
+        precondition(invFreq.count == headDim / 2)
         self.headDim = headDim
         self.maxPositions = maxPositions
         let half = headDim / 2
@@ -16,9 +23,8 @@ public final class RoPE {
         sin = FloatBuffer(maxPositions * half)
         for p in 0..<maxPositions {
             for d in 0..<half {
-                // Hugging Face computes inv_freq and the angle in fp32; match it.
-                let invFreq = Float(1.0 / Foundation.pow(theta, Double(2 * d) / Double(headDim)))
-                let angle = Float(p) * invFreq
+                // Hugging Face computes the angle in fp32; match it.
+                let angle = Float(p) * invFreq[d]
                 cos[p * half + d] = Foundation.cos(angle)
                 sin[p * half + d] = Foundation.sin(angle)
             }
