@@ -72,6 +72,6 @@ struct CompareCommand: ParsableCommand {
         let report = try cluster.agree { try Compare.run(o, cluster: cluster, log: log) }
         guard cluster.isRoot else { return }
         print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
-        print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report["wall_s"] as? Double ?? 0)) s)")
+        print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report.wallSeconds)) s)")
     }
 }

@@ -104,7 +104,7 @@ struct Train: ParsableCommand {
         let s = outcome.summary
         if outcome.preempted {
             if cluster.isRoot {
-                FileHandle.standardError.write(Data("lora-dist: stopped after step \(s["steps_done"]!), checkpoint \(s["checkpoint"]!); resume with --resume latest\n".utf8))
+                FileHandle.standardError.write(Data("lora-dist: stopped after step \(s.stepsDone), checkpoint \(s.checkpoint); resume with --resume latest\n".utf8))
             }
             Foundation.exit(Preemption.exitCode)
         }

@@ -42,7 +42,7 @@ import Testing
         let general = try Self.corpus("general")
         let full = try makeTrainer(try Self.options(.full, data: general))
         let s = try full.run().summary
-        let before = s["initial_dev_loss"] as! Double, after = s["dev_loss"] as! Double
+        let before = s.initialDevLoss, after = s.devLoss
         #expect(after < before - 1, "full: dev loss \(before) → \(after)")
         let lines = try String(contentsOfFile: full.options.runDir + "/metrics.jsonl", encoding: .utf8)
             .split(separator: "\n")
@@ -58,7 +58,7 @@ import Testing
         o.model = base
         let lora = try makeTrainer(o)
         let l = try lora.run().summary
-        let lb = l["initial_dev_loss"] as! Double, la = l["dev_loss"] as! Double
+        let lb = l.initialDevLoss, la = l.devLoss
         #expect(la < lb - 0.5, "lora: dev loss \(lb) → \(la)")
     }
 
@@ -83,7 +83,7 @@ import Testing
         let domain = try writeCorpus("q-domain") { "LINE_\($0):_THE_RAIN_IN_SPAIN_STAYS_MAINLY_IN_THE_PLAIN" }
         var lo = try Self.options(.lora, data: domain, steps: 1)
         lo.model = base
-        let loraInitial = try makeTrainer(lo).run().summary["initial_dev_loss"] as! Double
+        let loraInitial = try makeTrainer(lo).run().summary.initialDevLoss
         var qo = try Self.options(.qlora, data: domain)
         qo.model = base
         let q = try makeTrainer(qo)
@@ -91,14 +91,14 @@ import Testing
         #expect(frozen.count == 14)  // 2 layers × 7 projections
         let bytes = frozen.map { Array(UnsafeRawBufferPointer(start: $0.value, count: 4 * $0.spec.slots)) }
         let s = try q.run().summary
-        #expect(s["base_storage"] as? String == "nf4")
-        let nf4 = try #require(s["nf4"] as? [String: Any])
+        #expect(s.baseStorage == "nf4")
+        let nf4 = try #require(s.nf4)
         // per layer: q, o 1296 → 21 blocks, 48 padded; k, v 648 → 11 blocks, 56; gate, up, down 2160 → 34 blocks, 16
         // (48 + 56 + 56 + 48 + 3 · 16 = 256)
-        #expect(nf4["padded_tensors"] as? Int == 14)
-        #expect(nf4["padding_elements"] as? Int == 2 * 256)
+        #expect(nf4.paddedTensors == 14)
+        #expect(nf4.paddingElements == 2 * 256)
         #expect(zip(frozen, bytes).allSatisfy { Array(UnsafeRawBufferPointer(start: $0.0.value, count: 4 * $0.0.spec.slots)) == $0.1 })
-        let initial = s["initial_dev_loss"] as! Double, final = s["dev_loss"] as! Double
+        let initial = s.initialDevLoss, final = s.devLoss
         #expect(initial != loraInitial && abs(initial - loraInitial) < 0.05, "NF4 base \(initial) vs fp32 base \(loraInitial)")
         #expect(final < initial - 0.5, "qlora: dev loss \(initial) → \(final)")
 
@@ -179,9 +179,9 @@ import Testing
         o.patience = 2
         let t = try makeTrainer(o)
         let s = try t.run().summary
-        let best = try #require(s["best_step"] as? Int)
-        #expect(s["early_stopped"] as? Bool == true)
-        let done = try #require(s["steps_done"] as? Int)
+        let best = try #require(s.bestStep)
+        #expect(s.earlyStopped == true)
+        let done = s.stepsDone
         #expect(done == best + 2 * 4, "stops two evaluations after the best")
         // the dev losses logged: the best one is the minimum, and the summary reports it
         let devs = try String(contentsOfFile: o.runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
@@ -189,7 +189,7 @@ import Testing
             .compactMap { r in (r["dev_loss"] as? Double).map { (r["step"] as! Int, $0) } }
         let minimum = try #require(devs.min { $0.1 < $1.1 })
         #expect(minimum.0 == best)
-        #expect(abs((s["dev_loss"] as! Double) - minimum.1) < 1e-6)
+        #expect(abs(s.devLoss - minimum.1) < 1e-6)
         // the model holds the best weights again: evaluating now gives the best dev loss
         #expect(abs(t.evaluate() - minimum.1) < 1e-5)
         #expect(CheckpointFiles.pointer(o.runDir + "/checkpoints", CheckpointFiles.bestName) == CheckpointFiles.stepName(best))

@@ -42,7 +42,7 @@ public enum CheckpointBenchmark {
         }
         var save = [Double](), load = [Double](), write = [Double](), read = [Double]()
         for i in 1...repeats {
-            save.append(try timed { try trainer.saveCheckpoint(step: i, tokens: 0, runState: [:]) })
+            save.append(try timed { try trainer.saveCheckpoint(step: i, tokens: 0, runState: nil) })
             load.append(try timed { _ = try trainer.resume("latest") })
             // The plain baseline: every writer rank writes and reads its share of the bytes.
             let share = cluster.cross.rank == 0 ? Int(r.bytes) / cluster.node.size : 0

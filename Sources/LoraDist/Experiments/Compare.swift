@@ -49,7 +49,7 @@ public enum Compare {
 
     /// Runs everything on every rank of `cluster`; rank 0 writes DIR/report.{md,json} and the charts.
     @discardableResult
-    public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> [String: Any] {
+    public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> CompareResults {
         let domains = try FileManager.default.contentsOfDirectory(atPath: o.corpora).filter {
             FileManager.default.fileExists(atPath: o.corpora + "/" + $0 + "/train")
         }.sorted()
@@ -83,10 +83,10 @@ public enum Compare {
 
         var baseline: [String: Double]?
         var tests: [String: [Int32]]?  // every run reads text with the base's tokenizer
-        var rows: [[String: Any]] = []
-        var sweep: [[String: Any]] = []
+        var rows: [CompareResults.Row] = []
+        var sweep: [CompareResults.SweepPoint] = []
         for c in candidates {
-            var best: [String: Any]?
+            var best: CompareResults.Row?
             for lr in c.lrs {
                 var t = TrainOptions()
                 t.mode = c.mode; t.lora = c.lora; t.model = base
@@ -108,21 +108,20 @@ public enum Compare {
                 let s = try trainer.run().summary
                 let ppl = perplexities(trainer, tests: tests!, windows: o.testSequences)
                 var row = result(c, lr: lr, summary: s, ppl: ppl, baseline: baseline!, domain: o.domain, runDir: t.runDir)
-                if let quantized { row["nf4_base_perplexity"] = quantized }
-                sweep.append(["run": c.name, "lr": lr.shortest, "best_dev_loss": s["dev_loss"] ?? NSNull()])
-                if best == nil || (row["best_dev_loss"] as! Double) < (best!["best_dev_loss"] as! Double) { best = row }
+                row.nf4BasePerplexity = quantized?.finiteValues
+                sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, bestDevLoss: s.devLoss.finite))
+                if best == nil || (row.bestDevLoss ?? .nan) < (best!.bestDevLoss ?? .nan) { best = row }
             }
             rows.append(best!)
         }
-        let report: [String: Any] = [
-            "base": base, "domain": o.domain, "out_of_domain": domains.filter { $0 != o.domain && $0 != general },
-            "general": general, "world_size": cluster.size, "nodes": cluster.nodes, "exchange": o.exchange.rawValue,
-            "budget": ["steps": o.steps, "batch": o.batch, "seq_len": o.seqLen, "tokens": o.steps * o.batch * o.seqLen],
-            "early_stopping": ["eval_every": o.evalEvery, "patience": o.patience],
-            "lr_grid": ["lora": o.loraLRs.map(\.shortest), "full": o.fullLRs.map(\.shortest)],
-            "base_perplexity": baseline ?? [:], "runs": rows, "sweep": sweep, "quick": o.quick,
-            "wall_s": Date().timeIntervalSince(start),
-        ]
+        let report = CompareResults(
+            base: base, domain: o.domain, outOfDomain: domains.filter { $0 != o.domain && $0 != general },
+            general: general, worldSize: cluster.size, nodes: cluster.nodes, exchange: o.exchange.rawValue,
+            budget: .init(steps: o.steps, batch: o.batch, seqLen: o.seqLen, tokens: o.steps * o.batch * o.seqLen),
+            earlyStopping: .init(evalEvery: o.evalEvery, patience: o.patience),
+            lrGrid: .init(lora: o.loraLRs.map(\.shortest), full: o.fullLRs.map(\.shortest)),
+            basePerplexity: (baseline ?? [:]).finiteValues, runs: rows, sweep: sweep, quick: o.quick,
+            wallSeconds: Date().timeIntervalSince(start))
         if cluster.isRoot { try CompareReport.write(report, to: o.out) }
         return report
     }
@@ -153,30 +152,27 @@ public enum Compare {
         return out
     }
 
-    static func result(_ c: Candidate, lr: Float, summary s: [String: Any], ppl: [String: Double],
-                       baseline: [String: Double], domain: String, runDir: String) -> [String: Any] {
+    static func result(_ c: Candidate, lr: Float, summary s: RunSummary, ppl: [String: Double],
+                       baseline: [String: Double], domain: String, runDir: String) -> CompareResults.Row {
         let ood = ppl.filter { $0.key != domain && $0.key != general }
         let oodMean = ood.isEmpty ? Double.nan : ood.values.reduce(0, +) / Double(ood.count)
         let baseOOD = baseline.filter { $0.key != domain && $0.key != general }
         let baseOODMean = baseOOD.isEmpty ? Double.nan : baseOOD.values.reduce(0, +) / Double(baseOOD.count)
-        let steps = s["steps_done"] as? Int ?? 0
-        let trainSeconds = Double(s["tokens"] as? Int ?? 0) / max(s["tokens_per_s"] as? Double ?? 1, 1e-9)
-        return [
-            "run": c.name, "label": c.label, "mode": c.mode.rawValue, "lr": lr.shortest,
-            "rank": c.lora.map { $0.rank as Any } ?? NSNull(),
-            "target_modules": c.lora.map { $0.targets as Any } ?? NSNull(),
-            "trainable_params": s["trainable_params"] ?? 0, "total_params": s["base_params"] ?? 0,
-            "exchange_bytes_per_step": s["exchange_bytes_per_step"] ?? 0,
-            "full_ft_exchange_bytes_per_step": s["full_ft_exchange_bytes_per_step"] ?? 0,
-            "node_memory_bytes": s["node_memory_bytes"] ?? 0,
-            "seconds_per_step": trainSeconds / Double(max(steps, 1)), "tokens_per_s": s["tokens_per_s"] ?? 0,
-            "steps_done": steps, "best_step": s["best_step"] ?? NSNull(), "early_stopped": s["early_stopped"] ?? false,
-            "best_dev_loss": s["dev_loss"] ?? Double.nan, "dev_perplexity": Foundation.exp(s["dev_loss"] as? Double ?? .nan),
-            "in_domain_perplexity": ppl[domain] ?? .nan, "base_in_domain_perplexity": baseline[domain] ?? .nan,
-            "out_of_domain_perplexity": ood, "out_of_domain_mean": oodMean, "base_out_of_domain_mean": baseOODMean,
-            "general_perplexity": ppl[general] ?? .nan,
-            "forgetting": (ppl[general] ?? .nan) - (baseline[general] ?? .nan),
-            "run_dir": runDir,
-        ]
+        let steps = s.stepsDone
+        let trainSeconds = Double(s.tokens) / max(s.tokensPerSecond, 1e-9)
+        return CompareResults.Row(
+            run: c.name, label: c.label, mode: c.mode.rawValue, lr: lr.shortest,
+            rank: c.lora?.rank, targetModules: c.lora?.targets,
+            trainableParams: s.trainableParams, totalParams: s.baseParams,
+            exchangeBytesPerStep: s.exchangeBytesPerStep, fullFTExchangeBytesPerStep: s.fullFTExchangeBytesPerStep,
+            nodeMemoryBytes: s.nodeMemoryBytes,
+            secondsPerStep: trainSeconds / Double(max(steps, 1)), tokensPerSecond: s.tokensPerSecond,
+            stepsDone: steps, bestStep: s.bestStep, earlyStopped: s.earlyStopped,
+            bestDevLoss: s.devLoss.finite, devPerplexity: Foundation.exp(s.devLoss).finite,
+            inDomainPerplexity: ppl[domain]?.finite, baseInDomainPerplexity: baseline[domain]?.finite,
+            outOfDomainPerplexity: ood.finiteValues, outOfDomainMean: oodMean.finite, baseOutOfDomainMean: baseOODMean.finite,
+            generalPerplexity: ppl[general]?.finite,
+            forgetting: ((ppl[general] ?? .nan) - (baseline[general] ?? .nan)).finite,
+            runDir: runDir)
     }
 }

@@ -8,29 +8,28 @@ public enum CompareReport {
 
     /// Renders report.md and the charts again from a report.json (and the runs' metrics it points at).
     public static func rerender(_ dir: String) throws {
-        guard let data = FileManager.default.contents(atPath: dir + "/report.json"),
-              let r = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        guard let data = FileManager.default.contents(atPath: dir + "/report.json") else {
             throw LoraDistError("\(dir)/report.json is missing or not JSON")
         }
-        try write(r, to: dir)
+        try write(try JSONCoding.decode(CompareResults.self, from: data, source: dir + "/report.json"), to: dir)
     }
 
-    public static func write(_ r: [String: Any], to dir: String) throws {
+    public static func write(_ r: CompareResults, to dir: String) throws {
         try RunFiles.createDirectory(dir)
-        let runs = r["runs"] as? [[String: Any]] ?? []
-        try RunFiles.writeAtomically(try RunFiles.json(sanitized(r)), to: dir + "/report.json")
+        let runs = r.runs
+        try RunFiles.writeAtomically(try JSONCoding.encode(r), to: dir + "/report.json")
         // Loss curves: training loss solid, dev loss dashed, one colour per run.
         var series: [SVGChart.Series] = []
         for row in runs {
-            let (train, dev) = curves(row["run_dir"] as? String ?? "")
-            series.append(.init(name: "\(row["label"]!) train", points: smoothed(train)))
-            series.append(.init(name: "\(row["label"]!) dev", points: dev, dashed: true))
+            let (train, dev) = curves(row.runDir)
+            series.append(.init(name: "\(row.label) train", points: smoothed(train)))
+            series.append(.init(name: "\(row.label) dev", points: dev, dashed: true))
         }
-        try RunFiles.writeAtomically(Data(SVGChart.lines(title: "Loss by step (\(r["domain"]!))", xLabel: "optimizer step",
+        try RunFiles.writeAtomically(Data(SVGChart.lines(title: "Loss by step (\(r.domain))", xLabel: "optimizer step",
                                                          yLabel: "cross-entropy (nats/token); train: mean of 10 steps", series: series,
                                                          colorOf: { $0 / 2 }, width: 900).utf8),
                                      to: dir + "/loss_curves.svg")
-        let bars = runs.map { ("\($0["label"]!)", Double($0["exchange_bytes_per_step"] as? Int ?? 0)) }
+        let bars = runs.map { ($0.label, Double($0.exchangeBytesPerStep)) }
         try RunFiles.writeAtomically(Data(SVGChart.bars(title: "Gradient bytes exchanged per step and rank", unit: "",
                                                         items: bars).utf8), to: dir + "/exchange_bytes.svg")
         try RunFiles.writeAtomically(Data(markdown(r).utf8), to: dir + "/report.md")
@@ -41,10 +40,9 @@ public enum CompareReport {
         var train: [(Double, Double)] = [], dev: [(Double, Double)] = []
         let text = (try? String(contentsOfFile: runDir + "/metrics.jsonl", encoding: .utf8)) ?? ""
         for line in text.split(separator: "\n") {
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let step = o["step"] as? Int else { continue }
-            if let l = o["loss"] as? Double { train.append((Double(step), l)) }
-            if let d = o["dev_loss"] as? Double { dev.append((Double(step), d)) }
+            guard let o = try? JSONDecoder().decode(MetricsRecord.Losses.self, from: Data(line.utf8)) else { continue }
+            if let l = o.loss { train.append((Double(o.step), l)) }
+            if let d = o.devLoss { dev.append((Double(o.step), d)) }
         }
         return (train, dev)
     }
@@ -57,43 +55,33 @@ public enum CompareReport {
         }
     }
 
-    /// JSON cannot hold NaN or infinity: they become null.
-    static func sanitized(_ v: Any) -> Any {
-        switch v {
-        case let d as Double: return d.isFinite ? d : NSNull()
-        case let a as [Any]: return a.map(sanitized)
-        case let m as [String: Any]: return m.mapValues(sanitized)
-        default: return v
-        }
-    }
-
-    static func f(_ v: Any?, _ digits: Int = 2) -> String {
-        guard let d = v as? Double, d.isFinite else { return "n/a" }
+    static func f(_ v: Double?, _ digits: Int = 2) -> String {
+        guard let d = v, d.isFinite else { return "n/a" }
         return String(format: "%.\(digits)f", d)
     }
 
-    static func markdown(_ r: [String: Any]) -> String {
-        let runs = r["runs"] as? [[String: Any]] ?? []
-        let budget = r["budget"] as? [String: Any] ?? [:]
-        let basePPL = r["base_perplexity"] as? [String: Double] ?? [:]
-        let domain = r["domain"] as? String ?? "?"
+    static func markdown(_ r: CompareResults) -> String {
+        let runs = r.runs
+        let budget = r.budget
+        let basePPL = r.basePerplexity
+        let domain = r.domain
         var md = "# LoRA vs full fine-tuning on \(domain)\n\n"
-        md += "Base `\(r["base"]!)`, \(r["world_size"]!) rank(s) on \(r["nodes"]!) node(s), \(r["exchange"]!) exchange. "
-        md += "Budget per run: up to \(budget["steps"]!) steps of \(budget["batch"]!) × \(budget["seq_len"]!) tokens "
-        md += "(\(budget["tokens"]!) tokens), early stopping on dev loss (`report.json` has the settings); "
-        md += "each row is the best learning rate of the grid (LoRA \(lrs(r, "lora")), full \(lrs(r, "full"))) by dev loss.\n\n"
-        md += "Base perplexity: in-domain \(f(basePPL[domain])), general \(f(basePPL[r["general"] as? String ?? "general"]))"
-        for d in (r["out_of_domain"] as? [String] ?? []) { md += ", \(d) \(f(basePPL[d]))" }
+        md += "Base `\(r.base)`, \(r.worldSize) rank(s) on \(r.nodes) node(s), \(r.exchange) exchange. "
+        md += "Budget per run: up to \(budget.steps) steps of \(budget.batch) × \(budget.seqLen) tokens "
+        md += "(\(budget.tokens) tokens), early stopping on dev loss (`report.json` has the settings); "
+        md += "each row is the best learning rate of the grid (LoRA \(lrs(r.lrGrid.lora)), full \(lrs(r.lrGrid.full))) by dev loss.\n\n"
+        md += "Base perplexity: in-domain \(f(basePPL[domain] ?? nil)), general \(f(basePPL[r.general] ?? nil))"
+        for d in r.outOfDomain { md += ", \(d) \(f(basePPL[d] ?? nil))" }
         md += ".\n\n"
         md += "| run | trainable params | lr | steps (best) | in-domain ppl | out-of-domain ppl | forgetting (Δ ppl general) | bytes exchanged / step | node memory | s / step |\n"
         md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         for row in runs {
-            let trainable = row["trainable_params"] as? Int ?? 0, total = max(row["total_params"] as? Int ?? 1, 1)
-            md += "| \(row["label"]!) | \(trainable.formatted()) (\(String(format: "%.2f", 100 * Double(trainable) / Double(total))) %) "
-            md += "| \(row["lr"]!) | \(row["steps_done"]!) (\(row["best_step"] ?? "-")) "
-            md += "| \(f(row["in_domain_perplexity"])) | \(f(row["out_of_domain_mean"])) | \(signed(row["forgetting"])) "
-            md += "| \(Report.bytes(Double(row["exchange_bytes_per_step"] as? Int ?? 0))) "
-            md += "| \(Report.bytes(Double(row["node_memory_bytes"] as? Int ?? 0))) | \(f(row["seconds_per_step"], 3)) |\n"
+            let trainable = row.trainableParams, total = max(row.totalParams, 1)
+            md += "| \(row.label) | \(trainable.formatted()) (\(String(format: "%.2f", 100 * Double(trainable) / Double(total))) %) "
+            md += "| \(row.lr) | \(row.stepsDone) (\(row.bestStep.map(String.init) ?? "-")) "
+            md += "| \(f(row.inDomainPerplexity)) | \(f(row.outOfDomainMean)) | \(signed(row.forgetting)) "
+            md += "| \(Report.bytes(Double(row.exchangeBytesPerStep))) "
+            md += "| \(Report.bytes(Double(row.nodeMemoryBytes))) | \(f(row.secondsPerStep, 3)) |\n"
         }
         md += "\n![loss curves](loss_curves.svg)\n\n![bytes exchanged per step](exchange_bytes.svg)\n\n"
         md += "## Against the published comparison\n\nPublished: \(published).\n\n"
@@ -105,36 +93,36 @@ public enum CompareReport {
         return md
     }
 
-    static func lrs(_ r: [String: Any], _ key: String) -> String {
-        ((r["lr_grid"] as? [String: Any])?[key] as? [Double] ?? []).map { "\($0)" }.joined(separator: ", ")
+    static func lrs(_ grid: [Double]) -> String {
+        grid.map { "\($0)" }.joined(separator: ", ")
     }
 
-    static func signed(_ v: Any?) -> String {
-        guard let d = v as? Double, d.isFinite else { return "n/a" }
+    static func signed(_ v: Double?) -> String {
+        guard let d = v, d.isFinite else { return "n/a" }
         return String(format: "%+.2f", d)
     }
 
     /// Which way each comparison came out, in words. Lower perplexity is better.
-    static func verdicts(_ runs: [[String: Any]]) -> [String] {
-        guard let full = runs.first(where: { $0["mode"] as? String == "full" }) else {
+    static func verdicts(_ runs: [CompareResults.Row]) -> [String] {
+        guard let full = runs.first(where: { $0.mode == "full" }) else {
             return ["No full fine-tuning run: nothing to compare LoRA against."]
         }
-        let loras = runs.filter { $0["mode"] as? String == "lora" }
-        guard let lora = loras.min(by: { ($0["best_dev_loss"] as? Double ?? .infinity) < ($1["best_dev_loss"] as? Double ?? .infinity) }) else {
+        let loras = runs.filter { $0.mode == "lora" }
+        guard let lora = loras.min(by: { ($0.bestDevLoss ?? .infinity) < ($1.bestDevLoss ?? .infinity) }) else {
             return ["No LoRA run."]
         }
-        let name = lora["label"] as? String ?? "LoRA"
-        func v(_ row: [String: Any], _ k: String) -> Double { row[k] as? Double ?? .nan }
+        let name = lora.label
+        func v(_ x: Double?) -> Double { x ?? .nan }
         var out: [String] = []
-        let li = v(lora, "in_domain_perplexity"), fi = v(full, "in_domain_perplexity")
+        let li = v(lora.inDomainPerplexity), fi = v(full.inDomainPerplexity)
         out.append(li >= fi
             ? String(format: "In-domain: the best LoRA (%@) reaches perplexity %.2f against full fine-tuning's %.2f: LoRA behind, as published.", name, li, fi)
             : String(format: "In-domain: the best LoRA (%@) reaches perplexity %.2f against full fine-tuning's %.2f: LoRA ahead, which disagrees with the published result (LoRA slightly behind).", name, li, fi))
-        let lo = v(lora, "out_of_domain_mean"), fo = v(full, "out_of_domain_mean")
+        let lo = v(lora.outOfDomainMean), fo = v(full.outOfDomainMean)
         out.append(lo <= fo
             ? String(format: "Out-of-domain: LoRA %.2f vs full %.2f: LoRA better, as published.", lo, fo)
             : String(format: "Out-of-domain: LoRA %.2f vs full %.2f: full fine-tuning better, which disagrees with the published result (LoRA ahead).", lo, fo))
-        let lf = v(lora, "forgetting"), ff = v(full, "forgetting")
+        let lf = v(lora.forgetting), ff = v(full.forgetting)
         func moved(_ d: Double) -> String { d >= 0 ? String(format: "rose by %.2f", d) : String(format: "fell by %.2f", -d) }
         let change = "General perplexity \(moved(lf)) under LoRA and \(moved(ff)) under full fine-tuning"
         if lf <= ff {
@@ -144,35 +132,32 @@ public enum CompareReport {
         } else {
             out.append("Forgetting: \(change): LoRA forgets more, which disagrees with the published result.")
         }
-        let lb = Double(lora["exchange_bytes_per_step"] as? Int ?? 0), fb = Double(full["exchange_bytes_per_step"] as? Int ?? 0)
+        let lb = Double(lora.exchangeBytesPerStep), fb = Double(full.exchangeBytesPerStep)
         if fb > 0 {
             out.append(String(format: "Cost: LoRA exchanged %@ per step against %@ (%.2f %%), and trained %@ of %@ parameters.",
                               Report.bytes(lb), Report.bytes(fb), 100 * lb / fb,
-                              (lora["trainable_params"] as? Int ?? 0).formatted(), (full["trainable_params"] as? Int ?? 0).formatted()))
+                              lora.trainableParams.formatted(), full.trainableParams.formatted()))
         }
         return out
     }
 
     /// QLoRA against the LoRA run with the same rank and targets: what the 4-bit base costs in
     /// quality (before and after training) and what it saves in memory.
-    static func qloraVerdicts(_ runs: [[String: Any]], base: [String: Double], domain: String) -> [String] {
-        guard let q = runs.first(where: { $0["mode"] as? String == "qlora" }) else { return [] }
-        let twin = runs.first {
-            $0["mode"] as? String == "lora" && ($0["rank"] as? Int) == (q["rank"] as? Int)
-                && ($0["target_modules"] as? [String]) == (q["target_modules"] as? [String])
-        }
-        func v(_ row: [String: Any], _ k: String) -> Double { row[k] as? Double ?? .nan }
+    static func qloraVerdicts(_ runs: [CompareResults.Row], base: [String: Double?], domain: String) -> [String] {
+        guard let q = runs.first(where: { $0.mode == "qlora" }) else { return [] }
+        let twin = runs.first { $0.mode == "lora" && $0.rank == q.rank && $0.targetModules == q.targetModules }
+        func v(_ x: Double?) -> Double { x ?? .nan }
         var out: [String] = []
-        if let nf4 = q["nf4_base_perplexity"] as? [String: Double], let general = nf4["general"], let inDomain = nf4[domain] {
+        if let nf4 = q.nf4BasePerplexity, let general = nf4["general"] ?? nil, let inDomain = nf4[domain] ?? nil {
             out.append(String(format: "QLoRA: quantizing the base to NF4 alone, before training, moved perplexity from %.2f to %.2f in domain and from %.2f to %.2f on general text.",
-                              base[domain] ?? .nan, inDomain, base["general"] ?? .nan, general))
+                              v(base[domain] ?? nil), inDomain, v(base["general"] ?? nil), general))
         }
         guard let l = twin else { return out }
-        let qm = Double(q["node_memory_bytes"] as? Int ?? 0), lm = Double(l["node_memory_bytes"] as? Int ?? 0)
+        let qm = Double(q.nodeMemoryBytes), lm = Double(l.nodeMemoryBytes)
         out.append(String(format: "QLoRA vs %@: in-domain %.2f vs %.2f, out-of-domain %.2f vs %.2f, forgetting %+.2f vs %+.2f; node memory %@ vs %@, %.3f vs %.3f s / step.",
-                          l["label"] as? String ?? "LoRA", v(q, "in_domain_perplexity"), v(l, "in_domain_perplexity"),
-                          v(q, "out_of_domain_mean"), v(l, "out_of_domain_mean"), v(q, "forgetting"), v(l, "forgetting"),
-                          Report.bytes(qm), Report.bytes(lm), v(q, "seconds_per_step"), v(l, "seconds_per_step")))
+                          l.label, v(q.inDomainPerplexity), v(l.inDomainPerplexity),
+                          v(q.outOfDomainMean), v(l.outOfDomainMean), v(q.forgetting), v(l.forgetting),
+                          Report.bytes(qm), Report.bytes(lm), q.secondsPerStep, l.secondsPerStep))
         return out
     }
 }

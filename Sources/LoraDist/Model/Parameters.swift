@@ -109,14 +109,6 @@ public final class ParameterStore {
     public var valueBytes: Int { 4 * totalCount }
 
     /// What the NF4 tensors hold and take, padding included (nil without any).
-    public var nf4Summary: [String: Any]? {
-        let q = params.filter(\.spec.nf4).map { NF4Layout(count: $0.count) }
-        guard !q.isEmpty else { return nil }
-        let weights = q.reduce(0) { $0 + $1.count }, bytes = q.reduce(0) { $0 + $1.bytes }
-        return ["tensors": q.count, "weights": weights, "bytes": bytes,
-                "bits_per_weight": (Double(8 * bytes) / Double(weights) * 1000).rounded() / 1000,
-                "block_size": NF4Layout.blockSize, "double_quant_block_size": NF4Layout.scaleBlockSize,
-                "padded_tensors": q.filter { $0.padding > 0 }.count, "padding_elements": q.reduce(0) { $0 + $1.padding }]
-    }
+    public var nf4Summary: NF4Summary? { NF4Summary(params.filter(\.spec.nf4).map { NF4Layout(count: $0.count) }) }
     public var trainable: [Param] { params.filter { $0.spec.trainable } }
 }

@@ -9,17 +9,15 @@ public enum Report {
         return i == 0 ? "\(Int(v)) B" : String(format: "%.1f %@", v, units[i])
     }
 
-    public static func closing(_ s: [String: Any]) -> String {
-        let d0 = s["initial_dev_loss"] as? Double ?? .nan, d1 = s["dev_loss"] as? Double ?? .nan
-        let trainable = s["trainable_params"] as? Int ?? 0, base = s["base_params"] as? Int ?? 0
-        let perStep = Double(s["exchange_bytes_per_step"] as? Int ?? 0)
-        let full = Double(s["full_ft_exchange_bytes_per_step"] as? Int ?? 0)
+    public static func closing(_ s: RunSummary) -> String {
+        let d0 = s.initialDevLoss, d1 = s.devLoss
+        let trainable = s.trainableParams, base = s.baseParams
+        let perStep = Double(s.exchangeBytesPerStep), full = Double(s.fullFTExchangeBytesPerStep)
         var lines = [
-            String(format: "%@ done: dev loss %.3f → %.3f (perplexity %.1f → %.1f)", s["mode"] as? String ?? "?",
+            String(format: "%@ done: dev loss %.3f → %.3f (perplexity %.1f → %.1f)", s.mode,
                    d0, d1, Foundation.exp(d0), Foundation.exp(d1)),
             String(format: "  speed      %.0f tokens/s on %d rank(s), %.0f%% of step time waiting on communication",
-                   s["tokens_per_s"] as? Double ?? 0, s["world_size"] as? Int ?? 1,
-                   100 * (s["comm_wait_share"] as? Double ?? 0)),
+                   s.tokensPerSecond, s.worldSize, 100 * s.commWaitShare),
             String(format: "  trained    %@ of %@ parameters (%.2f%%)", trainable.formatted(), base.formatted(),
                    100 * Double(trainable) / Double(max(base, 1))),
         ]
@@ -29,7 +27,7 @@ public enum Report {
         } else {
             lines.append("  exchanged  nothing (one rank)")
         }
-        lines.append("  memory     \(bytes(Double(s["node_memory_bytes"] as? Int ?? 0))) per node (sum of the ranks' PSS)")
+        lines.append("  memory     \(bytes(Double(s.nodeMemoryBytes))) per node (sum of the ranks' PSS)")
         return lines.joined(separator: "\n")
     }
 }

@@ -39,8 +39,8 @@ public final class MetricsLog {
         var kept = Data()
         if let last, let old = FileManager.default.contents(atPath: path) {
             for line in old.split(separator: UInt8(ascii: "\n")) {
-                guard let obj = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any],
-                      let step = obj["step"] as? Int, step <= last else { continue }
+                guard let record = try? JSONDecoder().decode(MetricsRecord.Losses.self, from: Data(line)),
+                      record.step <= last else { continue }
                 kept.append(contentsOf: line)
                 kept.append(UInt8(ascii: "\n"))
             }
@@ -55,8 +55,8 @@ public final class MetricsLog {
         handle = h
     }
 
-    public func append(_ record: [String: Any]) throws {
-        var line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+    public func append(_ record: MetricsRecord) throws {
+        var line = try JSONCoding.encode(record, pretty: false)
         line.append(UInt8(ascii: "\n"))
         handle.write(line)
     }

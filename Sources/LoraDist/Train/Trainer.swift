@@ -339,7 +339,7 @@ public final class Trainer {
     }
 
     public struct Outcome {
-        public var summary: [String: Any]
+        public var summary: RunSummary
         /// Stopped early (SIGTERM or --stop-after) with a checkpoint to resume from.
         public var preempted: Bool
     }
@@ -350,7 +350,7 @@ public final class Trainer {
     public func run() throws -> Outcome {
         let o = options
         let root = cluster.isRoot
-        var first = 1, tokens = 0, state: [String: Any] = [:]
+        var first = 1, tokens = 0, state: RunState?
         if let which = o.resume {
             let r = try resume(which)
             first = r.step + 1
@@ -366,18 +366,17 @@ public final class Trainer {
         }
         let progress = Progress(total: o.steps, quiet: o.quiet || !root)
         let start = Date()
-        let initialDev = (state["initial_dev_loss"] as? Double) ?? evaluate()
-        var devLoss = (state["dev_loss"] as? Double) ?? initialDev
-        var lastLoss = (state["final_loss"] as? Double) ?? .nan
-        var trainSeconds = (state["train_seconds"] as? Double) ?? 0, waitSeconds = (state["wait_seconds"] as? Double) ?? 0
+        let initialDev = state?.initialDevLoss ?? evaluate()
+        var devLoss = state?.devLoss ?? initialDev
+        var lastLoss = state?.finalLoss ?? .nan
+        var trainSeconds = state?.trainSeconds ?? 0, waitSeconds = state?.waitSeconds ?? 0
         let bytes = exchangeBytes
         var preempted = false, earlyStopped = false
-        var bestDev = (state["best_dev_loss"] as? Double) ?? .infinity, bestStep = (state["best_step"] as? Int) ?? 0
-        var evalsSinceBest = (state["evals_since_best"] as? Int) ?? 0
-        func runState() -> [String: Any] {
-            ["initial_dev_loss": initialDev, "dev_loss": devLoss, "final_loss": lastLoss, "train_seconds": trainSeconds,
-             "wait_seconds": waitSeconds, "best_dev_loss": bestDev.isFinite ? bestDev : NSNull(), "best_step": bestStep,
-             "evals_since_best": evalsSinceBest]
+        var bestDev = state?.bestDevLoss ?? .infinity, bestStep = state?.bestStep ?? 0
+        var evalsSinceBest = state?.evalsSinceBest ?? 0
+        func runState() -> RunState {
+            RunState(initialDevLoss: initialDev, devLoss: devLoss, finalLoss: lastLoss, trainSeconds: trainSeconds,
+                     waitSeconds: waitSeconds, bestDevLoss: bestDev.finite, bestStep: bestStep, evalsSinceBest: evalsSinceBest)
         }
         var s = first
         while s <= o.steps {
@@ -386,19 +385,18 @@ public final class Trainer {
             waitSeconds += r.commWait
             tokens += o.batch * o.seqLen
             lastLoss = r.loss
-            var rec: [String: Any] = [
-                "step": s, "loss": rounded(r.loss), "lr": schedule.at(s).shortest, "tokens": tokens,
-                "tokens_per_s": rounded(Double(o.batch * o.seqLen) / r.seconds, 1), "step_s": rounded(r.seconds),
-                "grad_norm": rounded(r.gradNorm), "trainable_params": model.trainableParams, "mode": o.mode.rawValue,
-                "exchange_bytes": Int(bytes.intra + bytes.inter), "exchange_bytes_intra": Int(bytes.intra),
-                "exchange_bytes_inter": Int(bytes.inter), "exchanged_params": model.trainableParams,
-                "comm_wait_s": rounded(r.commWait), "compute_s": rounded(max(r.seconds - r.commWait, 0)),
-                "world_size": cluster.size, "exchange": o.exchange.rawValue,
-            ]
+            var rec = MetricsRecord(
+                step: s, loss: rounded(r.loss), lr: schedule.at(s).shortest, tokens: tokens,
+                tokensPerSecond: rounded(Double(o.batch * o.seqLen) / r.seconds, 1), stepSeconds: rounded(r.seconds),
+                gradNorm: rounded(r.gradNorm), trainableParams: model.trainableParams, mode: o.mode.rawValue,
+                exchangeBytes: Int(bytes.intra + bytes.inter), exchangeBytesIntra: Int(bytes.intra),
+                exchangeBytesInter: Int(bytes.inter), exchangedParams: model.trainableParams,
+                commWaitSeconds: rounded(r.commWait), computeSeconds: rounded(max(r.seconds - r.commWait, 0)),
+                worldSize: cluster.size, exchange: o.exchange.rawValue)
             var newBest = false
             if s % o.evalEvery == 0 || s == o.steps {
                 devLoss = evaluate()
-                rec["dev_loss"] = rounded(devLoss)
+                rec.devLoss = rounded(devLoss)
                 if o.patience != nil {
                     if devLoss < bestDev { bestDev = devLoss; bestStep = s; evalsSinceBest = 0; newBest = true }
                     else { evalsSinceBest += 1 }
@@ -426,38 +424,32 @@ public final class Trainer {
         let nodeMemory = cluster.world.allreduceMax(NodeMemory.nodeBytes(cluster))
         let wall = Date().timeIntervalSince(start)
         let perStep = bytes.intra + bytes.inter, fullPerStep = fullFineTuningExchangeBytes
-        let summary: [String: Any] = [
-            "mode": o.mode.rawValue, "model": o.model, "steps": o.steps, "batch": o.batch, "seq_len": o.seqLen,
-            "steps_done": preempted || earlyStopped ? s : o.steps, "preempted": preempted,
-            "early_stopped": earlyStopped, "best_step": o.patience != nil ? bestStep : NSNull(),
-            "tokens": tokens, "final_loss": rounded(lastLoss),
-            "initial_dev_loss": rounded(initialDev), "initial_dev_perplexity": rounded(Foundation.exp(initialDev), 3),
-            "dev_loss": rounded(devLoss), "dev_perplexity": rounded(Foundation.exp(devLoss), 3),
-            "trainable_params": model.trainableParams, "total_params": model.totalParams,
-            "base_params": model.baseParams, "weight_bytes": model.store.valueBytes,
-            "base_storage": model.nf4Base ? "nf4" : "fp32", "nf4": model.store.nf4Summary ?? NSNull(),
-            "tokens_per_s": rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), "wall_s": rounded(wall, 3),
-            "lora": o.mode.hasAdapters ? loraJSON(o.lora!) : NSNull(), "lr": o.lr.shortest, "seed": o.seed,
-            "world_size": cluster.size, "nodes": cluster.nodes, "ranks_per_node": cluster.node.size,
-            "exchange": o.exchange.rawValue, "blas_threads": replicas.isEmpty ? BLAS.threads : 1,
-            "replicas": replicas.count + 1,
-            "exchange_bytes_per_step": Int(perStep), "full_ft_exchange_bytes_per_step": Int(fullPerStep),
-            "exchange_ratio": fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : NSNull(),
-            "comm_wait_share": rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
-            "node_memory_bytes": Int(nodeMemory),
-            "weights_bytes_per_node": window.count * 4,
-            "checkpoint": checkpointRoot + "/" + CheckpointFiles.stepName(preempted || earlyStopped ? s : o.steps),
-        ]
+        let done = preempted || earlyStopped ? s : o.steps
+        let summary = RunSummary(
+            mode: o.mode.rawValue, model: o.model, steps: o.steps, batch: o.batch, seqLen: o.seqLen, seed: o.seed,
+            stepsDone: done, preempted: preempted, earlyStopped: earlyStopped, bestStep: o.patience != nil ? bestStep : nil,
+            tokens: tokens, finalLoss: rounded(lastLoss),
+            initialDevLoss: rounded(initialDev), initialDevPerplexity: rounded(Foundation.exp(initialDev), 3),
+            devLoss: rounded(devLoss), devPerplexity: rounded(Foundation.exp(devLoss), 3),
+            trainableParams: model.trainableParams, totalParams: model.totalParams,
+            baseParams: model.baseParams, weightBytes: model.store.valueBytes,
+            baseStorage: model.nf4Base ? "nf4" : "fp32", nf4: model.store.nf4Summary,
+            tokensPerSecond: rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), wallSeconds: rounded(wall, 3),
+            lora: o.mode.hasAdapters ? RunSummary.LoRASummary(o.lora!) : nil, lr: o.lr.shortest,
+            worldSize: cluster.size, nodes: cluster.nodes, ranksPerNode: cluster.node.size,
+            exchange: o.exchange.rawValue, blasThreads: replicas.isEmpty ? BLAS.threads : 1,
+            replicas: replicas.count + 1,
+            exchangeBytesPerStep: Int(perStep), fullFTExchangeBytesPerStep: Int(fullPerStep),
+            exchangeRatio: fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : nil,
+            commWaitShare: rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
+            nodeMemoryBytes: Int(nodeMemory),
+            weightsBytesPerNode: window.count * 4,
+            checkpoint: checkpointRoot + "/" + CheckpointFiles.stepName(done))
         if root {
-            do { try RunFiles.writeAtomically(try RunFiles.json(summary), to: o.runDir + "/summary.json") }
+            do { try RunFiles.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }
             catch { MPIRuntime.abort("\(error)") }
         }
         return Outcome(summary: summary, preempted: preempted)
-    }
-
-    func loraJSON(_ l: LoRAConfig) -> [String: Any] {
-        ["r": l.rank, "alpha": l.alpha.shortest, "dropout": l.dropout.shortest, "target_modules": l.targets,
-         "use_rslora": l.useRSLoRA]
     }
 }
 

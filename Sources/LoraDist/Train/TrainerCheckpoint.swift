@@ -33,7 +33,7 @@ extension Trainer {
     }
 
     /// Saves the state after `step`. Collective; a failure on any rank fails every rank.
-    public func saveCheckpoint(step: Int, tokens: Int, runState: [String: Any], best: Bool = false) throws {
+    public func saveCheckpoint(step: Int, tokens: Int, runState: RunState?, best: Bool = false) throws {
         let root = checkpointRoot, name = CheckpointFiles.stepName(step), dir = root + "/" + name
         try cluster.agree {
             guard cluster.isRoot else { return }
@@ -85,7 +85,7 @@ extension Trainer {
             m.optimizerStep = optimizer.t
             m.createdUTC = ISO8601DateFormatter().string(from: Date())
             m.modelSource = options.model
-            m.runStateJSON = String(decoding: try JSONSerialization.data(withJSONObject: runState, options: [.sortedKeys]), as: UTF8.self)
+            m.runStateJSON = try RunState.json(runState)
             try CheckpointFiles.writeDurably(m.encoded(), to: dir + "/" + CheckpointFiles.manifestName)
             if best { try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.bestName) }
             try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.latestName)
@@ -98,7 +98,7 @@ extension Trainer {
     /// the optimizer change only when every rank has succeeded.
     /// Returns (step, tokens seen, run state).
     /// With `continuing` (a resumed run) `latest` is pointed at the loaded checkpoint.
-    public func resume(_ which: String, continuing: Bool = true) throws -> (step: Int, tokens: Int, state: [String: Any]) {
+    public func resume(_ which: String, continuing: Bool = true) throws -> (step: Int, tokens: Int, state: RunState?) {
         let (manifest, values, m, v) = try cluster.agree { () throws -> (Manifest, [Float], [Float], [Float]) in
             let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
             let manifest = try CheckpointFiles.readManifest(dir)
@@ -138,6 +138,7 @@ extension Trainer {
             }
             return (manifest, values, m, v)
         }
+        let state = try cluster.agree { try RunState.from(json: manifest.runStateJSON, source: "checkpoint \(which)") }
         // From here this run continues from that checkpoint: `latest` names it, so
         // saves of later steps may replace checkpoints newer than it.
         try cluster.agree {
@@ -154,7 +155,6 @@ extension Trainer {
         v.withUnsafeBufferPointer { optimizer.v.ptr.update(from: $0.baseAddress!, count: range.count) }
         optimizer.setStep(manifest.optimizerStep)
         window.publish()
-        let state = (try? JSONSerialization.jsonObject(with: Data(manifest.runStateJSON.utf8))) as? [String: Any] ?? [:]
         return (manifest.step, manifest.tokensSeen, state)
     }
 }

@@ -1,0 +1,125 @@
+import Foundation
+
+/// report.json: everything `lora-dist compare` measured, and all that report.md and the charts
+/// are rendered from (`compare --render-only` reads it back). Perplexities JSON cannot hold
+/// (NaN, infinity) are written as null.
+public struct CompareResults: Codable {
+    public var base: String
+    public var domain: String
+    public var outOfDomain: [String]
+    public var general: String
+    public var worldSize: Int
+    public var nodes: Int
+    public var exchange: String
+    public var budget: Budget
+    public var earlyStopping: EarlyStopping
+    public var lrGrid: LRGrid
+    public var basePerplexity: [String: Double?]
+    public var runs: [Row]
+    public var sweep: [SweepPoint]
+    public var quick: Bool
+    public var wallSeconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case base, domain, general, nodes, exchange, budget, runs, sweep, quick
+        case outOfDomain = "out_of_domain"
+        case worldSize = "world_size"
+        case earlyStopping = "early_stopping"
+        case lrGrid = "lr_grid"
+        case basePerplexity = "base_perplexity"
+        case wallSeconds = "wall_s"
+    }
+
+    public struct Budget: Codable {
+        public var steps: Int, batch: Int, seqLen: Int, tokens: Int
+        enum CodingKeys: String, CodingKey {
+            case steps, batch, tokens
+            case seqLen = "seq_len"
+        }
+    }
+
+    public struct EarlyStopping: Codable {
+        public var evalEvery: Int, patience: Int
+        enum CodingKeys: String, CodingKey {
+            case patience
+            case evalEvery = "eval_every"
+        }
+    }
+
+    public struct LRGrid: Codable {
+        public var lora: [Double], full: [Double]
+    }
+
+    /// One learning rate of one candidate: its best dev loss.
+    public struct SweepPoint: Codable {
+        public var run: String
+        public var lr: Double
+        @Nullable public var bestDevLoss: Double?
+        enum CodingKeys: String, CodingKey {
+            case run, lr
+            case bestDevLoss = "best_dev_loss"
+        }
+    }
+
+    /// A candidate's best run (the learning rate with the lowest dev loss).
+    public struct Row: Codable {
+        public var run: String                  // e.g. lora-r8-attn
+        public var label: String                // e.g. LoRA r=8 (q,k,v,o)
+        public var mode: String
+        public var lr: Double
+        @Nullable public var rank: Int?
+        @Nullable public var targetModules: [String]?
+        public var trainableParams: Int
+        public var totalParams: Int
+        public var exchangeBytesPerStep: Int
+        public var fullFTExchangeBytesPerStep: Int
+        public var nodeMemoryBytes: Int
+        public var secondsPerStep: Double
+        public var tokensPerSecond: Double
+        public var stepsDone: Int
+        @Nullable public var bestStep: Int?
+        public var earlyStopped: Bool
+        @Nullable public var bestDevLoss: Double?
+        @Nullable public var devPerplexity: Double?
+        @Nullable public var inDomainPerplexity: Double?
+        @Nullable public var baseInDomainPerplexity: Double?
+        public var outOfDomainPerplexity: [String: Double?]
+        @Nullable public var outOfDomainMean: Double?
+        @Nullable public var baseOutOfDomainMean: Double?
+        @Nullable public var generalPerplexity: Double?
+        @Nullable public var forgetting: Double?
+        public var runDir: String
+        /// QLoRA only: the NF4 base's perplexities before training (absent on other rows).
+        public var nf4BasePerplexity: [String: Double?]?
+
+        enum CodingKeys: String, CodingKey {
+            case run, label, mode, lr, rank, forgetting
+            case targetModules = "target_modules"
+            case trainableParams = "trainable_params"
+            case totalParams = "total_params"
+            case exchangeBytesPerStep = "exchange_bytes_per_step"
+            case fullFTExchangeBytesPerStep = "full_ft_exchange_bytes_per_step"
+            case nodeMemoryBytes = "node_memory_bytes"
+            case secondsPerStep = "seconds_per_step"
+            case tokensPerSecond = "tokens_per_s"
+            case stepsDone = "steps_done"
+            case bestStep = "best_step"
+            case earlyStopped = "early_stopped"
+            case bestDevLoss = "best_dev_loss"
+            case devPerplexity = "dev_perplexity"
+            case inDomainPerplexity = "in_domain_perplexity"
+            case baseInDomainPerplexity = "base_in_domain_perplexity"
+            case outOfDomainPerplexity = "out_of_domain_perplexity"
+            case outOfDomainMean = "out_of_domain_mean"
+            case baseOutOfDomainMean = "base_out_of_domain_mean"
+            case generalPerplexity = "general_perplexity"
+            case runDir = "run_dir"
+            case nf4BasePerplexity = "nf4_base_perplexity"
+        }
+    }
+}
+
+extension Dictionary where Value == Double {
+    /// The same map with NaN and infinities as nil (null in JSON).
+    var finiteValues: [Key: Double?] { mapValues(\.finite) }
+}
