@@ -89,7 +89,7 @@ import Testing
         #expect(qwen3.qkNorm && qwen3.headDim == 16 && qwen3.biasedProjections.isEmpty)
         // What the families write is what they read.
         for c in [l3, lin, biased, mistral, noWindow, qwen2, qwen3] {
-            #expect(try ModelConfig.fromHuggingFace(json: RunFiles.json(c.huggingFaceJSON())) == c)
+            #expect(try ModelConfig.fromHuggingFace(json: JSONCoding.object(c.huggingFaceJSON())) == c)
         }
     }
 
@@ -118,9 +118,48 @@ import Testing
         var tensors = specs.map { (name: $0.name, shape: $0.shape, values: [Float](repeating: 0.01, count: $0.count)) }
         tensors.append((name: "model.layers.0.self_attn.q_proj.bias", shape: [32], values: [Float](repeating: 0, count: 32)))
         try SafeTensors.write(tensors, to: dir + "/model.safetensors")
-        try RunFiles.writeAtomically(try RunFiles.json(config.huggingFaceJSON()), to: dir + "/config.json")
+        try Files.writeAtomically(try JSONCoding.object(config.huggingFaceJSON()), to: dir + "/config.json")
         let m = Self.message { _ = try ModelSource(dir).checkBase(specs) }
         #expect(m.contains("'model.layers.0.self_attn.q_proj.bias' is not consumed"), "\(m)")
         #expect(m.contains("announces no bias"), "\(m)")
+    }
+}
+
+extension FamilyTests {
+    @Test("greedy generation with the key/value cache equals transformers' generate(do_sample=False), base and adapter",
+          arguments: fixtures)
+    func greedyGeneration(_ name: String) throws {
+        let f = try ReferenceTests.Fixture(name)
+        let prompt = try f.reference.ints("generate.prompt_ids").map { Int32($0) }
+        for (key, adapter) in [("generate.base_ids", false), ("generate.lora_ids", true)] {
+            let want = try f.reference.ints(key).map { Int32($0) }
+            let lora = adapter ? try LoRAConfig.fromPEFT(json: Data(contentsOf: URL(fileURLWithPath: f.dir + "/adapter/adapter_config.json"))) : nil
+            let model = try LlamaModel(config: f.config, lora: lora, maxBatch: 1, seqLen: prompt.count + want.count)
+            try HuggingFace.loadBase(model, from: SafeTensors(path: f.dir + "/model.safetensors"))
+            if adapter { try HuggingFace.loadAdapter(model, from: SafeTensors(path: f.dir + "/adapter/adapter_model.safetensors")) }
+            let got = Generator(model: model).generate(prompt: prompt, maxNewTokens: want.count)
+            #expect(got == want, "\(name) \(key)")
+        }
+    }
+
+    @Test("cached decoding gives the logits of a full forward at every position")
+    func cacheEqualsFullForward() throws {
+        for name in Self.fixtures {
+            let f = try ReferenceTests.Fixture(name)
+            let row = Array(f.ids.prefix(f.seqLen))
+            let full = try LlamaModel(config: f.config, lora: nil, maxBatch: 1, seqLen: f.seqLen)
+            try HuggingFace.loadBase(full, from: SafeTensors(path: f.dir + "/model.safetensors"))
+            let logits = row.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: full.forward(ids: $0.baseAddress!, batch: 1),
+                                                                                  count: f.seqLen * f.config.vocabSize)) }
+            let g = Generator(model: full)
+            // a prefill of 3, then one token at a time
+            var got = g.feed(Array(row.prefix(3)))
+            let V = f.config.vocabSize
+            #expect(relativeError(got, Array(logits[(2 * V)..<(3 * V)])) < 1e-5, "\(name) prefill")
+            for t in 3..<f.seqLen {
+                got = g.feed([row[t]])
+                #expect(relativeError(got, Array(logits[(t * V)..<((t + 1) * V)])) < 1e-5, "\(name) position \(t)")
+            }
+        }
     }
 }

@@ -45,11 +45,19 @@ public final class RoPE {
         }
     }
 
-    private func apply(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, sign: Float) {
+    /// Rotates x[rows, heads·D] in place; row r has position first + r (decoding with a cache).
+    public func forward(_ x: FPtr, rows: Int, firstPosition first: Int, heads: Int) {
+        precondition(first + rows <= maxPositions)
+        Profile.measure(.elementwise) {
+            apply(x, rows: rows, seqLen: Int.max, heads: heads, sign: 1, first: first)
+        }
+    }
+
+    private func apply(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, sign: Float, first: Int = 0) {
         let half = headDim / 2
         Parallel.chunks(rows, grain: 16) { part in
             for r in part {
-                let pos = r % seqLen
+                let pos = first + r % seqLen
                 let c = cos.ptr + pos * half, s = sin.ptr + pos * half
                 for h in 0..<heads {
                     let v = x + (r * heads + h) * headDim
