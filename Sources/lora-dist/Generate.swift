@@ -19,7 +19,8 @@ struct Generate: ParsableCommand {
     var temperature: Float = 0
     @Option(name: .customLong("top-p"), help: "Sample only among the most likely tokens whose probabilities add up to this.")
     var topP: Float = 1
-    @Option(help: "Seed of the sampling (and of a built-in model's random initialisation).") var seed: UInt64 = 1234
+    @Option(help: "Seed of the sampling. (A model without weights is initialised as training's default --seed does.)")
+    var seed: UInt64 = 1234
     @Flag(name: .customLong("ids"), help: "Print the generated token ids instead of text.") var ids = false
 
     func run() throws {
@@ -53,12 +54,12 @@ struct Generate: ParsableCommand {
             let lora = try LoRAConfig.fromPEFT(json: cfg, source: adapter + "/adapter_config.json")
             built = try LlamaModel(config: source.config, lora: lora, maxBatch: 1, seqLen: context)
             try source.checkBase(built.store.params.map(\.spec))
-            try source.build(built, seed: seed, owned: built.store.all)
+            try source.build(built, seed: TrainOptions().seed, owned: built.store.all)
             try HuggingFace.loadAdapter(built, from: SafeTensors(path: adapter + "/adapter_model.safetensors"))
         } else {
             built = try LlamaModel(config: source.config, lora: nil, maxBatch: 1, seqLen: context)
             try source.checkBase(built.store.params.map(\.spec))
-            try source.build(built, seed: seed, owned: built.store.all)
+            try source.build(built, seed: TrainOptions().seed, owned: built.store.all)
         }
         guard rank0 else { return }
         BLAS.setThreads(ProcessInfo.processInfo.activeProcessorCount)
