@@ -14,7 +14,7 @@ struct BenchStep: ParsableCommand {
 
     @Option(help: "Model config.") var model: String = "bench"
     @Option(help: "lora, qlora or full.") var mode: TrainMode = .full
-    @Option(help: "LoRA targets (lora, qlora).") var targets: String = "q_proj,k_proj,v_proj,o_proj"
+    @Option(help: "LoRA targets (lora, qlora).") var targets: String = TrainOptions.attentionTargets
     @Option(help: "LoRA rank.") var rank: Int = 8
     @Option(help: "Sequences per step, over all ranks.") var batch: Int = 8
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = 256

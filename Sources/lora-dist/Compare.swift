@@ -40,8 +40,7 @@ struct CompareCommand: ParsableCommand {
         if quick { o.makeQuick() }
         o.base = quick ? "tiny" : base
         o.domain = domain
-        let env = ProcessInfo.processInfo.environment
-        o.corpora = corpora ?? ((env["LORA_DIST_DATA"] ?? ((env["HOME"] ?? ".") + "/.cache/lora-dist/data")) + "/corpora")
+        o.corpora = corpora ?? CacheFolders.corpora
         o.out = out
         func list<T>(_ s: String?, _ parse: (String) -> T?, _ what: String) throws -> [T]? {
             guard let s else { return nil }

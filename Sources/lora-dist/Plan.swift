@@ -48,8 +48,8 @@ struct Plan: ParsableCommand {
                 let e = try p.estimate(lora: m == .lora)
                 let line = String(format: "%5d  %@ %12@  %11.3f  %13@  %10.3f  %7.3f  %9.0f  %11@  %@",
                                   n, (m.rawValue + (m == mode ? "*" : " ")).padding(toLength: 5, withPad: " ", startingAt: 0),
-                                  e.trainable.formatted(), e.computeSeconds, Report.bytes(e.exchangeBytes), e.exchangeSeconds,
-                                  e.stepSeconds, Double(batch * seqLen) / e.stepSeconds, Report.bytes(e.memoryPerNode),
+                                  e.trainable.formatted(), e.computeSeconds, Units.bytes(e.exchangeBytes), e.exchangeSeconds,
+                                  e.stepSeconds, Double(batch * seqLen) / e.stepSeconds, Units.bytes(e.memoryPerNode),
                                   e.exchangeBoundAt.map { "\($0) nodes" } ?? "never (≤ 4096)")
                 print(line)
             }

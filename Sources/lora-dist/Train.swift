@@ -5,48 +5,52 @@ import LoraDist
 extension TrainMode: ExpressibleByArgument {}
 extension ExchangeStrategy: ExpressibleByArgument {}
 
+/// The library's defaults are the flags' defaults.
+private let defaults = TrainOptions()
+private let loraDefaults = TrainOptions.defaultLoRA
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a model (the default job when no subcommand is given).")
 
     @Option(help: "lora: train low-rank adapters on a frozen base; qlora: the same on a base stored as 4-bit NF4; full: train every weight.")
-    var mode: TrainMode = .lora
+    var mode: TrainMode = defaults.mode
     @Option(help: "Built-in config (tiny, small, bench), a config.json, or a Hugging Face model directory (config.json + model.safetensors).")
-    var model: String = "small"
+    var model: String = defaults.model
     @Option(help: "A text file or a folder of .txt files. Default: the corpus tools/fetch-corpus.sh installs.")
     var data: String?
-    @Option(help: "Optimizer steps.") var steps: Int = 200
-    @Option(help: "Sequences per optimizer step (the global batch).") var batch: Int = 8
+    @Option(help: "Optimizer steps.") var steps: Int = defaults.steps
+    @Option(help: "Sequences per optimizer step (the global batch).") var batch: Int = defaults.batch
     @Option(name: .customLong("micro-batch"), help: "Sequences per forward/backward pass; gradients accumulate over batch / micro-batch passes. Default: the whole batch.")
     var microBatch: Int?
-    @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = 128
-    @Option(help: "Peak learning rate.") var lr: Float = 2e-3
-    @Option(name: .customLong("min-lr-ratio"), help: "Cosine decay ends at lr × this.") var minLRRatio: Float = 0.1
-    @Option(help: "Linear warmup steps.") var warmup: Int = 10
-    @Option(name: .customLong("weight-decay"), help: "AdamW decoupled weight decay (not applied to norms).") var weightDecay: Float = 0
-    @Option(name: .customLong("clip"), help: "Clip the global gradient norm to this (0: off).") var clipNorm: Float = 1
-    @Option(help: "LoRA rank r.") var rank: Int = 8
-    @Option(help: "LoRA alpha; the adapter is scaled by alpha / r.") var alpha: Float = 16
-    @Option(name: .customLong("lora-dropout"), help: "Dropout on the adapter's input.") var loraDropout: Float = 0
-    @Option(help: "LoRA target modules: a comma-separated list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all-linear.")
-    var targets: String = "all-linear"
-    @Flag(name: .customLong("rslora"), help: "Scale the adapter by alpha / sqrt(r) (rank-stabilised LoRA).") var rsLoRA = false
-    @Option(name: .customLong("run-dir"), help: "Where metrics.jsonl and summary.json go.") var runDir: String = "runs/default"
-    @Option(help: "Seed for initialisation, sampling and dropout.") var seed: UInt64 = 1234
-    @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int = 50
-    @Option(name: .customLong("eval-seqs"), help: "Dev sequences per evaluation.") var evalSequences: Int = 32
-    @Option(name: .customLong("dev-percent"), help: "Share of corpus blocks held out for dev.") var devPercent: Int = 5
+    @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = defaults.seqLen
+    @Option(help: "Peak learning rate.") var lr: Float = defaults.lr
+    @Option(name: .customLong("min-lr-ratio"), help: "Cosine decay ends at lr × this.") var minLRRatio: Float = defaults.minLRRatio
+    @Option(help: "Linear warmup steps.") var warmup: Int = defaults.warmup
+    @Option(name: .customLong("weight-decay"), help: "AdamW decoupled weight decay (not applied to norms).") var weightDecay: Float = defaults.optimizer.weightDecay
+    @Option(name: .customLong("clip"), help: "Clip the global gradient norm to this (0: off).") var clipNorm: Float = defaults.optimizer.clipNorm
+    @Option(help: "LoRA rank r.") var rank: Int = loraDefaults.rank
+    @Option(help: "LoRA alpha; the adapter is scaled by alpha / r.") var alpha: Float = loraDefaults.alpha
+    @Option(name: .customLong("lora-dropout"), help: "Dropout on the adapter's input.") var loraDropout: Float = loraDefaults.dropout
+    @Option(help: "LoRA target modules: a comma-separated list of \(LoRAConfig.projections.joined(separator: ",")), or all-linear.")
+    var targets: String = TrainOptions.defaultTargets
+    @Flag(name: .customLong("rslora"), help: "Scale the adapter by alpha / sqrt(r) (rank-stabilised LoRA).") var rsLoRA = loraDefaults.useRSLoRA
+    @Option(name: .customLong("run-dir"), help: "Where metrics.jsonl and summary.json go.") var runDir: String = defaults.runDir
+    @Option(help: "Seed for initialisation, sampling and dropout.") var seed: UInt64 = defaults.seed
+    @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int = defaults.evalEvery
+    @Option(name: .customLong("eval-seqs"), help: "Dev sequences per evaluation.") var evalSequences: Int = defaults.evalSequences
+    @Option(name: .customLong("dev-percent"), help: "Share of corpus blocks held out for dev.") var devPercent: Int = defaults.devPercent
     @Option(help: "Gradient exchange: hierarchical (reduce-scatter in the node, allreduce across nodes) or flat (one world allreduce, the DDP baseline).")
-    var exchange: ExchangeStrategy = .hierarchical
+    var exchange: ExchangeStrategy = defaults.exchange
     @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB; each bucket is sent as soon as the backward completes it.")
-    var bucketMB: Double = 4
+    var bucketMB: Double = defaults.bucketMB
     @Option(help: "OpenBLAS threads per rank (default: the rank's cores shared among the node's ranks; env LORA_DIST_THREADS).")
     var threads: Int?
     @Option(name: .customLong("export-merged"), help: "At the end, write the trained model (adapters folded in) as a Hugging Face directory here.")
     var exportMerged: String?
     @Option(name: .customLong("save-every"), help: "Save a checkpoint every K steps (the end of the run always saves one).")
     var saveEvery: Int?
-    @Option(name: .customLong("keep-last"), help: "Keep the newest N checkpoints.") var keepLast: Int = 3
+    @Option(name: .customLong("keep-last"), help: "Keep the newest N checkpoints.") var keepLast: Int = defaults.keepLast
     @Option(help: "A PEFT adapter directory (adapter_config.json, adapter_model.safetensors) to continue training; its config sets rank, alpha, dropout and targets.")
     var adapter: String?
     @Option(help: "Resume from a checkpoint of --run-dir: latest, a step number, or a checkpoint directory.")
@@ -65,7 +69,7 @@ struct Train: ParsableCommand {
         var o = TrainOptions()
         o.mode = mode
         o.model = model
-        o.data = data ?? defaultDataPath()
+        o.data = data ?? CacheFolders.defaultCorpus
         if data == nil, !FileManager.default.fileExists(atPath: o.data) {
             throw LoraDistError("default corpus not found at \(o.data): run tools/fetch-corpus.sh, or pass --data PATH")
         }

@@ -5,10 +5,7 @@ import Testing
 /// `lora-dist compare --quick` under mpirun: the report's structure, every number
 /// finite, and numbers that must agree with each other.
 @Suite(.serialized) struct CompareTests {
-    static var corpora: String {
-        let env = ProcessInfo.processInfo.environment
-        return (env["LORA_DIST_DATA"] ?? (env["HOME"]! + "/.cache/lora-dist/data")) + "/corpora"
-    }
+    static var corpora: String { CacheFolders.corpora }
 
     @Test("compare --quick on 2 ranks: a consistent report")
     func quick() throws {

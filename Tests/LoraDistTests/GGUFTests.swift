@@ -212,8 +212,7 @@ import Testing
     }
 
     static var smolPath: String {
-        let models = ProcessInfo.processInfo.environment["LORA_DIST_MODELS"]
-            ?? NSHomeDirectory() + "/.cache/lora-dist/models"
+        let models = CacheFolders.models
         return models + "/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
     }
 

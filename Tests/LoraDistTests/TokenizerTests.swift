@@ -197,7 +197,7 @@ import Testing
     ///   swift test -c release -Xswiftc -enable-testing --scratch-path .build-tok-rel --skip-build --filter TokenizerTests/encodeThroughput
     @Test func encodeThroughput() throws {
         let tok = try Self.smollm2.get()
-        let data = ProcessInfo.processInfo.environment["LORA_DIST_DATA"] ?? NSHomeDirectory() + "/.cache/lora-dist/data"
+        let data = CacheFolders.data
         if !FileManager.default.fileExists(atPath: data + "/shakespeare/.complete") {
             let (status, _, err) = try runProcess("/bin/bash", [TestPaths.repo + "/tools/fetch-corpus.sh"])
             try #require(status == 0, "tools/fetch-corpus.sh failed: \(err)")
@@ -223,7 +223,7 @@ import Testing
 
 /// The SmolLM2 GGUF (fetched by tools/fetch-smollm2.sh when missing).
 func smolLM2GGUF() throws -> String {
-    let models = ProcessInfo.processInfo.environment["LORA_DIST_MODELS"] ?? NSHomeDirectory() + "/.cache/lora-dist/models"
+    let models = CacheFolders.models
     let path = models + "/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
     if !FileManager.default.fileExists(atPath: models + "/SmolLM2-135M-Instruct/.complete") {
         let (status, _, err) = try runProcess("/bin/bash", [TestPaths.repo + "/tools/fetch-smollm2.sh"])

@@ -72,7 +72,7 @@ import Testing
                                  numAttentionHeads: 2, numKeyValueHeads: 1, maxPositionEmbeddings: 64,
                                  bosTokenId: 256, eosTokenId: 257)
         let configDir = TestPaths.tempDir("q-config")
-        try RunFiles.writeAtomically(try RunFiles.json(config.huggingFaceJSON()), to: configDir + "/config.json")
+        try Files.writeAtomically(try JSONCoding.object(config.huggingFaceJSON()), to: configDir + "/config.json")
         var o = try Self.options(.full, data: general)
         o.model = configDir + "/config.json"
         let full = try makeTrainer(o)

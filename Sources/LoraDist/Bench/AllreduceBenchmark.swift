@@ -42,7 +42,7 @@ public enum AllreduceBenchmark {
         func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
         out += "communicator  ranks       size     latency   bus GB/s\n"
         for r in rows {
-            out += pad(r.communicator, 12) + lpad("\(r.ranks)", 7) + lpad(Report.bytes(Double(r.bytes)), 11)
+            out += pad(r.communicator, 12) + lpad("\(r.ranks)", 7) + lpad(Units.bytes(Double(r.bytes)), 11)
                 + lpad(String(format: "%.1f us", r.seconds * 1e6), 12) + lpad(String(format: "%.3f", r.busGBs), 11) + "\n"
         }
         if rows.isEmpty { out += "(one rank: nothing to measure; launch with mpirun -n N)\n" }

@@ -14,7 +14,6 @@ public enum CheckpointBenchmark {
         var o = TrainOptions()
         o.model = model
         o.mode = mode
-        o.lora = try LoRAConfig(rank: 8, alpha: 16, targets: ["all-linear"])
         o.runDir = dir + "/run"
         o.steps = 1
         o.batch = 1
@@ -24,7 +23,7 @@ public enum CheckpointBenchmark {
         // A synthetic corpus: the benchmark measures I/O, not learning.
         o.data = dir + "/corpus.txt"
         if cluster.isRoot {
-            try RunFiles.createDirectory(dir)
+            try Files.createDirectory(dir)
             let text = String(repeating: "checkpoint throughput benchmark text\n", count: 200)
             try text.write(toFile: o.data, atomically: true, encoding: .utf8)
         }
@@ -48,7 +47,7 @@ public enum CheckpointBenchmark {
             let share = cluster.cross.rank == 0 ? Int(r.bytes) / cluster.node.size : 0
             let path = dir + "/plain-\(cluster.rank).bin"
             let payload = Data(count: share)
-            write.append(try timed { try CheckpointFiles.writeDurably(payload, to: path) })
+            write.append(try timed { try Files.writeAtomically(payload, to: path) })
             read.append(timed { _ = FileManager.default.contents(atPath: path) })
             unlink(path)
         }

@@ -34,7 +34,7 @@ public enum CheckpointFiles {
     public static func writeShard(dir: String, file: String, slices: [Outgoing]) throws -> [SliceRef] {
         let path = dir + "/" + file
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw ioError("cannot create", path) }
+        guard fd >= 0 else { throw Files.ioError("cannot create", path) }
         defer { close(fd) }
         var refs: [SliceRef] = []
         var offset = 0
@@ -45,7 +45,7 @@ public enum CheckpointFiles {
                 let values = Array(UnsafeBufferPointer(start: s.values + done, count: n))
                 let rec = TensorSliceRecord(name: s.name, kind: s.kind, shape: s.shape, start: s.start + done, values: values)
                 let bytes = rec.encoded()
-                try writeAll(fd, bytes, path: path)
+                try Files.writeAll(fd, bytes, path: path)
                 let crc = values.withUnsafeBytes { CRC32C.checksum($0) }
                 refs.append(SliceRef(name: s.name, kind: s.kind, shape: s.shape, start: s.start + done, count: n,
                                      file: file, offset: offset, length: bytes.count, crc32c: crc))
@@ -53,54 +53,8 @@ public enum CheckpointFiles {
                 done += n
             } while done < s.count
         }
-        guard fsync(fd) == 0 else { throw ioError("cannot fsync", path) }
+        guard fsync(fd) == 0 else { throw Files.ioError("cannot fsync", path) }
         return refs
-    }
-
-    /// Writes `data` to `path` durably and atomically: temporary file, fsync,
-    /// rename over the target, fsync of the directory.
-    public static func writeDurably(_ data: Data, to path: String) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let tmp = dir + "/." + (path as NSString).lastPathComponent + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw ioError("cannot create", tmp) }
-        do {
-            try writeAll(fd, data, path: tmp)
-            guard fsync(fd) == 0 else { throw ioError("cannot fsync", tmp) }
-            close(fd)
-        } catch {
-            close(fd)
-            unlink(tmp)
-            throw error
-        }
-        guard rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw ioError("cannot rename \(tmp) to", path)
-        }
-        try syncDirectory(dir)
-    }
-
-    public static func syncDirectory(_ dir: String) throws {
-        let fd = open(dir, O_RDONLY | O_DIRECTORY)
-        guard fd >= 0 else { throw ioError("cannot open directory", dir) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw ioError("cannot fsync directory", dir) }
-    }
-
-    static func writeAll(_ fd: Int32, _ data: Data, path: String) throws {
-        try data.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw ioError("cannot write", path) }
-                done += n
-            }
-        }
-    }
-
-    static func ioError(_ what: String, _ path: String) -> LoraDistError {
-        LoraDistError("\(what) \(path): \(String(cString: strerror(errno)))")
     }
 
     // MARK: reading

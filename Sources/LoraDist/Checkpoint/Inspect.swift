@@ -50,9 +50,9 @@ public enum CheckpointInspector {
             }
             let bytes = refs.reduce(0) { $0 + $1.count * 4 }
             totalBytes += bytes
-            rows.append("  \(key.replacingOccurrences(of: "#", with: "  ")) \(shape) \(refs.count) slice(s) \(Report.bytes(Double(bytes)))")
+            rows.append("  \(key.replacingOccurrences(of: "#", with: "  ")) \(shape) \(refs.count) slice(s) \(Units.bytes(Double(bytes)))")
         }
-        out.append("tensors     \(rows.count) (name, kind, shape, slices, size), \(Report.bytes(Double(totalBytes))) in all")
+        out.append("tensors     \(rows.count) (name, kind, shape, slices, size), \(Units.bytes(Double(totalBytes))) in all")
         out += rows
         out.append(verify ? (problems.isEmpty ? "verified    \(m.slices.count) slices, every checksum matches" :
                              "FAILED      \(problems.count) problem(s)") : "not verified")

@@ -11,7 +11,7 @@ public struct CompareOptions {
     public var corpora = ""
     public var out = "runs/compare"
     public var ranks = [8, 32]
-    public var targetSets = ["q_proj,k_proj,v_proj,o_proj", "all-linear"]
+    public var targetSets = [TrainOptions.attentionTargets, TrainOptions.defaultTargets]
     public var full = true
     public var qlora = true                // QLoRA (NF4 base) at the first rank on all linear layers
     public var steps = 300, batch = 8, seqLen = 128

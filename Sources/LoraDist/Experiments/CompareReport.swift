@@ -15,9 +15,9 @@ public enum CompareReport {
     }
 
     public static func write(_ r: CompareResults, to dir: String) throws {
-        try RunFiles.createDirectory(dir)
+        try Files.createDirectory(dir)
         let runs = r.runs
-        try RunFiles.writeAtomically(try JSONCoding.encode(r), to: dir + "/report.json")
+        try Files.writeAtomically(try JSONCoding.encode(r), to: dir + "/report.json")
         // Loss curves: training loss solid, dev loss dashed, one colour per run.
         var series: [SVGChart.Series] = []
         for row in runs {
@@ -25,14 +25,14 @@ public enum CompareReport {
             series.append(.init(name: "\(row.label) train", points: smoothed(train)))
             series.append(.init(name: "\(row.label) dev", points: dev, dashed: true))
         }
-        try RunFiles.writeAtomically(Data(SVGChart.lines(title: "Loss by step (\(r.domain))", xLabel: "optimizer step",
+        try Files.writeAtomically(Data(SVGChart.lines(title: "Loss by step (\(r.domain))", xLabel: "optimizer step",
                                                          yLabel: "cross-entropy (nats/token); train: mean of 10 steps", series: series,
                                                          colorOf: { $0 / 2 }, width: 900).utf8),
                                      to: dir + "/loss_curves.svg")
         let bars = runs.map { ($0.label, Double($0.exchangeBytesPerStep)) }
-        try RunFiles.writeAtomically(Data(SVGChart.bars(title: "Gradient bytes exchanged per step and rank", unit: "",
+        try Files.writeAtomically(Data(SVGChart.bars(title: "Gradient bytes exchanged per step and rank", unit: "",
                                                         items: bars).utf8), to: dir + "/exchange_bytes.svg")
-        try RunFiles.writeAtomically(Data(markdown(r).utf8), to: dir + "/report.md")
+        try Files.writeAtomically(Data(markdown(r).utf8), to: dir + "/report.md")
     }
 
     /// (step, train loss) and (step, dev loss) from a run's metrics.jsonl.
@@ -80,8 +80,8 @@ public enum CompareReport {
             md += "| \(row.label) | \(trainable.formatted()) (\(String(format: "%.2f", 100 * Double(trainable) / Double(total))) %) "
             md += "| \(row.lr) | \(row.stepsDone) (\(row.bestStep.map(String.init) ?? "-")) "
             md += "| \(f(row.inDomainPerplexity)) | \(f(row.outOfDomainMean)) | \(signed(row.forgetting)) "
-            md += "| \(Report.bytes(Double(row.exchangeBytesPerStep))) "
-            md += "| \(Report.bytes(Double(row.nodeMemoryBytes))) | \(f(row.secondsPerStep, 3)) |\n"
+            md += "| \(Units.bytes(Double(row.exchangeBytesPerStep))) "
+            md += "| \(Units.bytes(Double(row.nodeMemoryBytes))) | \(f(row.secondsPerStep, 3)) |\n"
         }
         md += "\n![loss curves](loss_curves.svg)\n\n![bytes exchanged per step](exchange_bytes.svg)\n\n"
         md += "## Against the published comparison\n\nPublished: \(published).\n\n"
@@ -135,7 +135,7 @@ public enum CompareReport {
         let lb = Double(lora.exchangeBytesPerStep), fb = Double(full.exchangeBytesPerStep)
         if fb > 0 {
             out.append(String(format: "Cost: LoRA exchanged %@ per step against %@ (%.2f %%), and trained %@ of %@ parameters.",
-                              Report.bytes(lb), Report.bytes(fb), 100 * lb / fb,
+                              Units.bytes(lb), Units.bytes(fb), 100 * lb / fb,
                               lora.trainableParams.formatted(), full.trainableParams.formatted()))
         }
         return out
@@ -157,7 +157,7 @@ public enum CompareReport {
         out.append(String(format: "QLoRA vs %@: in-domain %.2f vs %.2f, out-of-domain %.2f vs %.2f, forgetting %+.2f vs %+.2f; node memory %@ vs %@, %.3f vs %.3f s / step.",
                           l.label, v(q.inDomainPerplexity), v(l.inDomainPerplexity),
                           v(q.outOfDomainMean), v(l.outOfDomainMean), v(q.forgetting), v(l.forgetting),
-                          Report.bytes(qm), Report.bytes(lm), q.secondsPerStep, l.secondsPerStep))
+                          Units.bytes(qm), Units.bytes(lm), q.secondsPerStep, l.secondsPerStep))
         return out
     }
 }

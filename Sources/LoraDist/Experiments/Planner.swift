@@ -33,10 +33,10 @@ public struct Calibration: Codable {
     }
 
     public func save() throws {
-        try RunFiles.createDirectory((Self.path as NSString).deletingLastPathComponent)
+        try Files.createDirectory((Self.path as NSString).deletingLastPathComponent)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try RunFiles.writeAtomically(try enc.encode(self), to: Self.path)
+        try Files.writeAtomically(try enc.encode(self), to: Self.path)
     }
 }
 

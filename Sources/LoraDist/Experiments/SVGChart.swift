@@ -86,7 +86,7 @@ public enum SVGChart {
             let w = frac(item.1) * (width - L - R)
             s += "<text x=\"\(L - 8)\" y=\"\(y + 17)\" text-anchor=\"end\">\(esc(item.0))</text>\n"
             s += "<rect x=\"\(L)\" y=\"\(y + 4)\" width=\"\(max(w, 1))\" height=\"\(rowH - 8)\" fill=\"\(colors[i % colors.count])\"/>\n"
-            s += "<text x=\"\(L + w + 6)\" y=\"\(y + 17)\">\(esc(Report.bytes(item.1)))\(esc(unit))</text>\n"
+            s += "<text x=\"\(L + w + 6)\" y=\"\(y + 17)\">\(esc(Units.bytes(item.1)))\(esc(unit))</text>\n"
         }
         return s + "</svg>\n"
     }

@@ -150,7 +150,7 @@ extension HuggingFace {
     /// Writes a Hugging Face model directory (config.json, model.safetensors) with
     /// every adapter folded into its base weight: W + s·B·A.
     public static func saveMerged(_ model: LlamaModel, to dir: String) throws {
-        try RunFiles.createDirectory(dir)
+        try Files.createDirectory(dir)
         var fused: [String: [Float]] = [:]
         for lin in model.linears where lin.loraA != nil { fused[lin.weight.name] = lin.fused() }
         let tensors = model.store.params.filter { !$0.name.contains(".lora_") }.map { p in
@@ -167,17 +167,17 @@ extension HuggingFace {
             metadata["lora_dist_merge"] = note
         }
         try SafeTensors.write(tensors, to: dir + "/model.safetensors", metadata: metadata)
-        try RunFiles.writeAtomically(try RunFiles.json(config), to: dir + "/config.json")
+        try Files.writeAtomically(try JSONCoding.object(config), to: dir + "/config.json")
     }
 
     /// Writes a PEFT adapter directory (adapter_config.json, adapter_model.safetensors).
     public static func savePEFT(_ model: LlamaModel, baseModel: String, to dir: String) throws {
         guard let lora = model.lora else { throw LoraDistError("a full fine-tuning model has no adapter to export as PEFT") }
-        try RunFiles.createDirectory(dir)
+        try Files.createDirectory(dir)
         let tensors = model.store.params.filter { $0.name.contains(".lora_") }.map { p in
             (name: peftPrefix + p.name, shape: p.spec.shape, values: Array(UnsafeBufferPointer(start: p.value, count: p.count)))
         }
         try SafeTensors.write(tensors, to: dir + "/adapter_model.safetensors")
-        try RunFiles.writeAtomically(try RunFiles.json(lora.peftConfig(baseModel: baseModel)), to: dir + "/adapter_config.json")
+        try Files.writeAtomically(try JSONCoding.object(lora.peftConfig(baseModel: baseModel)), to: dir + "/adapter_config.json")
     }
 }

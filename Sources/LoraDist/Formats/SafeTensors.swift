@@ -165,6 +165,6 @@ public struct SafeTensors {
                 }
             }
         }
-        try RunFiles.writeAtomically(out, to: path)
+        try Files.writeAtomically(out, to: path)
     }
 }

@@ -11,6 +11,11 @@ public enum JSONCoding {
         return try e.encode(value)
     }
 
+    /// A JSON object without a schema of its own here (a Hugging Face config.json): pretty, keys sorted.
+    public static func object(_ obj: Any) throws -> Data {
+        try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .prettyPrinted])
+    }
+
     /// `T` from `data`; `source` names the file in the error.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, source: String) throws -> T {
         do {

@@ -2,13 +2,6 @@ import Foundation
 
 /// The closing summary a person reads at a glance.
 public enum Report {
-    public static func bytes(_ b: Double) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var v = b, i = 0
-        while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
-        return i == 0 ? "\(Int(v)) B" : String(format: "%.1f %@", v, units[i])
-    }
-
     public static func closing(_ s: RunSummary) -> String {
         let d0 = s.initialDevLoss, d1 = s.devLoss
         let trainable = s.trainableParams, base = s.baseParams
@@ -23,11 +16,11 @@ public enum Report {
         ]
         if full > 0 {
             lines.append(String(format: "  exchanged  %@ per step and rank, against %@ for full fine-tuning (%.1f%%)",
-                                bytes(perStep), bytes(full), 100 * perStep / full))
+                                Units.bytes(perStep), Units.bytes(full), 100 * perStep / full))
         } else {
             lines.append("  exchanged  nothing (one rank)")
         }
-        lines.append("  memory     \(bytes(Double(s.nodeMemoryBytes))) per node (sum of the ranks' PSS)")
+        lines.append("  memory     \(Units.bytes(Double(s.nodeMemoryBytes))) per node (sum of the ranks' PSS)")
         return lines.joined(separator: "\n")
     }
 }

@@ -18,11 +18,11 @@ public struct TrainOptions {
     public var batch: Int = 8              // sequences per optimizer step, over all ranks
     public var microBatch: Int? = nil      // sequences per forward/backward on one rank; default: its share
     public var seqLen: Int = 128
-    public var lr: Float = 1e-3
+    public var lr: Float = 2e-3
     public var minLRRatio: Float = 0.1     // cosine decays to lr · ratio
     public var warmup: Int = 10
     public var optimizer = AdamWConfig()
-    public var lora: LoRAConfig? = nil     // required when mode has adapters (lora, qlora)
+    public var lora: LoRAConfig? = TrainOptions.defaultLoRA  // required when mode has adapters (lora, qlora)
     public var runDir: String = "runs/default"
     public var seed: UInt64 = 1234
     public var evalEvery: Int = 50
@@ -44,6 +44,12 @@ public struct TrainOptions {
     public var replicas: Int? = nil
 
     public init() {}
+
+    /// The adapter of the default job (and `train`'s flags): rank 8, alpha 16, every linear projection.
+    public static let defaultTargets = "all-linear"
+    /// q_proj,k_proj,v_proj,o_proj: the attention projections (the first four of LoRAConfig.projections).
+    public static let attentionTargets = LoRAConfig.projections.prefix(4).joined(separator: ",")
+    public static let defaultLoRA = try! LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: [defaultTargets], useRSLoRA: false)
 }
 
 /// Runs the loop on every rank: sample this rank's share of the global batch →
@@ -360,7 +366,7 @@ public final class Trainer {
         var metrics: MetricsLog?
         if root {
             do {
-                try RunFiles.createDirectory(o.runDir)
+                try Files.createDirectory(o.runDir)
                 metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl", keepingStepsUpTo: o.resume == nil ? nil : first - 1)
             } catch { MPIRuntime.abort("\(error)") }
         }
@@ -446,7 +452,7 @@ public final class Trainer {
             weightsBytesPerNode: window.count * 4,
             checkpoint: checkpointRoot + "/" + CheckpointFiles.stepName(done))
         if root {
-            do { try RunFiles.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }
+            do { try Files.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }
             catch { MPIRuntime.abort("\(error)") }
         }
         return Outcome(summary: summary, preempted: preempted)
@@ -470,7 +476,7 @@ final class Progress {
         lastPrint = now
         let eta = Double(total - step) * secondsPerStep
         let line = String(format: "step %d/%d  loss %.4f  %.0f tok/s  comm %.0f%%  ETA %@", step, total, loss,
-                          tokensPerSecond, 100 * commShare, formatDuration(eta))
+                          tokensPerSecond, 100 * commShare, Units.duration(eta))
         FileHandle.standardError.write(Data(((tty ? "\r\u{1B}[K" : "") + line + (tty ? "" : "\n")).utf8))
     }
 

@@ -17,10 +17,13 @@ extension Trainer {
 
     public func baseIdentity() -> String { BaseIdentity.of(model) }
 
+    /// The fields of PEFT's adapter_config.json the manifest's lora_config_json keeps (docs/formats.md).
+    static let manifestLoRAKeys: Set<String> = ["peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"]
+
+    /// lora_config_json: `LoRAConfig.peftConfig` (what a PEFT export writes) limited to the manifest's fields.
     func loraConfigJSON() -> String {
         guard let l = model.lora else { return "" }
-        let d: [String: Any] = ["peft_type": "LORA", "r": l.rank, "lora_alpha": l.alpha.shortest, "lora_dropout": l.dropout.shortest,
-                                "target_modules": l.targets, "use_rslora": l.useRSLoRA]
+        let d = l.peftConfig(baseModel: options.model).filter { Self.manifestLoRAKeys.contains($0.key) }
         return String(decoding: (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
     }
 
@@ -38,7 +41,7 @@ extension Trainer {
         try cluster.agree {
             guard cluster.isRoot else { return }
             let fm = FileManager.default
-            try RunFiles.createDirectory(root)
+            try Files.createDirectory(root)
             // An existing directory of this step is an interrupted save, or a checkpoint
             // newer than the one this run resumed from (resume repoints `latest` to the
             // checkpoint it loads). Never the one `latest` names.
@@ -86,9 +89,9 @@ extension Trainer {
             m.createdUTC = ISO8601DateFormatter().string(from: Date())
             m.modelSource = options.model
             m.runStateJSON = try RunState.json(runState)
-            try CheckpointFiles.writeDurably(m.encoded(), to: dir + "/" + CheckpointFiles.manifestName)
-            if best { try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.bestName) }
-            try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.latestName)
+            try Files.writeAtomically(m.encoded(), to: dir + "/" + CheckpointFiles.manifestName)
+            if best { try Files.writeAtomically(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.bestName) }
+            try Files.writeAtomically(Data((name + "\n").utf8), to: root + "/" + CheckpointFiles.latestName)
             CheckpointFiles.prune(root, keep: options.keepLast, protect: name)
         }
     }
@@ -146,7 +149,7 @@ extension Trainer {
             let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
             let name = (dir as NSString).lastPathComponent
             if (dir as NSString).deletingLastPathComponent == checkpointRoot, CheckpointFiles.latest(checkpointRoot) != name {
-                try CheckpointFiles.writeDurably(Data((name + "\n").utf8), to: checkpointRoot + "/" + CheckpointFiles.latestName)
+                try Files.writeAtomically(Data((name + "\n").utf8), to: checkpointRoot + "/" + CheckpointFiles.latestName)
             }
         }
         let range = optimizer.range
@@ -161,9 +164,4 @@ extension Trainer {
 
 public enum LoraDistVersion {
     public static let string = "0.1.0"
-}
-
-extension Float {
-    /// The Double that prints as this Float does (0.9, not 0.8999999761581421), for JSON.
-    var shortest: Double { Double("\(self)") ?? Double(self) }
 }
