@@ -26,6 +26,10 @@ struct CompareCommand: ParsableCommand {
     @Option(name: .customLong("eval-seqs"), help: "Dev windows per evaluation (early stopping).") var evalSequences: Int?
     @Option(name: .customLong("test-seqs"), help: "Test windows per domain for the final perplexities.") var testSequences: Int?
     @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
+    @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record (.jsonl files in the corpora) that holds its text.")
+    var textField: String = "text"
+    @Flag(name: .customLong("replace-invalid-utf8"), help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
+    var replaceInvalidUTF8 = false
     @Flag(help: "A tiny base pretrained on the spot and small budgets: a few minutes.") var quick = false
     @Flag(name: .customLong("render-only"), help: "Only render report.md and the charts again from --out's report.json.")
     var renderOnly = false
@@ -62,6 +66,7 @@ struct CompareCommand: ParsableCommand {
         if let evalSequences { o.evalSequences = evalSequences }
         if let testSequences { o.testSequences = testSequences }
         o.exchange = exchange
+        o.reading = CorpusReading(textField: textField, replaceInvalidUTF8: replaceInvalidUTF8)
         guard FileManager.default.fileExists(atPath: o.corpora) else {
             throw LoraDistError("corpora not found at \(o.corpora): run tools/fetch-corpora.sh, or pass --corpora DIR")
         }

@@ -7,7 +7,11 @@ struct Eval: ParsableCommand {
         abstract: "Perplexity of a model (or of a checkpoint's weights) on text: next-token cross-entropy over non-overlapping windows.")
 
     @Option(help: "A built-in config, a Hugging Face model directory or a GGUF file.") var model: String = "small"
-    @Option(help: "A text file or a folder of .txt files.") var data: String
+    @Option(help: "A text file, a JSON Lines file (.jsonl, the text under --text-field), or a folder of .txt and .jsonl files.") var data: String
+    @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record that holds its text.")
+    var textField: String = "text"
+    @Flag(name: .customLong("replace-invalid-utf8"), help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
+    var replaceInvalidUTF8 = false
     @Option(help: "A checkpoint (directory, checkpoints folder or run directory) whose weights to evaluate on top of --model.")
     var checkpoint: String?
     @Option(name: .customLong("seq"), help: "Tokens per window.") var seqLen: Int = 128
@@ -22,6 +26,7 @@ struct Eval: ParsableCommand {
         o.model = model
         o.data = data
         o.devData = data
+        o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
         o.seqLen = seqLen
         o.batch = batch
         o.seed = seed
@@ -48,6 +53,7 @@ struct Eval: ParsableCommand {
         // The trainer read --data as its dev set with the model's tokenizer: evaluate that.
         let loss = trainer.evaluate(tokens: trainer.corpus.dev, windows: windows)
         guard cluster.isRoot else { return }
+        FileHandle.standardError.write(Data(corpusNotes(trainer.corpus, reading: o.corpusReading).utf8))
         print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",
                      checkpoint ?? model, data, loss, Foundation.exp(loss), windows, seqLen))
     }

@@ -17,7 +17,7 @@ struct Train: ParsableCommand {
     var mode: TrainMode = defaults.mode
     @Option(help: "Built-in config (tiny, small, bench), a config.json, or a Hugging Face model directory (config.json + model.safetensors).")
     var model: String = defaults.model
-    @Option(help: "A text file or a folder of .txt files. Default: the corpus tools/fetch-corpus.sh installs.")
+    @Option(help: "A text file, a JSON Lines file (.jsonl: one JSON object per line, the text under --text-field), or a folder of .txt and .jsonl files. Default: the corpus tools/fetch-corpus.sh installs.")
     var data: String?
     @Option(help: "Optimizer steps.") var steps: Int = defaults.steps
     @Option(help: "Sequences per optimizer step (the global batch).") var batch: Int = defaults.batch
@@ -59,6 +59,10 @@ struct Train: ParsableCommand {
     var stopAfter: Int?
     @Option(name: .customLong("dev-data"), help: "A dev set of its own (file or folder); otherwise --dev-percent of --data's blocks are held out.")
     var devData: String?
+    @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record that holds its text.")
+    var textField: String = defaults.textField
+    @Flag(name: .customLong("replace-invalid-utf8"), help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
+    var replaceInvalidUTF8 = defaults.replaceInvalidUTF8
     @Option(help: "Early stopping: stop after this many evaluations without a new best dev loss, and end on the best weights (kept as checkpoints/best).")
     var patience: Int?
     @Flag(help: "No progress line.") var quiet = false
@@ -90,6 +94,7 @@ struct Train: ParsableCommand {
         o.exchange = exchange; o.bucketMB = bucketMB
         o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
         o.devData = devData; o.patience = patience; o.replicas = replicas
+        o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
         Preemption.install()
         let cluster = Cluster()
         try setThreads(threads, cluster: cluster)
@@ -103,6 +108,7 @@ struct Train: ParsableCommand {
                 corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens
 
                 """.utf8))
+            FileHandle.standardError.write(Data(corpusNotes(trainer.corpus, reading: o.corpusReading).utf8))
         }
         let outcome = try cluster.agree { try trainer.run() }
         let s = outcome.summary
@@ -127,4 +133,19 @@ func setThreads(_ flag: Int?, cluster: Cluster) throws {
     let n = flag ?? env ?? cluster.defaultBLASThreads()
     guard n >= 1 else { throw LoraDistError("--threads must be at least 1, got \(n)") }
     BLAS.setThreads(n)
+}
+
+/// Rank 0's lines on how a corpus was read: with --replace-invalid-utf8, how much was
+/// replaced; data files a folder held that were not read.
+func corpusNotes(_ c: Corpus, reading: CorpusReading) -> String {
+    var s = ""
+    if reading.replaceInvalidUTF8 {
+        let surrogates = c.replacedSurrogates > 0 ? " and \(c.replacedSurrogates.formatted()) lone surrogate escape(s)" : ""
+        s += "lora-dist: replaced \(c.replacedBytes.formatted()) invalid UTF-8 byte(s)\(surrogates) with U+FFFD\n"
+    }
+    if !c.skipped.isEmpty {
+        let shown = c.skipped.prefix(5).joined(separator: ", ") + (c.skipped.count > 5 ? ", ..." : "")
+        s += "lora-dist: not read (neither .txt nor .jsonl): \(c.skipped.count) file(s): \(shown)\n"
+    }
+    return s
 }

@@ -20,6 +20,7 @@ public struct CompareOptions {
     public var evalEvery = 25, patience = 3
     public var evalSequences = 32, testSequences = 64
     public var exchange = ExchangeStrategy.hierarchical
+    public var reading = CorpusReading()   // how the corpora's files are read (JSON Lines field, invalid UTF-8)
     public var seed: UInt64 = 1234
     public var quick = false
     public init() {}
@@ -95,9 +96,21 @@ public enum Compare {
                 t.warmup = max(1, o.steps / 20)
                 t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
                 t.exchange = o.exchange; t.seed = o.seed; t.keepLast = 1; t.quiet = true
+                t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                 t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)"
                 let trainer = try Trainer(options: t, cluster: cluster)
-                if tests == nil { tests = try testSets(domains, o: o, tokenizer: trainer.tokenizer) }
+                if tests == nil {
+                    let (sets, replaced) = try testSets(domains, o: o, tokenizer: trainer.tokenizer)
+                    tests = sets
+                    if o.reading.replaceInvalidUTF8 {
+                        let c = trainer.corpus
+                        log("replaced \(c.replacedBytes + replaced.bytes) invalid UTF-8 byte(s) and "
+                            + "\(c.replacedSurrogates + replaced.surrogates) lone surrogate escape(s) with U+FFFD in the \(o.domain) and test data")
+                    }
+                    if !trainer.corpus.skipped.isEmpty {
+                        log("not read (neither .txt nor .jsonl): " + trainer.corpus.skipped.joined(separator: ", "))
+                    }
+                }
                 if baseline == nil {
                     // Before training a model is its base (LoRA's B = 0): the reference for forgetting.
                     baseline = perplexities(trainer, tests: tests!, windows: o.testSequences)
@@ -134,16 +147,25 @@ public enum Compare {
         t.steps = 300; t.batch = 8; t.seqLen = o.seqLen; t.lr = 1e-2; t.warmup = 10
         t.evalEvery = 100; t.evalSequences = o.evalSequences; t.quiet = true; t.seed = o.seed; t.keepLast = 1
         t.exchange = o.exchange
+        t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
         t.runDir = o.out + "/runs/pretrain"
         let trainer = try Trainer(options: t, cluster: cluster)
         try trainer.run()
         try cluster.agree { if cluster.isRoot { try HuggingFace.saveMerged(trainer.model, to: dir) } }
     }
 
-    static func testSets(_ domains: [String], o: CompareOptions, tokenizer: Tokenizer) throws -> [String: [Int32]] {
+    /// Every domain's test tokens, and what --replace-invalid-utf8 replaced in them.
+    static func testSets(_ domains: [String], o: CompareOptions,
+                         tokenizer: Tokenizer) throws -> ([String: [Int32]], replaced: (bytes: Int, surrogates: Int)) {
         var out: [String: [Int32]] = [:]
-        for d in domains { out[d] = try Corpus.tokens(path: o.corpora + "/\(d)/test", tokenizer: tokenizer) }
-        return out
+        var bytes = 0, surrogates = 0
+        for d in domains {
+            let c = try Corpus(path: o.corpora + "/\(d)/test", tokenizer: tokenizer, devPercent: 0, reading: o.reading)
+            out[d] = c.train + c.dev
+            bytes += c.replacedBytes
+            surrogates += c.replacedSurrogates
+        }
+        return (out, (bytes, surrogates))
     }
 
     static func perplexities(_ t: Trainer, tests: [String: [Int32]], windows: Int) -> [String: Double] {

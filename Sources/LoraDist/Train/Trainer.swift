@@ -29,6 +29,8 @@ public struct TrainOptions {
     public var evalSequences: Int = 32
     public var devPercent: Int = 5
     public var devData: String? = nil      // a dev set of its own (otherwise blocks of --data are held out)
+    public var textField: String = "text"  // the field of a JSON Lines record that holds its text
+    public var replaceInvalidUTF8 = false  // read invalid UTF-8 as U+FFFD instead of refusing the file
     public var patience: Int? = nil        // early stopping: evaluations without a new best dev loss
     public var exchange: ExchangeStrategy = .hierarchical
     public var bucketMB: Double = 4
@@ -99,8 +101,8 @@ public final class Trainer {
             if let dir = o.adapter {
                 adapter = try SafeTensors(path: dir + "/adapter_model.safetensors")
             }
-            let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: source.tokenizer) }
-                ?? Corpus(path: o.data, tokenizer: source.tokenizer, devPercent: o.devPercent)
+            let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: source.tokenizer, reading: o.corpusReading) }
+                ?? Corpus(path: o.data, tokenizer: source.tokenizer, devPercent: o.devPercent, reading: o.corpusReading)
             let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
             guard corpus.dev.count > o.seqLen else {
                 throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
