@@ -27,9 +27,9 @@ struct BenchStep: ParsableCommand {
     func run() throws {
         guard steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(steps)") }
         let cluster = Cluster()
-        try setThreads(threads, cluster: cluster)
         var o = StepBenchmark.Options()
         o.model = model; o.mode = mode; o.batch = batch; o.seqLen = seqLen; o.steps = steps; o.replicas = replicas
+        o.threads = try cluster.threads(requested: threads)
         if mode.hasAdapters { o.lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) }
         let r = try StepBenchmark.run(o, cluster: cluster)
         guard cluster.isRoot else { return }

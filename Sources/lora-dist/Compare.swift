@@ -71,7 +71,6 @@ struct CompareCommand: ParsableCommand {
             throw LoraDistError("corpora not found at \(o.corpora): run tools/fetch-corpora.sh, or pass --corpora DIR")
         }
         let cluster = Cluster()
-        try setThreads(nil, cluster: cluster)
         let log: (String) -> Void = { if cluster.isRoot { FileHandle.standardError.write(Data("compare: \($0)\n".utf8)) } }
         let report = try cluster.agree { try Compare.run(o, cluster: cluster, log: log) }
         guard cluster.isRoot else { return }

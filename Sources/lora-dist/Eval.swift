@@ -21,7 +21,6 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let cluster = Cluster()
-        try setThreads(nil, cluster: cluster)
         var o = TrainOptions()
         o.model = model
         o.data = data

@@ -97,14 +97,14 @@ struct Train: ParsableCommand {
         o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
         Preemption.install()
         let cluster = Cluster()
-        try setThreads(threads, cluster: cluster)
+        o.threads = try cluster.threads(requested: threads)
         let trainer = try Trainer(options: o, cluster: cluster)
         let m = trainer.model
         if cluster.isRoot {
             FileHandle.standardError.write(Data("""
                 lora-dist: \(mode.rawValue) on \(model), \(m.trainableParams.formatted()) of \(m.baseParams.formatted()) parameters trainable \
                 (\(String(format: "%.2f", 100 * Double(m.trainableParams) / Double(m.baseParams)))%)
-                \(cluster.size) rank(s) on \(cluster.nodes) node(s), \(exchange.rawValue) exchange, \(BLAS.threads) BLAS thread(s) per rank
+                \(cluster.size) rank(s) on \(cluster.nodes) node(s), \(exchange.rawValue) exchange, \(trainer.blasThreadsPerReplica) BLAS thread(s) per rank
                 corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens
 
                 """.utf8))
@@ -120,19 +120,11 @@ struct Train: ParsableCommand {
         }
         guard cluster.isRoot else { return }
         if let exportMerged {
-            do { try HuggingFace.saveMerged(trainer.model, to: exportMerged) } catch { MPIRuntime.abort("\(error)") }
+            do { try HuggingFace.saveMerged(trainer.model, to: exportMerged) } catch { cluster.abort("\(error)") }
         }
         print(Report.closing(s))
         print("run directory: \(runDir) (metrics.jsonl, summary.json)")
     }
-}
-
-/// OpenBLAS threads: the flag, else LORA_DIST_THREADS, else the cluster's share of the cores.
-func setThreads(_ flag: Int?, cluster: Cluster) throws {
-    let env = ProcessInfo.processInfo.environment["LORA_DIST_THREADS"].flatMap { Int($0) }
-    let n = flag ?? env ?? cluster.defaultBLASThreads()
-    guard n >= 1 else { throw LoraDistError("--threads must be at least 1, got \(n)") }
-    BLAS.setThreads(n)
 }
 
 /// Rank 0's lines on how a corpus was read: with --replace-invalid-utf8, how much was

@@ -27,16 +27,16 @@ public enum CheckpointBenchmark {
             let text = String(repeating: "checkpoint throughput benchmark text\n", count: 200)
             try text.write(toFile: o.data, atomically: true, encoding: .utf8)
         }
-        cluster.world.barrier()
+        cluster.barrier()
         let trainer = try Trainer(options: o, cluster: cluster)
         var r = Result()
         // Bytes of slice payload this job writes: values and two Adam moments of every trainable element.
         r.bytes = Double(trainer.model.trainableParams) * 3 * 4
         func timed(_ body: () throws -> Void) rethrows -> Double {
-            cluster.world.barrier()
+            cluster.barrier()
             let t0 = DispatchTime.now().uptimeNanoseconds
             try body()
-            cluster.world.barrier()
+            cluster.barrier()
             return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         }
         var save = [Double](), load = [Double](), write = [Double](), read = [Double]()
@@ -44,7 +44,7 @@ public enum CheckpointBenchmark {
             save.append(try timed { try trainer.saveCheckpoint(step: i, tokens: 0, runState: nil) })
             load.append(try timed { _ = try trainer.resume("latest") })
             // The plain baseline: every writer rank writes and reads its share of the bytes.
-            let share = cluster.cross.rank == 0 ? Int(r.bytes) / cluster.node.size : 0
+            let share = cluster.writesCheckpoints ? Int(r.bytes) / cluster.node.size : 0
             let path = dir + "/plain-\(cluster.rank).bin"
             let payload = Data(count: share)
             write.append(try timed { try Files.writeAtomically(payload, to: path) })

@@ -12,6 +12,7 @@ public struct StepBenchmark {
         public var batch = 8, seqLen = 256     // global batch, split over the ranks
         public var steps = 3                   // timed, after one warm-up step
         public var replicas: Int?              // per rank (TrainOptions.replicas)
+        public var threads: Int?               // per rank (TrainOptions.threads)
         public init() {}
     }
 
@@ -41,7 +42,7 @@ public struct StepBenchmark {
         t.mode = o.mode; t.lora = o.lora; t.model = o.model; t.data = corpus
         t.batch = o.batch; t.seqLen = o.seqLen; t.steps = o.steps + 1; t.warmup = 1; t.lr = 1e-4
         t.runDir = NSTemporaryDirectory() + "lora-dist-bench-run-\(getpid())"; t.quiet = true
-        t.replicas = o.replicas
+        t.replicas = o.replicas; t.threads = o.threads
         let trainer = try Trainer(options: t, cluster: cluster)
 
         var r = StepBenchmark()
@@ -64,7 +65,7 @@ public struct StepBenchmark {
         }
         Profile.enabled = false
         // The slowest rank sets the pace of a synchronous step.
-        let slowest = cluster.world.allreduceMax(times)
+        let slowest = cluster.maximum(times)
         r.stepMs = slowest.sorted()[slowest.count / 2] * 1000
         let per = 1000 / Double(o.steps)
         var named = Profile.Section.allCases.map { ("\($0)", Profile.seconds($0) * per) }
@@ -73,15 +74,13 @@ public struct StepBenchmark {
         named.append(("other", max(0, mine - named.reduce(0) { $0 + $1.1 })))
         r.sections = named
         r.allocatedBytes = Profile.allocatedBytes
-        r.flopsPerStep = Int(cluster.world.allreduce([Double(flops) / Double(o.steps)])[0])
-        // The yardstick uses all of the rank's threads in one sgemm, even when the step
-        // ran them as replicas with one BLAS thread each.
-        let blas = BLAS.threads
-        BLAS.setThreads(trainer.threads)
-        cluster.world.barrier()
-        r.sgemmGflops = cluster.world.allreduce([sgemmGflops()])[0]
-        BLAS.setThreads(blas)
-        r.peakRSSBytes = cluster.world.allreduce([peakRSS()])[0]
+        r.flopsPerStep = Int(cluster.sum([Double(flops) / Double(o.steps)])[0])
+        // The yardstick uses all of the rank's threads in one sgemm (outside a step's replica
+        // phase the rank's budget gives them all to one model), even when the step ran them as
+        // replicas with one BLAS thread each.
+        cluster.barrier()
+        r.sgemmGflops = cluster.sum([sgemmGflops()])[0]
+        r.peakRSSBytes = cluster.sum([peakRSS()])[0]
         r.nodeMemoryBytes = NodeMemory.nodeBytes(cluster)
         try? FileManager.default.removeItem(atPath: t.runDir)
         return r

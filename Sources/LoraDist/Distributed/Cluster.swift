@@ -40,6 +40,41 @@ public final class Cluster {
         return max(1, min(allowed, online / node.size))
     }
 
+    /// BLAS threads per rank (and element-wise workers): `requested` (--threads), else
+    /// LORA_DIST_THREADS, else `defaultBLASThreads()`.
+    public func threads(requested: Int?) throws -> Int {
+        let env = ProcessInfo.processInfo.environment["LORA_DIST_THREADS"].flatMap { Int($0) }
+        let n = requested ?? env ?? defaultBLASThreads()
+        guard n >= 1 else { throw LoraDistError("--threads must be at least 1, got \(n)") }
+        return n
+    }
+
+    // MARK: what the loop, the evaluation and the benchmarks need of MPI (they call these, never a communicator)
+
+    /// Element-wise sum over every rank of a few scalars (loss sums, counts, flags), on every rank.
+    public func sum(_ values: [Double]) -> [Double] { world.allreduce(values) }
+
+    /// Element-wise maximum over every rank, on every rank.
+    public func maximum(_ values: [Double]) -> [Double] { world.allreduceMax(values) }
+    public func maximum(_ value: Double) -> Double { world.allreduceMax(value) }
+
+    /// Every rank's bytes at rank 0, in rank order; nil on the other ranks.
+    public func gatherAtRoot(_ bytes: [UInt8]) -> [[UInt8]]? { world.gather(bytes) }
+
+    /// Waits for every rank.
+    public func barrier() { world.barrier() }
+
+    /// Whether this rank writes the shards it owns into a checkpoint: the ranks of one node
+    /// own every range between them (`owned(_:)`); the other nodes' ranks hold copies.
+    public var writesCheckpoints: Bool { cross.rank == 0 }
+
+    /// The memory of the fullest node: Σ PSS over its ranks (NodeMemory), on every rank.
+    public func largestNodeMemory() -> Double { maximum(NodeMemory.nodeBytes(self)) }
+
+    /// Ends every rank of the job with one message: for failures one rank sees and the
+    /// others cannot be asked to agree on (a write on rank 0 mid-run).
+    public func abort(_ message: String) -> Never { MPIRuntime.abort(message) }
+
     /// Runs `body` on every rank and agrees on failure: when any rank throws,
     /// the lowest failing rank prints its message, and every rank throws
     /// `ClusterFailure` (already reported), so all exit non-zero together.

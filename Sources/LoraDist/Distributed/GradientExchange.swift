@@ -53,6 +53,13 @@ public final class GradientExchange {
     /// The summed gradient of this rank's shard (valid after `finish`).
     public var shardGrads: UnsafePointer<Float> { UnsafePointer(reduced?.ptr ?? grads + shard.lowerBound) }
 
+    /// The L2 norm of the whole summed gradient (after `finish`): each rank squares the shard
+    /// it holds, and the node's shards make the whole. Collective over the node.
+    public func globalNorm() -> Double {
+        let squares = GradClip.sumSquares(shardGrads, count: shard.count)
+        return cluster.node.allreduce([squares])[0].squareRoot()
+    }
+
     public func begin() {
         launched = 0
         crossLaunched = 0

@@ -44,6 +44,9 @@ public struct TrainOptions {
     /// rank's sequences (data parallel inside the process). nil: one per BLAS thread.
     /// 1: a single model whose sgemm uses every BLAS thread.
     public var replicas: Int? = nil
+    /// BLAS threads (and element-wise workers) per rank; nil: LORA_DIST_THREADS, else the
+    /// rank's share of its node's cores (Cluster.threads).
+    public var threads: Int? = nil
 
     public init() {}
 
@@ -75,7 +78,10 @@ public final class Trainer {
     let replicas: [LlamaModel]
     let replicaThreads: ReplicaThreads?
     let replicaLosses: UnsafeMutablePointer<Double>  // Σ loss of each replica's part of a micro-batch
-    let threads: Int               // BLAS threads when a single model runs (evaluation)
+    let budget: ThreadBudget       // the rank's threads: one model, or one per replica during a step
+    var threads: Int { budget.threads }
+    /// BLAS threads of each model during a training step's forward and backward.
+    public var blasThreadsPerReplica: Int { budget.blasThreadsPerReplica }
     let readyOffset: [Int]         // per layer: trainable arena [0, x) is final once its backward is done
     // Batch buffers, sized once.
     let inputs: UnsafeMutablePointer<Int32>
@@ -128,11 +134,11 @@ public final class Trainer {
         }
         window = win!
         let store = model.store
-        threads = BLAS.threads
+        let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
         let r = max(1, min(o.replicas ?? threads, micro))
+        budget = ThreadBudget(threads: threads, replicas: r)
+        budget.claim()
         if r > 1 {
-            BLAS.setThreads(1)  // each replica's thread runs its own single-threaded sgemm
-            Parallel.workers = threads  // the rank's own element-wise work (optimizer, clipping) still splits
             let values = store.values, lora = o.mode.hasAdapters ? o.lora : nil, perReplica = (micro + r - 1) / r
             var more: [LlamaModel] = []
             for _ in 1..<r {
@@ -209,9 +215,6 @@ public final class Trainer {
     /// Mean cross-entropy of next-token prediction over up to `windows`
     /// non-overlapping windows of `tokens` (evenly spread over it). Collective.
     public func evaluate(tokens: [Int32], windows limit: Int) -> Double {
-        // One model evaluates: give its sgemm every thread the replicas had.
-        if !replicas.isEmpty { BLAS.setThreads(threads) }
-        defer { if !replicas.isEmpty { BLAS.setThreads(1) } }
         let T = options.seqLen
         let available = (tokens.count - 1) / T
         guard available > 0 else { return .nan }
@@ -235,7 +238,7 @@ public final class Trainer {
             count += Double(l.count)
             w += b
         }
-        let total = cluster.world.allreduce([sum, count])
+        let total = cluster.sum([sum, count])
         return total[0] / max(total[1], 1)
     }
 
@@ -290,12 +293,11 @@ public final class Trainer {
             return body()
         }
         // The loss sum and the preemption flag travel together: every rank learns both.
-        let reduced = timed { cluster.world.allreduce([lossSum, Preemption.isRequested ? 1 : 0]) }
+        let reduced = timed { cluster.sum([lossSum, Preemption.isRequested ? 1 : 0]) }
         let loss = reduced[0] / Double(options.batch * T)
         guard loss.isFinite else { throw LoraDistError("loss is \(loss) at step \(step): training diverged (try a lower --lr)") }
         // Each rank holds the summed gradient of its shard; the node's shards make the whole.
-        let sq = GradClip.sumSquares(exchange.shardGrads, count: exchange.shard.count)
-        let norm = timed { cluster.node.allreduce([sq])[0] }.squareRoot()
+        let norm = timed { exchange.globalNorm() }
         let clip = GradClip.scale(norm: norm, maxNorm: options.optimizer.clipNorm)
         optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
         timed { window.publish() }
@@ -308,11 +310,8 @@ public final class Trainer {
     func replicated(_ b: Int, scale: Float) -> Double {
         let T = options.seqLen, n = replicas.count + 1
         let losses = replicaLosses
-        let workers = Parallel.workers
-        Parallel.workers = 1  // the replicas already keep every thread busy
-        defer { Parallel.workers = workers }
         let models = [model] + replicas, inputs = self.inputs, targets = self.targets, seeds = self.seeds
-        replicaThreads!.run { r in
+        budget.replicaPhase { self.replicaThreads!.run { r in
             let m = models[r]
             let part = Cluster.shard(b, parts: n, index: r)
             losses[r] = 0
@@ -321,7 +320,7 @@ public final class Trainer {
             m.forward(ids: ids, batch: part.count, dropoutSeeds: seeds + part.lowerBound)
             losses[r] = m.loss(targets: tg, batch: part.count).sum
             m.backward(ids: ids, targets: tg, batch: part.count, scale: scale)
-        }
+        } }
         return (0..<n).reduce(0.0) { $0 + losses[$1] }
     }
 
@@ -370,7 +369,7 @@ public final class Trainer {
             do {
                 try Files.createDirectory(o.runDir)
                 metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl", keepingStepsUpTo: o.resume == nil ? nil : first - 1)
-            } catch { MPIRuntime.abort("\(error)") }
+            } catch { cluster.abort("\(error)") }
         }
         let progress = Progress(total: o.steps, quiet: o.quiet || !root)
         let start = Date()
@@ -412,7 +411,7 @@ public final class Trainer {
                 }
             }
             if let metrics {
-                do { try metrics.append(rec) } catch { MPIRuntime.abort("\(error)") }
+                do { try metrics.append(rec) } catch { cluster.abort("\(error)") }
             }
             progress.update(step: s, loss: r.loss, tokensPerSecond: Double(tokens) / max(trainSeconds, 1e-9),
                             secondsPerStep: trainSeconds / Double(s - first + 1), commShare: waitSeconds / max(trainSeconds, 1e-9))
@@ -429,7 +428,7 @@ public final class Trainer {
             _ = try resume(CheckpointFiles.stepName(bestStep), continuing: false)
             devLoss = bestDev
         }
-        let nodeMemory = cluster.world.allreduceMax(NodeMemory.nodeBytes(cluster))
+        let nodeMemory = cluster.largestNodeMemory()
         let wall = Date().timeIntervalSince(start)
         let perStep = bytes.intra + bytes.inter, fullPerStep = fullFineTuningExchangeBytes
         let done = preempted || earlyStopped ? s : o.steps
@@ -445,7 +444,7 @@ public final class Trainer {
             tokensPerSecond: rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), wallSeconds: rounded(wall, 3),
             lora: o.mode.hasAdapters ? RunSummary.LoRASummary(o.lora!) : nil, lr: o.lr.shortest,
             worldSize: cluster.size, nodes: cluster.nodes, ranksPerNode: cluster.node.size,
-            exchange: o.exchange.rawValue, blasThreads: replicas.isEmpty ? BLAS.threads : 1,
+            exchange: o.exchange.rawValue, blasThreads: budget.blasThreadsPerReplica,
             replicas: replicas.count + 1,
             exchangeBytesPerStep: Int(perStep), fullFTExchangeBytesPerStep: Int(fullPerStep),
             exchangeRatio: fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : nil,
@@ -455,7 +454,7 @@ public final class Trainer {
             checkpoint: checkpointRoot + "/" + CheckpointFiles.stepName(done))
         if root {
             do { try Files.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }
-            catch { MPIRuntime.abort("\(error)") }
+            catch { cluster.abort("\(error)") }
         }
         return Outcome(summary: summary, preempted: preempted)
     }

@@ -54,7 +54,7 @@ extension Trainer {
             try fm.createDirectory(atPath: dir, withIntermediateDirectories: false)
         }
         // One node's ranks hold every owned range; the other nodes hold copies.
-        let writer = cluster.cross.rank == 0
+        let writer = cluster.writesCheckpoints
         let refs: [SliceRef] = try cluster.agree {
             guard writer else { return [] }
             let m = optimizer.m.ptr, v = optimizer.v.ptr, lo = optimizer.range.lowerBound
@@ -67,7 +67,7 @@ extension Trainer {
             }
             return try CheckpointFiles.writeShard(dir: dir, file: CheckpointFiles.shardName(cluster.rank), slices: out)
         }
-        let lists = cluster.world.gather(Array(SliceRef.encodeList(refs)))
+        let lists = cluster.gatherAtRoot(Array(SliceRef.encodeList(refs)))
         try cluster.agree {
             guard let lists else { return }
             var m = Manifest()
