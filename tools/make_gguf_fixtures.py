@@ -12,6 +12,15 @@ Writes, with gguf-py's GGUFWriter and gguf.quants:
       input ids, and for each tiny file the logits and un-permuted q/k weights that
       transformers' own GGUF loader (from_pretrained(..., gguf_file=...)) produces;
       each quants.gguf tensor dequantized by gguf-py
+  qwen2_f32.gguf, qwen2_q8_0.gguf, qwen3_f32.gguf, qwen3_q8_0.gguf
+      tiny random Qwen2ForCausalLM (tied, random q/k/v biases) and Qwen3ForCausalLM
+      (untied, head_dim != hidden/heads, random q_norm/k_norm), converted as
+      convert_hf_to_gguf.py's Qwen2Model / Qwen3Model do: tensor names from gguf-py's
+      TensorNameMap, q/k NOT permuted, the <arch>.* keys TextModel.set_gguf_parameters
+      writes; every matrix F32, or every matrix Q8_0 (--outtype q8_0; 1-D tensors F32)
+  families_reference.safetensors
+      input ids per architecture, and for each file the logits (and a few weights) of
+      transformers' GGUF loader on it
   smollm2_reference.json
       SmolLM2-135M-Instruct Q4_1 (fetched by tools/fetch-smollm2.sh, kept outside
       git) through transformers' GGUF loader, model and tokenizer: token ids of 3
@@ -41,7 +50,8 @@ import transformers  # noqa: E402
 from gguf import GGMLQuantizationType as Q  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import (AutoConfig, AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config,  # noqa: E402
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO_ROOT, "Tests", "Fixtures", "gguf")
@@ -268,6 +278,177 @@ def build_tiny(ref):
         print(f"== {stem}: {os.path.getsize(path)} bytes, max|logits - unquantized| = {diff:.3g}")
 
 
+# ---------------------------------------------------------------------------------------------
+# qwen2 / qwen3: llama.cpp architectures whose converter (Qwen2Model, Qwen3Model(Qwen2Model) in
+# convert_hf_to_gguf.py) writes q and k as they are: only LlamaModel (and a few others) permute.
+# transformers' GGUF loader agrees: its LlamaTensorProcessor (the un-permutation) is registered
+# for general.architecture "llama" only.
+
+FAMILY_BATCH, FAMILY_SEQ = 2, 8
+BIAS_STD = 0.2
+FAMILIES = {
+    # Qwen2.5-0.5B-like: tied embeddings, q/k/v biases (always, in Qwen2Attention), no head_dim key
+    "qwen2": dict(cls=Qwen2ForCausalLM, config=Qwen2Config, seed=4402, arch=gguf.MODEL_ARCH.QWEN2,
+                  hf=dict(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                          rope_theta=1000000.0, max_position_embeddings=128, tie_word_embeddings=True,
+                          use_sliding_window=False),
+                  head_dim=8),
+    # Qwen3-like: untied, explicit head_dim 16 while hidden/heads is 8, per-head q_norm/k_norm
+    "qwen3": dict(cls=Qwen3ForCausalLM, config=Qwen3Config, seed=4503, arch=gguf.MODEL_ARCH.QWEN3,
+                  hf=dict(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                          rope_theta=1000000.0, max_position_embeddings=128, tie_word_embeddings=False,
+                          attention_bias=False, use_sliding_window=False),
+                  head_dim=16),
+}
+# stem → (architecture, ggml type of every 2-D tensor, general.file_type)
+FAMILY_FILES = {
+    "qwen2_f32": ("qwen2", Q.F32, gguf.LlamaFileType.ALL_F32),
+    "qwen2_q8_0": ("qwen2", Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    "qwen3_f32": ("qwen3", Q.F32, gguf.LlamaFileType.ALL_F32),
+    "qwen3_q8_0": ("qwen3", Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+# weights kept in the reference, per architecture (HF names)
+FAMILY_WEIGHTS = {
+    "qwen2": ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.q_proj.bias",
+              "model.layers.0.self_attn.k_proj.bias"],
+    "qwen3": ["model.layers.1.self_attn.q_proj.weight", "model.layers.0.self_attn.q_norm.weight",
+              "model.layers.1.self_attn.k_norm.weight"],
+}
+
+
+def family_model(arch):
+    f = FAMILIES[arch]
+    torch.manual_seed(f["seed"])
+    cfg = f["config"](**f["hf"], hidden_act="silu", initializer_range=INIT_RANGE, attention_dropout=0.0,
+                      bos_token_id=1, eos_token_id=2)
+    cfg._attn_implementation = "eager"
+    model = f["cls"](cfg).to(torch.float32)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.copy_(1.0 + NORM_NOISE_STD * torch.randn_like(p))
+            elif n.endswith(".bias"):  # HF initialises them to zero
+                p.copy_(BIAS_STD * torch.randn_like(p))
+    assert getattr(model.config, "head_dim", cfg.hidden_size // cfg.num_attention_heads) == f["head_dim"]
+    return model.eval(), cfg
+
+
+def write_family(path, arch, model, qtype, ftype):
+    """What convert_hf_to_gguf.py writes for this model (Qwen2Model / Qwen3Model, --outtype f32 or q8_0)."""
+    f = FAMILIES[arch]
+    c = f["hf"]
+    w = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[f["arch"]])
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name(f"lora-dist tiny {arch}")
+    # TextModel.set_gguf_parameters, in its order
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    w.add_head_count(c["num_attention_heads"])
+    w.add_head_count_kv(c["num_key_value_heads"])
+    w.add_rope_freq_base(c["rope_theta"])
+    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    if "head_dim" in c:  # config.json has head_dim (Qwen3)
+        w.add_key_length(c["head_dim"])
+        w.add_value_length(c["head_dim"])
+    w.add_file_type(ftype)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    # minimal gpt2-style tokenizer metadata (transformers' model loader does not need it)
+    tokens = ["<unk>", "<|im_start|>", "<|endoftext|>"] + [f"t{i}" for i in range(3, c["vocab_size"])]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    names = gguf.get_tensor_name_map(f["arch"], c["num_hidden_layers"])
+    for hf, t in model.state_dict().items():
+        if hf == "lm_head.weight" and c["tie_word_embeddings"]:
+            continue  # tied: the converter writes no output.weight
+        stem, suffix = hf.rsplit(".", 1)
+        name = names.get_name(stem)
+        assert name is not None, hf
+        arr = np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)  # q and k as they are
+        add_tensor(w, f"{name}.{suffix}", arr, qtype if arr.ndim == 2 else Q.F32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def build_families(ref):
+    models = {}
+    for arch in FAMILIES:
+        model, cfg = family_model(arch)
+        gen = torch.Generator().manual_seed(FAMILIES[arch]["seed"] + 1)
+        ids = torch.randint(0, FAMILIES[arch]["hf"]["vocab_size"], (FAMILY_BATCH, FAMILY_SEQ), generator=gen,
+                            dtype=torch.int64)
+        ref[f"{arch}.input_ids"] = ids
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        models[arch] = (model, cfg, ids, logits, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    for stem, (arch, qtype, ftype) in FAMILY_FILES.items():
+        model, cfg, ids, original_logits, original = models[arch]
+        c = FAMILIES[arch]["hf"]
+        path = os.path.join(OUT, stem + ".gguf")
+        write_family(path, arch, model, qtype, ftype)
+        # transformers' GGUF loader: config and weights from the file. Its config reader (5.24) maps
+        # no attention.key_length for qwen3, so Qwen3Config keeps its default head_dim 128 (right for
+        # the released Qwen3 models, wrong for this one): head_dim is set from the file's key, the only
+        # config field not taken from transformers' reading of the GGUF. Tensors are all its loader's.
+        hf_cfg = AutoConfig.from_pretrained(OUT, gguf_file=stem + ".gguf")
+        key_length = gguf.GGUFReader(path).get_field(f"{arch}.attention.key_length")
+        if key_length is not None and hf_cfg.head_dim != key_length.contents():
+            print(f"   {stem}: transformers read head_dim {hf_cfg.head_dim}; set to {arch}.attention.key_length "
+                  f"{key_length.contents()}")
+            assert arch == "qwen3", arch
+            hf_cfg.head_dim = key_length.contents()
+        loaded = FAMILIES[arch]["cls"].from_pretrained(OUT, gguf_file=stem + ".gguf", config=hf_cfg,
+                                                       dtype=torch.float32, attn_implementation="eager").eval()
+        lc = loaded.config
+        assert lc.model_type == arch, lc.model_type
+        assert (lc.vocab_size, lc.hidden_size, lc.intermediate_size, lc.num_hidden_layers) == \
+            (c["vocab_size"], c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]), lc
+        assert (lc.num_attention_heads, lc.num_key_value_heads) == (c["num_attention_heads"], c["num_key_value_heads"])
+        assert lc.rope_parameters["rope_theta"] == c["rope_theta"], lc.rope_parameters
+        assert lc.tie_word_embeddings == c["tie_word_embeddings"]
+        assert abs(lc.rms_norm_eps - c["rms_norm_eps"]) < 1e-12
+        assert getattr(lc, "head_dim", c["hidden_size"] // c["num_attention_heads"]) == FAMILIES[arch]["head_dim"], \
+            f"{stem}: transformers read head_dim {getattr(lc, 'head_dim', None)}"
+        sd = loaded.state_dict()
+        assert sorted(sd) == sorted(original), (stem, sorted(set(sd) ^ set(original)))
+        # transformers' weights are gguf-py's dequantization, with no un-permutation
+        reader = gguf.GGUFReader(path)
+        by_name = {t.name: t for t in reader.tensors}
+        names = gguf.get_tensor_name_map(FAMILIES[arch]["arch"], c["num_hidden_layers"])
+        consumed = set()
+        for hf, t in sd.items():
+            if hf == "lm_head.weight" and c["tie_word_embeddings"]:
+                assert torch.equal(t, sd["model.embed_tokens.weight"])
+                continue
+            stem_, suffix = hf.rsplit(".", 1)
+            gname = f"{names.get_name(stem_)}.{suffix}"
+            consumed.add(gname)
+            g = by_name[gname]
+            raw = dequantize(g.data, g.tensor_type).reshape(t.shape)
+            assert np.array_equal(raw, t.numpy()), (stem, hf)
+            if qtype == Q.F32:
+                assert torch.equal(t, original[hf]), (stem, hf)
+        assert consumed == set(by_name), (stem, set(by_name) - consumed)
+        with torch.no_grad():
+            logits = loaded(input_ids=ids).logits.float().contiguous()
+        if qtype == Q.F32:
+            assert torch.equal(logits, original_logits), stem
+        diff = (logits - original_logits).abs().max().item()
+        ref[f"{stem}.logits"] = logits
+        for hf in FAMILY_WEIGHTS[arch]:
+            ref[f"{stem}.{hf}"] = sd[hf].contiguous()
+        print(f"== {stem}: {os.path.getsize(path)} bytes, max|logits - unquantized| = {diff:.3g}")
+
+
 SENTENCES = [
     "The capital of France is Paris, and the capital of Germany is",
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
@@ -348,6 +529,12 @@ def main():
     save_file(ref, ref_path, metadata={"format": "pt"})
     back = load_file(ref_path)
     assert sorted(back) == sorted(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
+    fam = {}
+    build_families(fam)
+    fam_path = os.path.join(OUT, "families_reference.safetensors")
+    save_file(fam, fam_path, metadata={"format": "pt"})
+    back = load_file(fam_path)
+    assert sorted(back) == sorted(fam) and all(torch.equal(back[k], fam[k]) for k in fam)
     build_smollm2()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     for f in sorted(os.listdir(OUT)):
