@@ -12,7 +12,7 @@ struct Eval: ParsableCommand {
     var textField: String = "text"
     @Flag(name: .customLong("replace-invalid-utf8"), help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
     var replaceInvalidUTF8 = false
-    @Option(help: "A checkpoint (directory, checkpoints folder or run directory) whose weights to evaluate on top of --model.")
+    @Option(help: "A checkpoint (step directory, checkpoints folder, run directory or latest/best pointer file) whose weights to evaluate on top of --model.")
     var checkpoint: String?
     @Option(name: .customLong("seq"), help: "Tokens per window.") var seqLen: Int = 128
     @Option(help: "Windows, spread evenly over the text.") var windows: Int = 64
@@ -35,19 +35,23 @@ struct Eval: ParsableCommand {
         // and keeps no gradient or optimizer state for the base.
         o.mode = .lora
         o.lora = try LoRAConfig(rank: 1, alpha: 1, targets: ["q_proj"])
+        var checkpointDir: String?
         if let checkpoint {
-            let dir = try CheckpointInspector.locate(checkpoint)
+            // absolute, so that resume() reads it as a path whatever form it was given in
+            let dir = URL(fileURLWithPath: try CheckpointInspector.locate(checkpoint)).standardizedFileURL.path
+            checkpointDir = dir
             let m = try CheckpointFiles.readManifest(dir)
             o.mode = TrainMode(rawValue: m.mode) ?? .lora
             o.lora = o.mode.hasAdapters ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: dir) : nil
             o.seed = m.samplerSeed
-            o.runDir = (dir as NSString).deletingLastPathComponent.replacingOccurrences(of: "/checkpoints", with: "")
+            let parent = (dir as NSString).deletingLastPathComponent
+            o.runDir = (parent as NSString).lastPathComponent == "checkpoints" ? (parent as NSString).deletingLastPathComponent : parent
         } else {
             o.runDir = NSTemporaryDirectory() + "lora-dist-eval-\(getpid())"
         }
         let trainer = try Trainer(options: o, cluster: cluster)
-        if let checkpoint {
-            _ = try cluster.agree { try trainer.resume(try CheckpointInspector.locate(checkpoint), continuing: false) }
+        if let checkpointDir {
+            _ = try cluster.agree { try trainer.resume(checkpointDir, continuing: false) }
         }
         // The trainer read --data as its dev set with the model's tokenizer: evaluate that.
         let loss = trainer.evaluate(tokens: trainer.corpus.dev, windows: windows)

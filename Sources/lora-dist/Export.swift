@@ -10,7 +10,7 @@ struct Export: ParsableCommand {
 
     @Option(help: "peft: adapter_config.json + adapter_model.safetensors; merged: config.json + model.safetensors (W + s·B·A).")
     var format: Exporter.Format
-    @Option(help: "A checkpoint directory, a checkpoints folder or a run directory (its latest checkpoint).")
+    @Option(help: "A checkpoint: a step directory, a checkpoints folder or a run directory (its latest), or a latest/best pointer file.")
     var checkpoint: String
     @Option(help: "Output directory.") var out: String
     @Option(help: "The base model (default: the --model the checkpoint was trained with). Merging a LoRA checkpoint needs it.")

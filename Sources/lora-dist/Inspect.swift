@@ -6,7 +6,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a checkpoint's manifest and verify every slice's checksum (exit 1 on any mismatch).")
 
-    @Argument(help: "A checkpoint directory (…/checkpoints/step-NNNNNNN), a checkpoints folder, or a run directory (its latest checkpoint).")
+    @Argument(help: "A checkpoint: a step directory (…/checkpoints/step-NNNNNNN), a checkpoints folder or a run directory (its latest), or a latest/best pointer file.")
     var path: String
     @Flag(name: .customLong("no-verify"), help: "Only print the manifest; do not read the shards.") var noVerify = false
 

@@ -53,7 +53,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("keep-last"), help: "Keep the newest N checkpoints.") var keepLast: Int = defaults.keepLast
     @Option(help: "A PEFT adapter directory (adapter_config.json, adapter_model.safetensors) to continue training; its config sets rank, alpha, dropout and targets.")
     var adapter: String?
-    @Option(help: "Resume from a checkpoint of --run-dir: latest, a step number, or a checkpoint directory.")
+    @Option(help: "Resume from a checkpoint: latest, best or a step number of --run-dir, or a path: a step directory, a checkpoints folder, a run directory, or a latest/best pointer file.")
     var resume: String?
     @Option(name: .customLong("stop-after"), help: "Rehearse a preemption: after step K save a checkpoint and exit with status 75, as on SIGTERM.")
     var stopAfter: Int?
@@ -99,6 +99,8 @@ struct Train: ParsableCommand {
         let cluster = Cluster()
         o.threads = try cluster.threads(requested: threads)
         let trainer = try Trainer(options: o, cluster: cluster)
+        // A checkpoint that cannot be resumed fails here, before the header is printed.
+        if let resume { _ = try cluster.agree { try trainer.resumable(resume) } }
         let m = trainer.model
         if cluster.isRoot {
             FileHandle.standardError.write(Data("""

@@ -59,25 +59,10 @@ public enum CheckpointFiles {
 
     // MARK: reading
 
-    /// A checkpoint directory from `--resume`: "latest", a step number, a step
-    /// directory name, or a path to a checkpoint directory.
+    /// A checkpoint directory from `--resume`: "latest", "best", a step number, a step
+    /// directory name inside `root`, or any path CheckpointInspector.locate accepts.
     public static func resolve(_ which: String, checkpoints root: String) throws -> String {
-        let fm = FileManager.default
-        if which == latestName || which == bestName {
-            let pointer = root + "/" + which
-            guard let name = try? String(contentsOfFile: pointer, encoding: .utf8)
-                .trimmingCharacters(in: .whitespacesAndNewlines), !name.isEmpty else {
-                throw LoraDistError("no checkpoint to resume: \(pointer) does not exist")
-            }
-            return root + "/" + name
-        }
-        if let n = Int(which) { return root + "/" + stepName(n) }
-        if which.hasPrefix("step-") && !which.contains("/") { return root + "/" + which }
-        var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: which, isDirectory: &isDir), isDir.boolValue else {
-            throw LoraDistError("checkpoint \(which) not found (give latest, a step number, or a checkpoint directory)")
-        }
-        return which
+        try CheckpointInspector.locate(which, checkpoints: root)
     }
 
     /// The step directory name `latest` holds, if any.

@@ -2,15 +2,60 @@ import Foundation
 
 /// `lora-dist inspect`: what a checkpoint holds, with every checksum verified.
 public enum CheckpointInspector {
-    /// A checkpoint directory, a checkpoints folder (its latest), or a run directory (its latest).
-    public static func locate(_ path: String) throws -> String {
+    /// The one place a checkpoint argument becomes a checkpoint directory (export, eval,
+    /// inspect, train --resume). Accepted, for a path:
+    ///   - a step directory (RUN/checkpoints/step-NNNNNNN, holding manifest.pb);
+    ///   - a pointer file (RUN/checkpoints/latest or best): the step directory it names;
+    ///   - a checkpoints folder (RUN/checkpoints): its `latest`;
+    ///   - a run directory (RUN): its checkpoints/latest.
+    /// With `checkpoints` (the run's own checkpoints folder, for --resume) also the names
+    /// `latest` and `best`, a step number and a step directory name, inside that folder.
+    /// The directory returned holds a manifest.pb.
+    public static func locate(_ path: String, checkpoints root: String? = nil) throws -> String {
         let fm = FileManager.default
-        if fm.fileExists(atPath: path + "/" + CheckpointFiles.manifestName) { return path }
-        for root in [path, path + "/checkpoints"] where fm.fileExists(atPath: root + "/" + CheckpointFiles.latestName) {
-            return try CheckpointFiles.resolve("latest", checkpoints: root)
+        var isDir: ObjCBool = false
+        if let root, !path.contains("/") {
+            if path == CheckpointFiles.latestName || path == CheckpointFiles.bestName {
+                let pointer = root + "/" + path
+                guard fm.fileExists(atPath: pointer) else { throw LoraDistError("no checkpoint to resume: \(pointer) does not exist") }
+                return try fromPointer(pointer)
+            }
+            if let n = Int(path) { return try complete(root + "/" + CheckpointFiles.stepName(n), given: path) }
+            if path.hasPrefix("step-") { return try complete(root + "/" + path, given: path) }
         }
-        guard fm.fileExists(atPath: path) else { throw LoraDistError("\(path) does not exist") }
-        throw LoraDistError("\(path) holds no checkpoint (no manifest.pb, no checkpoints/latest)")
+        guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw LoraDistError(root == nil ? "\(path) does not exist"
+                                : "checkpoint \(path) not found (give latest, best, a step number, a checkpoint directory, its checkpoints folder or its run directory)")
+        }
+        if !isDir.boolValue { return try fromPointer(path) }
+        if fm.fileExists(atPath: path + "/" + CheckpointFiles.manifestName) { return path }
+        for folder in [path, path + "/checkpoints"] where fm.fileExists(atPath: folder + "/" + CheckpointFiles.latestName) {
+            return try fromPointer(folder + "/" + CheckpointFiles.latestName)
+        }
+        if (path as NSString).lastPathComponent.hasPrefix("step-") {
+            throw LoraDistError("\(path) is not a complete checkpoint (no \(CheckpointFiles.manifestName): an interrupted save)")
+        }
+        throw LoraDistError("\(path) holds no checkpoint (no \(CheckpointFiles.manifestName), no latest, no checkpoints/latest)")
+    }
+
+    /// The step directory a pointer file (`latest`, `best`) names, beside it.
+    static func fromPointer(_ file: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: file) else { throw LoraDistError("cannot read \(file)") }
+        let name = String(decoding: data.prefix(256), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !name.isEmpty, !name.contains("/"), !name.contains("\n"), data.count < 256 else {
+            throw LoraDistError("\(file) is a file but not a checkpoint pointer (it should hold one step directory name, like \(CheckpointFiles.stepName(100)))")
+        }
+        return try complete((file as NSString).deletingLastPathComponent + "/" + name, given: file)
+    }
+
+    /// `dir` when it is a complete checkpoint; an error naming what the user gave otherwise.
+    static func complete(_ dir: String, given: String) throws -> String {
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: dir) else { throw LoraDistError("checkpoint \(dir) (from \(given)) does not exist") }
+        guard fm.fileExists(atPath: dir + "/" + CheckpointFiles.manifestName) else {
+            throw LoraDistError("\(dir) (from \(given)) is not a complete checkpoint (no \(CheckpointFiles.manifestName): an interrupted save)")
+        }
+        return dir
     }
 
     /// Returns the report and the problems found (empty when every check passed).

@@ -96,6 +96,34 @@ extension Trainer {
         }
     }
 
+    /// The checkpoint `which` names (any form CheckpointInspector.locate accepts), checked
+    /// against this run: mode, model config, LoRA config and base weights. Reads the manifest
+    /// only. `lora-dist train` calls it before printing anything, so a checkpoint that cannot
+    /// be resumed fails with one line.
+    public func resumable(_ which: String) throws -> (dir: String, manifest: Manifest) {
+        let dir = try CheckpointInspector.locate(which, checkpoints: checkpointRoot)
+        let manifest = try CheckpointFiles.readManifest(dir)
+        let src = dir + "/" + CheckpointFiles.manifestName
+        guard manifest.mode == options.mode.rawValue else {
+            throw LoraDistError("\(src) is a \(manifest.mode) checkpoint; this run is --mode \(options.mode.rawValue)")
+        }
+        let saved = try ModelConfig.fromHuggingFace(json: Data(manifest.modelConfigJSON.utf8), source: src)
+        guard saved == model.config else { throw LoraDistError("\(src): the checkpoint's model config differs from --model \(options.model)") }
+        if let lora = model.lora {
+            let savedLoRA = try LoRAConfig.fromPEFT(json: Data(manifest.loraConfigJSON.utf8), source: src)
+            guard savedLoRA == lora else {
+                throw LoraDistError("\(src): the checkpoint's LoRA config (r \(savedLoRA.rank), targets \(savedLoRA.targets.joined(separator: ","))) differs from this run's")
+            }
+            if cluster.isRoot {
+                let identity = baseIdentity()
+                guard identity == manifest.baseIdentity else {
+                    throw LoraDistError("\(src): the base weights differ from the ones the adapters were trained on (\(identity) here, \(manifest.baseIdentity) in the checkpoint)")
+                }
+            }
+        }
+        return (dir, manifest)
+    }
+
     /// Loads a checkpoint into this run (any world size). Collective. Everything
     /// is read and verified into private buffers first; the shared weights and
     /// the optimizer change only when every rank has succeeded.
@@ -103,26 +131,7 @@ extension Trainer {
     /// With `continuing` (a resumed run) `latest` is pointed at the loaded checkpoint.
     public func resume(_ which: String, continuing: Bool = true) throws -> (step: Int, tokens: Int, state: RunState?) {
         let (manifest, values, m, v) = try cluster.agree { () throws -> (Manifest, [Float], [Float], [Float]) in
-            let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
-            let manifest = try CheckpointFiles.readManifest(dir)
-            let src = dir + "/" + CheckpointFiles.manifestName
-            guard manifest.mode == options.mode.rawValue else {
-                throw LoraDistError("\(src) is a \(manifest.mode) checkpoint; this run is --mode \(options.mode.rawValue)")
-            }
-            let saved = try ModelConfig.fromHuggingFace(json: Data(manifest.modelConfigJSON.utf8), source: src)
-            guard saved == model.config else { throw LoraDistError("\(src): the checkpoint's model config differs from --model \(options.model)") }
-            if let lora = model.lora {
-                let savedLoRA = try LoRAConfig.fromPEFT(json: Data(manifest.loraConfigJSON.utf8), source: src)
-                guard savedLoRA == lora else {
-                    throw LoraDistError("\(src): the checkpoint's LoRA config (r \(savedLoRA.rank), targets \(savedLoRA.targets.joined(separator: ","))) differs from this run's")
-                }
-                if cluster.isRoot {
-                    let identity = baseIdentity()
-                    guard identity == manifest.baseIdentity else {
-                        throw LoraDistError("\(src): the base weights differ from the ones the adapters were trained on (\(identity) here, \(manifest.baseIdentity) in the checkpoint)")
-                    }
-                }
-            }
+            let (dir, manifest) = try resumable(which)
             let reader = CheckpointFiles.Reader(dir: dir)
             let index = CheckpointFiles.index(manifest)
             let range = optimizer.range
@@ -146,9 +155,12 @@ extension Trainer {
         // saves of later steps may replace checkpoints newer than it.
         try cluster.agree {
             guard cluster.isRoot, continuing else { return }
-            let dir = try CheckpointFiles.resolve(which, checkpoints: checkpointRoot)
+            let dir = try CheckpointInspector.locate(which, checkpoints: checkpointRoot)
             let name = (dir as NSString).lastPathComponent
-            if (dir as NSString).deletingLastPathComponent == checkpointRoot, CheckpointFiles.latest(checkpointRoot) != name {
+            // However the checkpoint was named (latest, a step, this run's directory, a path to the
+            // pointer file), it is this run's own when its folder is this run's checkpoints folder.
+            func canonical(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
+            if canonical((dir as NSString).deletingLastPathComponent) == canonical(checkpointRoot), CheckpointFiles.latest(checkpointRoot) != name {
                 try Files.writeAtomically(Data((name + "\n").utf8), to: checkpointRoot + "/" + CheckpointFiles.latestName)
             }
         }
