@@ -37,9 +37,12 @@ enum HFConfigReader {
             return try integer(v, key)
         }
         func integer(_ v: Any, _ key: String) throws -> Int {
-            guard let n = v as? NSNumber, n.doubleValue.isFinite, n.doubleValue == n.doubleValue.rounded(),
-                  abs(n.doubleValue) < 9e15 else {
+            guard let n = v as? NSNumber, n.doubleValue.isFinite, n.doubleValue == n.doubleValue.rounded() else {
                 throw LoraDistError("\(source): \"\(key)\" must be an integer")
+            }
+            // Bounded here, before any arithmetic; ModelConfig.validate bounds each field further.
+            guard abs(n.doubleValue) < 1e15 else {
+                throw LoraDistError("\(source): \"\(key)\" \(n) is out of range")
             }
             return n.intValue
         }

@@ -18,8 +18,12 @@ public struct LoRAConfig: Codable, Equatable {
         self.dropout = dropout
         self.useRSLoRA = useRSLoRA
         self.targets = try Self.parseTargets(targets)
-        guard rank > 0 else { throw LoraDistError("LoRA rank must be at least 1, got \(rank)") }
+        guard rank > 0, rank <= 1 << 16 else { throw LoraDistError("LoRA rank must be between 1 and 65536, got \(rank)") }
         guard dropout >= 0, dropout < 1 else { throw LoraDistError("LoRA dropout must be in [0, 1), got \(dropout)") }
+        // alpha 0 trains nothing (the adapter's output is scaled to zero); NaN or ∞ poison every step.
+        guard alpha.isFinite, alpha > 0, alpha <= 1e6 else {
+            throw LoraDistError("LoRA alpha must be a number in (0, 1e6], got \(alpha)")
+        }
     }
 
     public var scale: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }

@@ -165,6 +165,9 @@ public struct ModelConfig: Codable, Equatable {
             throw LoraDistError("\(source): rms_norm_eps must be a positive number, got \(rmsNormEps)")
         }
         guard ropeTheta.isFinite, ropeTheta > 0 else { throw LoraDistError("\(source): rope_theta must be positive, got \(ropeTheta)") }
+        guard initializerRange.isFinite, initializerRange >= 0, initializerRange <= 10 else {
+            throw LoraDistError("\(source): initializer_range must be a number in [0, 10], got \(initializerRange)")
+        }
         if let w = slidingWindow, w <= 0 { throw LoraDistError("\(source): sliding_window must be positive, got \(w)") }
         if let s = ropeScaling {
             guard s.factor.isFinite, s.factor >= 1 else {
@@ -177,13 +180,36 @@ public struct ModelConfig: Codable, Equatable {
                 }
             }
         }
-        // Parameter counts must fit an Int with room to spare (a vocab_size of 1e18 is no model).
-        let limit = 1 << 40
+        // Bounded before any arithmetic on them: a vocab_size of 1e18 is no model, and
+        // counting its parameters would overflow.
+        let limit = 1 << 24
         for (k, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
                        ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
-                       ("head_dim", headDim), ("max_position_embeddings", maxPositionEmbeddings)] where v > limit {
-            throw LoraDistError("\(source): \(k) \(v) is too large")
+                       ("num_key_value_heads", numKeyValueHeads), ("head_dim", headDim),
+                       ("max_position_embeddings", maxPositionEmbeddings)] where v > limit {
+            throw LoraDistError("\(source): \(k) \(v) is out of range (at most \(limit))")
         }
+        if let w = slidingWindow, w > limit { throw LoraDistError("\(source): sliding_window \(w) is out of range (at most \(limit))") }
+        let params = parameterCount
+        guard params <= Self.maxParameters else {
+            throw LoraDistError("\(source): the model would have \(params) parameters, more than lora-dist's limit of \(Self.maxParameters)")
+        }
+    }
+
+    /// 2^40 fp32 weights is 4 TiB: far beyond any node; a bound that keeps every count an exact Int.
+    public static let maxParameters = 1 << 40
+
+    /// Weights of the model without adapters (each factor is bounded by `validate` first, so
+    /// no product overflows: 2^24 · 2^24 · 2^24 < 2^63).
+    public var parameterCount: Int {
+        let q = numAttentionHeads * headDim, kv = numKeyValueHeads * headDim
+        let biases = biasedProjections.reduce(0) { n, p in
+            n + ["q_proj": q, "k_proj": kv, "v_proj": kv, "o_proj": hiddenSize, "gate_proj": intermediateSize,
+                 "up_proj": intermediateSize, "down_proj": hiddenSize][p, default: 0]
+        }
+        let layer = 2 * hiddenSize + hiddenSize * (2 * q + 2 * kv) + 3 * hiddenSize * intermediateSize + biases
+            + (qkNorm ? 2 * headDim : 0)
+        return numHiddenLayers * layer + vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + hiddenSize
     }
 
     /// The config.json the family's transformers class would read: transformers 4's form

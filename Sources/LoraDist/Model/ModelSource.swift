@@ -66,7 +66,11 @@ public final class ModelSource {
     /// only to be overwritten (under QLoRA that would also quantize it twice).
     public func build(_ model: LlamaModel, seed: UInt64, owned: [Range<Int>]) throws {
         model.initialize(seed: seed, owned: owned, adaptersOnly: hasWeights)
-        try loadBase(model, owned: owned)
+        do {
+            try loadBase(model, owned: owned)
+        } catch let e as LoraDistError where e.message.hasPrefix("tensor '") {
+            throw LoraDistError("\(spec): \(e.message)")   // a non-finite weight: name the file too
+        }
     }
 
     public func loadBase(_ model: LlamaModel, owned: [Range<Int>]) throws {

@@ -76,7 +76,18 @@ public final class ParameterStore {
     /// (arena offsets); `elements` is the range within the tensor, row-major.
     /// Ranks of a node share the values, and each writes only what it owns.
     /// An NF4 tensor is quantized whole by the rank that owns its first slot.
-    public func fill(_ p: Param, owned: [Range<Int>], _ fill: (Range<Int>, FPtr) throws -> Void) rethrows {
+    /// The values are checked as they arrive: a NaN or ∞ from a file is refused naming the
+    /// tensor and element (before an NF4 tensor is quantized, which would hide it).
+    public func fill(_ p: Param, owned: [Range<Int>], _ fill: (Range<Int>, FPtr) throws -> Void) throws {
+        try fillValues(p, owned: owned) { elements, dst in
+            try fill(elements, dst)
+            if let i = (0..<elements.count).first(where: { !dst[$0].isFinite }) {
+                throw LoraDistError("tensor '\(p.name)' holds a non-finite value (NaN or infinity) at element \(elements.lowerBound + i)")
+            }
+        }
+    }
+
+    private func fillValues(_ p: Param, owned: [Range<Int>], _ fill: (Range<Int>, FPtr) throws -> Void) rethrows {
         if let q = p.nf4 {
             guard owned.contains(where: { $0.contains(p.offset) }) else { return }
             let staging = FloatBuffer(p.count)
@@ -90,10 +101,30 @@ public final class ParameterStore {
         }
     }
 
+    /// The first tensor (in `params` order) with a NaN or ∞ inside the `owned` ranges, and the
+    /// element: a loaded model is checked before it computes anything, so a bad file is named
+    /// instead of ending later in "loss is nan". NF4 tensors are checked dequantized, whole,
+    /// by the rank that owns their first slot (as it quantized them).
+    public func firstNonFinite(owned: [Range<Int>], where include: (Param) -> Bool = { _ in true }) -> (name: String, element: Int)? {
+        for p in params where include(p) {
+            if p.spec.nf4 {
+                guard owned.contains(where: { $0.contains(p.offset) }) else { continue }
+                if let i = p.floats.firstIndex(where: { !$0.isFinite }) { return (p.name, i) }
+                continue
+            }
+            let span = p.offset..<(p.offset + p.count)
+            for r in owned.map({ $0.clamped(to: span) }) where !r.isEmpty {
+                for i in r where !values[i].isFinite { return (p.name, i - p.offset) }
+            }
+        }
+        return nil
+    }
+
     /// Like `fill`, from the whole tensor `make` produces (not called when this rank owns none of `p`).
+    /// (Unchecked: what `make` computes is not read from a file.)
     public func write(_ p: Param, owned: [Range<Int>], _ make: () throws -> [Float]) rethrows {
         var whole: [Float]?
-        try fill(p, owned: owned) { elements, dst in
+        try fillValues(p, owned: owned) { elements, dst in
             if whole == nil { whole = try make() }
             whole!.withUnsafeBufferPointer { dst.update(from: $0.baseAddress! + elements.lowerBound, count: elements.count) }
         }
