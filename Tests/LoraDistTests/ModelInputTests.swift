@@ -48,3 +48,33 @@ import Testing
         }
     }
 }
+
+extension ModelInputTests {
+    static let peft: [String: Any] = [
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj"], "bias": "none", "use_dora": false, "rank_pattern": [String: Any](),
+        "alpha_pattern": [String: Any](), "modules_to_save": NSNull(), "layers_to_transform": NSNull(),
+        "megatron_core": "megatron.core", "qalora_group_size": 16, "loftq_config": [String: Any](),
+    ]
+
+    static func peftMessage(_ change: [String: Any]) -> String {
+        message { _ = try LoRAConfig.fromPEFT(json: try JSONSerialization.data(withJSONObject: peft.merging(change) { $1 }), source: "a.json") }
+    }
+
+    @Test("the adapter configs peft writes load; a LoRA variant lora-dist does not implement is refused by name")
+    func peftConfigs() throws {
+        #expect(Self.peftMessage([:]) == "(accepted)")
+        for f in FamilyTests.fixtures + ["llama_untied", "llama_tied"] {
+            _ = try LoRAConfig.fromPEFT(json: Data(contentsOf: URL(fileURLWithPath: TestPaths.fixtures + "/\(f)/adapter/adapter_config.json")))
+        }
+        for (change, name) in [(["use_dora": true], "use_dora"), (["rank_pattern": ["q_proj": 8]], "rank_pattern"),
+                               (["alpha_pattern": ["q_proj": 8]], "alpha_pattern"), (["bias": "all"], "bias"),
+                               (["modules_to_save": ["lm_head"]], "modules_to_save"), (["layers_to_transform": [0]], "layers_to_transform"),
+                               (["lora_bias": true], "lora_bias"), (["fan_in_fan_out": true], "fan_in_fan_out"),
+                               (["some_future_field": 3], "some_future_field"), (["r": 4.7], "\"r\" must be an integer"),
+                               (["lora_alpha": "8"], "lora_alpha"), (["lora_alpha": 0], "alpha")] as [([String: Any], String)] {
+            let m = Self.peftMessage(change)
+            #expect(m.hasPrefix("a.json: ") && m.contains(name), "\(name): \(m)")
+        }
+    }
+}

@@ -125,16 +125,39 @@ extension LoRAConfig {
         guard (o["peft_type"] as? String ?? "LORA") == "LORA" else {
             throw LoraDistError("\(source): peft_type \(o["peft_type"]!) is not LORA")
         }
-        guard let r = (o["r"] as? NSNumber)?.intValue else { throw LoraDistError("\(source): missing \"r\"") }
+        // PEFT writes every LoraConfig field; a variant (DoRA, per-layer ranks, trained biases,
+        // excluded layers, ...) shows as a field that is not off. Those are refused by name,
+        // as is any field lora-dist does not know that holds something.
+        let read: Set<String> = ["r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "peft_type", "bias"]
+        let inert: Set<String> = ["task_type", "base_model_name_or_path", "revision", "peft_version", "inference_mode",
+                                  "init_lora_weights", "auto_mapping", "megatron_core", "qalora_group_size", "loftq_config"]
+        for key in o.keys.sorted() where !read.contains(key) && !inert.contains(key) {
+            let v = o[key]!
+            let off = v is NSNull || (v as? Bool) == false || (v as? [String: Any])?.isEmpty == true || (v as? [Any])?.isEmpty == true
+            if !off { throw LoraDistError("\(source): \"\(key)\" is \(v): not implemented (lora-dist trains plain LoRA on whole projections)") }
+        }
+        if let bias = o["bias"], !(bias is NSNull), bias as? String != "none" {
+            throw LoraDistError("\(source): \"bias\" is \(bias): only \"none\" is implemented (biases stay frozen under LoRA)")
+        }
+        guard let rv = o["r"] else { throw LoraDistError("\(source): missing \"r\"") }
+        guard let rn = rv as? NSNumber, rn.doubleValue.isFinite, rn.doubleValue == rn.doubleValue.rounded(),
+              abs(rn.doubleValue) < 1e9 else {
+            throw LoraDistError("\(source): \"r\" must be an integer, got \(rv)")
+        }
+        func number(_ key: String, default d: Float) throws -> Float {
+            guard let v = o[key], !(v is NSNull) else { return d }
+            guard let n = v as? NSNumber else { throw LoraDistError("\(source): \"\(key)\" must be a number, got \(v)") }
+            return n.floatValue
+        }
         let targets: [String]
         if let list = o["target_modules"] as? [String] { targets = list }
         else if let one = o["target_modules"] as? String { targets = [one] }
         else { throw LoraDistError("\(source): missing \"target_modules\"") }
         do {
-            return try LoRAConfig(rank: r, alpha: (o["lora_alpha"] as? NSNumber)?.floatValue ?? Float(r),
-                                  dropout: (o["lora_dropout"] as? NSNumber)?.floatValue ?? 0, targets: targets,
-                                  useRSLoRA: (o["use_rslora"] as? NSNumber)?.boolValue ?? false)
-        } catch let e as LoraDistError { throw LoraDistError("\(source): \(e.message)") }
+            return try LoRAConfig(rank: rn.intValue, alpha: try number("lora_alpha", default: Float(rn.intValue)),
+                                  dropout: try number("lora_dropout", default: 0), targets: targets,
+                                  useRSLoRA: (o["use_rslora"] as? Bool) ?? false)
+        } catch let e as LoraDistError where !e.message.hasPrefix(source) { throw LoraDistError("\(source): \(e.message)") }
     }
 
     /// PEFT's adapter_config.json for this adapter.
