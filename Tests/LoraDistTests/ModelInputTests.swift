@@ -78,3 +78,21 @@ extension ModelInputTests {
         }
     }
 }
+
+extension ModelInputTests {
+    @Test("a tokenizer.json id beyond 2^24 is refused before its token table is allocated")
+    func hugeTokenID() {
+        let vocab = TokenizerTests.fromJSON { j in
+            var model = j["model"] as! [String: Any]
+            var v = model["vocab"] as! [String: Any]
+            v["zz"] = 2147483646
+            model["vocab"] = v
+            j["model"] = model
+        }
+        #expect(vocab.contains("id 2147483646, out of range"), "\(vocab)")
+        let added = TokenizerTests.fromJSON { j in
+            j["added_tokens"] = [["id": 2147483646, "content": "<big>", "special": true]]
+        }
+        #expect(added.contains("added_tokens[0] has id 2147483646, out of range"), "\(added)")
+    }
+}

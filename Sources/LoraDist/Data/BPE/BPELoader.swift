@@ -75,8 +75,12 @@ extension BPETokenizer {
         guard let vocabAny = model["vocab"] as? [String: Any] else { throw LoraDistError("tokenizer.json model has no \"vocab\" object") }
         var vocab = [String: Int32](minimumCapacity: vocabAny.count)
         for (token, value) in vocabAny {
-            guard let id = Self.int(value), id >= 0, id < Int(Int32.max) else {
+            guard let id = Self.int(value), id >= 0 else {
                 throw LoraDistError("tokenizer.json vocab entry \"\(token)\" has no valid id")
+            }
+            // The token table is dense up to the largest id: bound it before allocating.
+            guard id <= Self.maxTokenID else {
+                throw LoraDistError("tokenizer.json vocab entry \"\(token)\" has id \(id), out of range (at most \(Self.maxTokenID))")
             }
             vocab[token] = Int32(id)
         }
@@ -123,8 +127,11 @@ extension BPETokenizer {
         var maxID = vocab.values.max() ?? -1
         for (i, a) in ((root["added_tokens"] as? [Any]) ?? []).enumerated() {
             guard let t = a as? [String: Any], let content = t["content"] as? String, !content.isEmpty,
-                  let id = Self.int(t["id"] as Any), id >= 0, id < Int(Int32.max)
+                  let id = Self.int(t["id"] as Any), id >= 0
             else { throw LoraDistError("tokenizer.json added_tokens[\(i)] needs a non-empty \"content\" and an \"id\"") }
+            guard id <= Self.maxTokenID else {
+                throw LoraDistError("tokenizer.json added_tokens[\(i)] has id \(id), out of range (at most \(Self.maxTokenID))")
+            }
             for flag in ["lstrip", "rstrip", "single_word"] where t[flag] as? Bool == true {
                 throw LoraDistError("tokenizer.json added token \"\(content)\" sets \(flag), which is not supported")
             }
@@ -222,6 +229,9 @@ extension BPETokenizer {
         if names == ["digits", "gpt2"] { names = ["smollm"] }
         return (steps, useRegex, prefix, names.isEmpty ? "bytelevel" : names.joined(separator: "+"))
     }
+
+    /// 2^24 − 1: far above any real vocabulary (Gemma's 256k), far below a table that would not fit.
+    static let maxTokenID = (1 << 24) - 1
 
     static func int(_ v: Any) -> Int? {
         if let i = v as? Int { return i }
