@@ -21,42 +21,32 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let cluster = Cluster()
-        var o = TrainOptions()
-        o.model = model
-        o.data = data
-        o.devData = data
-        o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
-        o.seqLen = seqLen
-        o.batch = batch
+        let reading = CorpusReading(textField: textField, replaceInvalidUTF8: replaceInvalidUTF8)
+        // The base alone; or the model a checkpoint was trained as (its mode, adapters and seed) on --model.
+        var o = LoadedModel.Options.base(model)
         o.seed = seed
-        o.quiet = true
-        o.steps = 1
-        // Without a checkpoint, a rank-1 adapter with B = 0 leaves the base exactly as it is
-        // and keeps no gradient or optimizer state for the base.
-        o.mode = .lora
-        o.lora = try LoRAConfig(rank: 1, alpha: 1, targets: ["q_proj"])
         var checkpointDir: String?
         if let checkpoint {
-            // absolute, so that resume() reads it as a path whatever form it was given in
-            let dir = URL(fileURLWithPath: try CheckpointInspector.locate(checkpoint)).standardizedFileURL.path
+            let dir = try CheckpointInspector.locate(checkpoint)
+            o = try LoadedModel.Options.checkpoint(try CheckpointFiles.readManifest(dir), source: dir, model: model)
             checkpointDir = dir
-            let m = try CheckpointFiles.readManifest(dir)
-            o.mode = TrainMode(rawValue: m.mode) ?? .lora
-            o.lora = o.mode.hasAdapters ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: dir) : nil
-            o.seed = m.samplerSeed
-            let parent = (dir as NSString).deletingLastPathComponent
-            o.runDir = (parent as NSString).lastPathComponent == "checkpoints" ? (parent as NSString).deletingLastPathComponent : parent
-        } else {
-            o.runDir = NSTemporaryDirectory() + "lora-dist-eval-\(getpid())"
         }
-        let trainer = try Trainer(options: o, cluster: cluster)
-        if let checkpointDir {
-            _ = try cluster.agree { try trainer.resume(checkpointDir, continuing: false) }
+        o.seqLen = seqLen
+        o.maxBatch = (batch + cluster.size - 1) / cluster.size  // each rank's share of a forward pass
+        let (plan, corpus) = try cluster.agree { () throws -> (LoadedModel.Plan, Corpus) in
+            let plan = try LoadedModel.Plan(o)
+            let corpus = try Corpus(path: data, tokenizer: plan.source.tokenizer, devPercent: 0, reading: reading)
+            let count = corpus.train.count + corpus.dev.count
+            guard count > seqLen + 1 else {
+                throw LoraDistError("\(data) has \(count) tokens, fewer than one window of \(seqLen + 1)")
+            }
+            return (plan, corpus)
         }
-        // The trainer read --data as its dev set with the model's tokenizer: evaluate that.
-        let loss = trainer.evaluate(tokens: trainer.corpus.dev, windows: windows)
+        let loaded = try LoadedModel(plan, cluster: cluster)
+        if let checkpointDir { try loaded.loadTrained(fromCheckpoint: checkpointDir) }
+        let loss = loaded.evaluate(tokens: corpus.train + corpus.dev, windows: windows)
         guard cluster.isRoot else { return }
-        FileHandle.standardError.write(Data(corpusNotes(trainer.corpus, reading: o.corpusReading).utf8))
+        FileHandle.standardError.write(Data(corpusNotes(corpus, reading: reading).utf8))
         print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",
                      checkpoint ?? model, data, loss, Foundation.exp(loss), windows, seqLen))
     }

@@ -48,7 +48,7 @@ public struct StepBenchmark {
         var r = StepBenchmark()
         r.ranks = cluster.size
         r.threads = trainer.threads
-        r.replicas = trainer.replicas.count + 1
+        r.replicas = trainer.loaded.replicaCount
         r.tokensPerStep = o.batch * o.seqLen
         r.trainable = trainer.model.trainableParams
         r.total = trainer.model.totalParams

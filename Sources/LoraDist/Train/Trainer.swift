@@ -60,33 +60,31 @@ public struct TrainOptions {
 /// Runs the loop on every rank: sample this rank's share of the global batch →
 /// forward → backward (gradient buckets leave as they complete) → clip → AdamW
 /// on the owned shard → publish to the node. Rank 0 writes the run directory.
+/// The model itself, on the node's shared weights, is a `LoadedModel`.
 public final class Trainer {
     public let options: TrainOptions
     public let cluster: Cluster
-    public let model: LlamaModel
+    /// The model on this node's ranks: weights, ownership, replicas, evaluation.
+    public let loaded: LoadedModel
     public let corpus: Corpus
-    let source: ModelSource
-    let window: SharedWindow
     let sampler: Sampler
     let optimizer: AdamW
     let exchange: GradientExchange
     let schedule: LRSchedule
     let share: Range<Int>          // this rank's sequences of the global batch
-    let micro: Int
-    /// More models on the same shared weights, each with its own activations and gradients;
-    /// with `model` they split every micro-batch over the rank's threads.
-    let replicas: [LlamaModel]
-    let replicaThreads: ReplicaThreads?
-    let replicaLosses: UnsafeMutablePointer<Double>  // Σ loss of each replica's part of a micro-batch
-    let budget: ThreadBudget       // the rank's threads: one model, or one per replica during a step
-    var threads: Int { budget.threads }
-    /// BLAS threads of each model during a training step's forward and backward.
-    public var blasThreadsPerReplica: Int { budget.blasThreadsPerReplica }
+    let micro: Int                 // sequences per forward/backward on this rank
     let readyOffset: [Int]         // per layer: trainable arena [0, x) is final once its backward is done
-    // Batch buffers, sized once.
-    let inputs: UnsafeMutablePointer<Int32>
-    let targets: UnsafeMutablePointer<Int32>
-    let seeds: UnsafeMutablePointer<UInt64>
+    let seeds: UnsafeMutablePointer<UInt64>  // dropout seeds of a micro-batch's sequences
+
+    /// This rank's model (its weights are the node's shared window).
+    public var model: LlamaModel { loaded.model }
+    /// The tokenizer the corpus was read with (the model's, or bytes).
+    public var tokenizer: Tokenizer { loaded.tokenizer }
+    var window: SharedWindow { loaded.window }
+    var replicas: [LlamaModel] { loaded.replicas }
+    var threads: Int { loaded.threads }
+    /// BLAS threads of each model during a training step's forward and backward.
+    public var blasThreadsPerReplica: Int { loaded.blasThreadsPerReplica }
 
     /// Validates everything and builds the model, before anything is written.
     /// Collective: every rank of `cluster` calls it. Checks that can fail run
@@ -94,76 +92,29 @@ public final class Trainer {
     /// collective that builds something, so a rank that fails never leaves the
     /// others waiting.
     public init(options o: TrainOptions, cluster: Cluster) throws {
-        let (source, corpus, sampler, adapter) = try cluster.agree { () throws -> (ModelSource, Corpus, Sampler, SafeTensors?) in
+        let maxShare = (o.batch + cluster.size - 1) / cluster.size
+        let micro = max(1, min(o.microBatch ?? maxShare, maxShare))
+        let (plan, corpus, sampler) = try cluster.agree { () throws -> (LoadedModel.Plan, Corpus, Sampler) in
             try Self.validate(o, cluster: cluster)
-            let source = try ModelSource(o.model)
-            let config = source.config
-            guard o.seqLen <= config.maxPositionEmbeddings else {
-                throw LoraDistError("sequence length \(o.seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
-            }
-            let specs = try LlamaModel.specs(config: config, lora: o.mode.hasAdapters ? o.lora : nil, nf4Base: o.mode.nf4Base)
-            try source.checkBase(specs)
-            var adapter: SafeTensors?
-            if let dir = o.adapter {
-                adapter = try SafeTensors(path: dir + "/adapter_model.safetensors")
-            }
-            let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: source.tokenizer, reading: o.corpusReading) }
-                ?? Corpus(path: o.data, tokenizer: source.tokenizer, devPercent: o.devPercent, reading: o.corpusReading)
+            let plan = try LoadedModel.Plan(Self.modelOptions(o, maxBatch: micro))
+            let tokenizer = plan.source.tokenizer
+            let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: tokenizer, reading: o.corpusReading) }
+                ?? Corpus(path: o.data, tokenizer: tokenizer, devPercent: o.devPercent, reading: o.corpusReading)
             let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
             guard corpus.dev.count > o.seqLen else {
                 throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
             }
-            return (source, corpus, sampler, adapter)
+            return (plan, corpus, sampler)
         }
-        let config = source.config
-        self.source = source
         options = o
         self.cluster = cluster
         self.corpus = corpus
         self.sampler = sampler
+        self.micro = micro
         share = Cluster.shard(o.batch, parts: cluster.size, index: cluster.rank)
-        let maxShare = (o.batch + cluster.size - 1) / cluster.size
-        micro = max(1, min(o.microBatch ?? maxShare, maxShare))
-        // The weights live in the node's shared window; every rank maps all of it.
-        var win: SharedWindow?
-        let node = cluster.node
-        model = try LlamaModel(config: config, lora: o.mode.hasAdapters ? o.lora : nil, nf4Base: o.mode.nf4Base,
-                               maxBatch: micro, seqLen: o.seqLen) {
-            win = SharedWindow(node: node, count: $0)
-            return win!.base
-        }
-        window = win!
-        let store = model.store
-        let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
-        let r = max(1, min(o.replicas ?? threads, micro))
-        budget = ThreadBudget(threads: threads, replicas: r)
-        budget.claim()
-        if r > 1 {
-            let values = store.values, lora = o.mode.hasAdapters ? o.lora : nil, perReplica = (micro + r - 1) / r
-            var more: [LlamaModel] = []
-            for _ in 1..<r {
-                more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perReplica,
-                                           seqLen: o.seqLen) { _ in values })
-            }
-            replicas = more
-            replicaThreads = ReplicaThreads(extra: r - 1)
-            replicaLosses = .allocate(capacity: r)
-        } else {
-            replicas = []
-            replicaThreads = nil
-            replicaLosses = .allocate(capacity: 1)
-        }
-        let trainShard = cluster.owned(store.trainableCount)
-        let frozenShard = cluster.owned(store.frozenCount)
-        let owned = [trainShard, (store.trainableCount + frozenShard.lowerBound)..<(store.trainableCount + frozenShard.upperBound)]
-        // Each rank fills its own shard straight from the (memory-mapped) files.
-        let built: LlamaModel = model
-        try cluster.agree {
-            try source.build(built, seed: o.seed, owned: owned)
-            if let adapter { try HuggingFace.loadAdapter(built, from: adapter, owned: owned) }
-        }
-        window.publish()
-        optimizer = AdamW(config: o.optimizer, store: store, range: trainShard)
+        loaded = try LoadedModel(plan, cluster: cluster)
+        let store = loaded.model.store, config = loaded.config
+        optimizer = AdamW(config: o.optimizer, store: store, range: loaded.trainableShard)
         exchange = try GradientExchange(strategy: o.exchange, cluster: cluster, grads: store.grads.ptr,
                                         count: store.trainableCount, bucketElements: Int(o.bucketMB * 1_048_576 / 4))
         var ready: [Int] = []
@@ -179,19 +130,25 @@ public final class Trainer {
         }
         readyOffset = ready
         schedule = LRSchedule(lr: o.lr, warmup: min(o.warmup, o.steps), total: o.steps, minLR: o.lr * o.minLRRatio)
-        inputs = .allocate(capacity: micro * o.seqLen)
-        targets = .allocate(capacity: micro * o.seqLen)
         seeds = .allocate(capacity: micro)
     }
 
-    deinit {
-        inputs.deallocate(); targets.deallocate(); seeds.deallocate(); replicaLosses.deallocate()
+    deinit { seeds.deallocate() }
+
+    /// The model a run of `o` trains, `maxBatch` sequences per forward pass.
+    static func modelOptions(_ o: TrainOptions, maxBatch: Int) -> LoadedModel.Options {
+        var m = LoadedModel.Options()
+        m.model = o.model; m.mode = o.mode; m.lora = o.lora; m.adapter = o.adapter
+        m.seqLen = o.seqLen; m.maxBatch = maxBatch; m.seed = o.seed
+        m.threads = o.threads; m.replicas = o.replicas
+        return m
     }
 
+    /// The training flags' own checks (LoadedModel.Plan checks the model's: sequence length,
+    /// replicas, adapters).
     static func validate(_ o: TrainOptions, cluster: Cluster) throws {
         guard o.steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(o.steps)") }
         guard o.batch >= 1 else { throw LoraDistError("--batch must be at least 1, got \(o.batch)") }
-        guard o.seqLen >= 2 else { throw LoraDistError("--seq must be at least 2, got \(o.seqLen)") }
         guard o.lr > 0, o.lr.isFinite else { throw LoraDistError("--lr must be positive, got \(o.lr)") }
         guard o.warmup >= 0 else { throw LoraDistError("--warmup must not be negative") }
         guard (0...50).contains(o.devPercent) else { throw LoraDistError("--dev-percent must be in 0...50") }
@@ -201,8 +158,6 @@ public final class Trainer {
         if let k = o.patience, k < 1 { throw LoraDistError("--patience must be at least 1, got \(k)") }
         if let k = o.stopAfter, k < 1 { throw LoraDistError("--stop-after must be at least 1, got \(k)") }
         if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
-        if let r = o.replicas, r < 1 { throw LoraDistError("--replicas must be at least 1, got \(r)") }
-        if o.mode.hasAdapters && o.lora == nil { throw LoraDistError("\(o.mode.rawValue) mode needs a LoRA config") }
         if o.exchange == .hierarchical && !cluster.uniform {
             throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
         }
@@ -214,36 +169,7 @@ public final class Trainer {
 
     /// Mean cross-entropy of next-token prediction over up to `windows`
     /// non-overlapping windows of `tokens` (evenly spread over it). Collective.
-    public func evaluate(tokens: [Int32], windows limit: Int) -> Double {
-        let T = options.seqLen
-        let available = (tokens.count - 1) / T
-        guard available > 0 else { return .nan }
-        let windows = max(1, min(limit, available))
-        let stride = available / windows  // spread the windows over the whole text
-        let mine = Cluster.shard(windows, parts: cluster.size, index: cluster.rank)
-        var sum = 0.0, count = 0.0
-        var w = mine.lowerBound
-        while w < mine.upperBound {
-            let b = min(micro, mine.upperBound - w)
-            for i in 0..<b {
-                let start = (w + i) * stride * T
-                for t in 0..<T {
-                    inputs[i * T + t] = tokens[start + t]
-                    targets[i * T + t] = tokens[start + t + 1]
-                }
-            }
-            model.forward(ids: inputs, batch: b)
-            let l = model.loss(targets: targets, batch: b)
-            sum += l.sum
-            count += Double(l.count)
-            w += b
-        }
-        let total = cluster.sum([sum, count])
-        return total[0] / max(total[1], 1)
-    }
-
-    /// The tokenizer the corpus was read with (the model's, or bytes).
-    public var tokenizer: Tokenizer { source.tokenizer }
+    public func evaluate(tokens: [Int32], windows limit: Int) -> Double { loaded.evaluate(tokens: tokens, windows: limit) }
 
     public struct StepResult {
         public var loss: Double, gradNorm: Double, commWait: Double, seconds: Double
@@ -255,8 +181,8 @@ public final class Trainer {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let T = options.seqLen
         let store = model.store
-        store.grads.zero()
-        for m in replicas { m.store.grads.zero() }
+        let inputs = loaded.inputs, targets = loaded.targets
+        loaded.zeroGradients()
         exchange.begin()
         var lossSum = 0.0
         let scale = 1 / Float(options.batch * T)  // every position of a sampled sequence is labelled
@@ -275,12 +201,12 @@ public final class Trainer {
                 model.backward(ids: inputs, targets: targets, batch: b, scale: scale,
                                afterLayer: last ? { [exchange, readyOffset] l in exchange.ready(upTo: readyOffset[l]) } : nil)
             } else {
-                lossSum += replicated(b, scale: scale)
+                lossSum += loaded.replicated(b, seeds: seeds, scale: scale)
             }
             first += b
         }
         if !replicas.isEmpty {
-            sumReplicaGradients()
+            loaded.sumReplicaGradients()
             exchange.ready(upTo: store.trainableCount)
         }
         exchange.finish()
@@ -296,45 +222,12 @@ public final class Trainer {
         let reduced = timed { cluster.sum([lossSum, Preemption.isRequested ? 1 : 0]) }
         let loss = reduced[0] / Double(options.batch * T)
         guard loss.isFinite else { throw LoraDistError("loss is \(loss) at step \(step): training diverged (try a lower --lr)") }
-        // Each rank holds the summed gradient of its shard; the node's shards make the whole.
         let norm = timed { exchange.globalNorm() }
         let clip = GradClip.scale(norm: norm, maxNorm: options.optimizer.clipNorm)
         optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
-        timed { window.publish() }
+        timed { loaded.publish() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds, stop: reduced[1] > 0)
-    }
-
-    /// Forward and backward of the b sequences in `inputs`, split over the model and its
-    /// replicas, one thread each (the calling thread runs `model`). Returns Σ loss.
-    func replicated(_ b: Int, scale: Float) -> Double {
-        let T = options.seqLen, n = replicas.count + 1
-        let losses = replicaLosses
-        let models = [model] + replicas, inputs = self.inputs, targets = self.targets, seeds = self.seeds
-        budget.replicaPhase { self.replicaThreads!.run { r in
-            let m = models[r]
-            let part = Cluster.shard(b, parts: n, index: r)
-            losses[r] = 0
-            guard !part.isEmpty else { return }
-            let ids = inputs + part.lowerBound * T, tg = targets + part.lowerBound * T
-            m.forward(ids: ids, batch: part.count, dropoutSeeds: seeds + part.lowerBound)
-            losses[r] = m.loss(targets: tg, batch: part.count).sum
-            m.backward(ids: ids, targets: tg, batch: part.count, scale: scale)
-        } }
-        return (0..<n).reduce(0.0) { $0 + losses[$1] }
-    }
-
-    /// Adds the replicas' gradients into the rank's, in replica order (the same bits every run).
-    func sumReplicaGradients() {
-        let count = model.store.trainableCount, n = replicas.count + 1
-        let dst = model.store.grads.ptr, replicas = self.replicas
-        replicaThreads!.run { r in
-            let part = Cluster.shard(count, parts: n, index: r)
-            for m in replicas {
-                let src = m.store.grads.ptr
-                for i in part { dst[i] += src[i] }
-            }
-        }
     }
 
     /// What one step moves, for this model and for full fine-tuning of it.
@@ -444,13 +337,13 @@ public final class Trainer {
             tokensPerSecond: rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), wallSeconds: rounded(wall, 3),
             lora: o.mode.hasAdapters ? RunSummary.LoRASummary(o.lora!) : nil, lr: o.lr.shortest,
             worldSize: cluster.size, nodes: cluster.nodes, ranksPerNode: cluster.node.size,
-            exchange: o.exchange.rawValue, blasThreads: budget.blasThreadsPerReplica,
-            replicas: replicas.count + 1,
+            exchange: o.exchange.rawValue, blasThreads: loaded.blasThreadsPerReplica,
+            replicas: loaded.replicaCount,
             exchangeBytesPerStep: Int(perStep), fullFTExchangeBytesPerStep: Int(fullPerStep),
             exchangeRatio: fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : nil,
             commWaitShare: rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
             nodeMemoryBytes: Int(nodeMemory),
-            weightsBytesPerNode: window.count * 4,
+            weightsBytesPerNode: loaded.windowBytes,
             checkpoint: checkpointRoot + "/" + CheckpointFiles.stepName(done))
         if root {
             do { try Files.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }

@@ -7,13 +7,7 @@ extension Trainer {
 
     /// The owned elements of the trainable arena, tensor by tensor:
     /// (parameter, element range within the tensor, arena offset of its first element).
-    var ownedPieces: [(Param, Range<Int>, Int)] {
-        let owned = optimizer.range
-        return model.store.trainable.compactMap { p in
-            let span = (p.offset..<(p.offset + p.count)).clamped(to: owned)
-            return span.isEmpty ? nil : (p, (span.lowerBound - p.offset)..<(span.upperBound - p.offset), span.lowerBound)
-        }
-    }
+    var ownedPieces: [(Param, Range<Int>, Int)] { loaded.ownedPieces }
 
     public func baseIdentity() -> String { BaseIdentity.of(model) }
 
@@ -107,20 +101,7 @@ extension Trainer {
         guard manifest.mode == options.mode.rawValue else {
             throw LoraDistError("\(src) is a \(manifest.mode) checkpoint; this run is --mode \(options.mode.rawValue)")
         }
-        let saved = try ModelConfig.fromHuggingFace(json: Data(manifest.modelConfigJSON.utf8), source: src)
-        guard saved == model.config else { throw LoraDistError("\(src): the checkpoint's model config differs from --model \(options.model)") }
-        if let lora = model.lora {
-            let savedLoRA = try LoRAConfig.fromPEFT(json: Data(manifest.loraConfigJSON.utf8), source: src)
-            guard savedLoRA == lora else {
-                throw LoraDistError("\(src): the checkpoint's LoRA config (r \(savedLoRA.rank), targets \(savedLoRA.targets.joined(separator: ","))) differs from this run's")
-            }
-            if cluster.isRoot {
-                let identity = baseIdentity()
-                guard identity == manifest.baseIdentity else {
-                    throw LoraDistError("\(src): the base weights differ from the ones the adapters were trained on (\(identity) here, \(manifest.baseIdentity) in the checkpoint)")
-                }
-            }
-        }
+        try loaded.check(manifest, source: src)
         return (dir, manifest)
     }
 
@@ -132,23 +113,8 @@ extension Trainer {
     public func resume(_ which: String, continuing: Bool = true) throws -> (step: Int, tokens: Int, state: RunState?) {
         let (manifest, values, m, v) = try cluster.agree { () throws -> (Manifest, [Float], [Float], [Float]) in
             let (dir, manifest) = try resumable(which)
-            let reader = CheckpointFiles.Reader(dir: dir)
-            let index = CheckpointFiles.index(manifest)
-            let range = optimizer.range
-            var values = [Float](repeating: 0, count: range.count), m = values, v = values
-            for (p, r, arena) in ownedPieces {
-                let at = arena - range.lowerBound
-                try values.withUnsafeMutableBufferPointer {
-                    try CheckpointFiles.gather(p.name, kind: "param", range: r, into: $0.baseAddress! + at, manifest: manifest, reader: reader, index: index)
-                }
-                try m.withUnsafeMutableBufferPointer {
-                    try CheckpointFiles.gather(p.name, kind: "adam_m", range: r, into: $0.baseAddress! + at, manifest: manifest, reader: reader, index: index)
-                }
-                try v.withUnsafeMutableBufferPointer {
-                    try CheckpointFiles.gather(p.name, kind: "adam_v", range: r, into: $0.baseAddress! + at, manifest: manifest, reader: reader, index: index)
-                }
-            }
-            return (manifest, values, m, v)
+            let read = try loaded.readOwned(["param", "adam_m", "adam_v"], manifest: manifest, dir: dir)
+            return (manifest, read[0], read[1], read[2])
         }
         let state = try cluster.agree { try RunState.from(json: manifest.runStateJSON, source: "checkpoint \(which)") }
         // From here this run continues from that checkpoint: `latest` names it, so
@@ -165,11 +131,11 @@ extension Trainer {
             }
         }
         let range = optimizer.range
-        values.withUnsafeBufferPointer { (model.store.values + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }
+        loaded.setOwnedTrainable(values)
         m.withUnsafeBufferPointer { optimizer.m.ptr.update(from: $0.baseAddress!, count: range.count) }
         v.withUnsafeBufferPointer { optimizer.v.ptr.update(from: $0.baseAddress!, count: range.count) }
         optimizer.setStep(manifest.optimizerStep)
-        window.publish()
+        loaded.publish()
         return (manifest.step, manifest.tokensSeen, state)
     }
 }

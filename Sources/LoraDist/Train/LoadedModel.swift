@@ -1,0 +1,310 @@
+import Foundation
+
+/// A model loaded on this node's ranks: its source (what --model named, and its tokenizer), the
+/// weights in the node's shared window with the shard each rank owns and loaded, the rank's
+/// thread budget and model replicas, and evaluation. `train` (Trainer), `eval` and `generate`
+/// use it; Trainer adds the data, the optimizer and the loop.
+///
+/// Every rank holds a `model` whose weights are the node's one copy: a rank reads all of it
+/// and writes only the ranges it owns (`trainableShard`, and its share of the frozen arena).
+public final class LoadedModel {
+    /// What to load.
+    public struct Options {
+        public var model = "small"            // a built-in config, a config.json, a model directory or a GGUF file
+        public var mode = TrainMode.lora      // adapters or not; under qlora the base is NF4
+        public var lora: LoRAConfig? = TrainOptions.defaultLoRA  // the adapters' shape (lora, qlora)
+        public var adapter: String? = nil     // a PEFT adapter directory to start the adapters from
+        public var seqLen = 128               // tokens per sequence, at most
+        public var maxBatch = 1               // sequences per forward pass of one model
+        public var seed: UInt64 = 1234        // a built-in model's random initialisation
+        public var threads: Int? = nil        // per rank; nil: Cluster.threads' default
+        public var replicas: Int? = 1         // models per rank (nil: one per thread, for training)
+        public init() {}
+
+        /// The base model alone, for evaluation or generation. A rank-1 adapter on q_proj
+        /// with B = 0 leaves every output exactly the base's, and keeps the base frozen, so no
+        /// gradient or optimizer memory is spent on it.
+        public static func base(_ model: String) -> Options {
+            var o = Options()
+            o.model = model
+            o.mode = .lora
+            o.lora = try! LoRAConfig(rank: 1, alpha: 1, targets: ["q_proj"])
+            return o
+        }
+
+        /// The model a checkpoint was trained as (its mode, adapters and seed) on the base `model`.
+        public static func checkpoint(_ manifest: Manifest, source: String, model: String) throws -> Options {
+            var o = Options()
+            o.model = model
+            o.mode = TrainMode(rawValue: manifest.mode) ?? .lora
+            o.lora = o.mode.hasAdapters ? try LoRAConfig.fromPEFT(json: Data(manifest.loraConfigJSON.utf8), source: source) : nil
+            o.seed = manifest.samplerSeed
+            return o
+        }
+    }
+
+    /// `Options` read and checked (the source opened, the base's tensors and shapes checked,
+    /// the adapter file opened), before anything collective is built. Not collective: the
+    /// caller runs it under `Cluster.agree` with its own checks.
+    public struct Plan {
+        public let options: Options
+        public let source: ModelSource
+        let adapter: SafeTensors?
+
+        public init(_ o: Options) throws {
+            guard o.seqLen >= 2 else { throw LoraDistError("--seq must be at least 2, got \(o.seqLen)") }
+            guard o.maxBatch >= 1 else { throw LoraDistError("--batch must be at least 1, got \(o.maxBatch)") }
+            if let r = o.replicas, r < 1 { throw LoraDistError("--replicas must be at least 1, got \(r)") }
+            if o.mode.hasAdapters && o.lora == nil { throw LoraDistError("\(o.mode.rawValue) mode needs a LoRA config") }
+            let source = try ModelSource(o.model)
+            let config = source.config
+            guard o.seqLen <= config.maxPositionEmbeddings else {
+                throw LoraDistError("sequence length \(o.seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
+            }
+            try source.checkBase(try LlamaModel.specs(config: config, lora: o.mode.hasAdapters ? o.lora : nil, nf4Base: o.mode.nf4Base))
+            options = o
+            self.source = source
+            adapter = try o.adapter.map { try SafeTensors(path: $0 + "/adapter_model.safetensors") }
+        }
+    }
+
+    public let options: Options
+    public let cluster: Cluster
+    public let source: ModelSource
+    /// This rank's model; its weights are the node's shared window.
+    public let model: LlamaModel
+    let window: SharedWindow
+    /// More models on the same shared weights, each with its own activations and gradients;
+    /// with `model` they split a training micro-batch over the rank's threads.
+    let replicas: [LlamaModel]
+    let replicaThreads: ReplicaThreads?
+    let replicaLosses: UnsafeMutablePointer<Double>  // Σ loss of each replica's part of a micro-batch
+    let budget: ThreadBudget
+    /// The trainable arena range this rank owns on its node (its optimizer's range).
+    public let trainableShard: Range<Int>
+    /// Every arena range this rank owns: its trainable shard and its share of the frozen arena.
+    let owned: [Range<Int>]
+    /// Batch buffers of `options.maxBatch` sequences, sized once.
+    let inputs: UnsafeMutablePointer<Int32>
+    let targets: UnsafeMutablePointer<Int32>
+
+    /// The text's tokenizer (the model's, or bytes for a built-in config).
+    public var tokenizer: Tokenizer { source.tokenizer }
+    public var config: ModelConfig { source.config }
+    /// The rank's threads (BLAS and element-wise).
+    public var threads: Int { budget.threads }
+    /// BLAS threads of each model during a training step's forward and backward.
+    public var blasThreadsPerReplica: Int { budget.blasThreadsPerReplica }
+    public var replicaCount: Int { replicas.count + 1 }
+
+    /// Checks `options` on every rank, then loads. Collective.
+    public convenience init(_ options: Options, cluster: Cluster) throws {
+        try self.init(try cluster.agree { try Plan(options) }, cluster: cluster)
+    }
+
+    /// Allocates the node's window, builds the rank's model (and replicas) on it, and fills
+    /// the ranges this rank owns straight from the (memory-mapped) files; then publishes, so
+    /// every rank sees the whole model. Collective.
+    public init(_ plan: Plan, cluster: Cluster) throws {
+        let o = plan.options, source = plan.source, config = plan.source.config
+        let lora = o.mode.hasAdapters ? o.lora : nil
+        options = o
+        self.cluster = cluster
+        self.source = source
+        // The weights live in the node's shared window; every rank maps all of it.
+        var win: SharedWindow?
+        let node = cluster.node
+        model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: o.maxBatch, seqLen: o.seqLen) {
+            win = SharedWindow(node: node, count: $0)
+            return win!.base
+        }
+        window = win!
+        let store = model.store
+        let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
+        let r = max(1, min(o.replicas ?? threads, o.maxBatch))
+        budget = ThreadBudget(threads: threads, replicas: r)
+        budget.claim()
+        if r > 1 {
+            let values = store.values, perReplica = (o.maxBatch + r - 1) / r
+            var more: [LlamaModel] = []
+            for _ in 1..<r {
+                more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perReplica,
+                                           seqLen: o.seqLen) { _ in values })
+            }
+            replicas = more
+            replicaThreads = ReplicaThreads(extra: r - 1)
+            replicaLosses = .allocate(capacity: r)
+        } else {
+            replicas = []
+            replicaThreads = nil
+            replicaLosses = .allocate(capacity: 1)
+        }
+        trainableShard = cluster.owned(store.trainableCount)
+        let frozenShard = cluster.owned(store.frozenCount)
+        owned = [trainableShard, (store.trainableCount + frozenShard.lowerBound)..<(store.trainableCount + frozenShard.upperBound)]
+        inputs = .allocate(capacity: o.maxBatch * o.seqLen)
+        targets = .allocate(capacity: o.maxBatch * o.seqLen)
+        let built: LlamaModel = model, owned = owned
+        try cluster.agree {
+            try source.build(built, seed: o.seed, owned: owned)
+            if let adapter = plan.adapter { try HuggingFace.loadAdapter(built, from: adapter, owned: owned) }
+        }
+        window.publish()
+    }
+
+    deinit {
+        inputs.deallocate(); targets.deallocate(); replicaLosses.deallocate()
+    }
+
+    /// Makes this rank's writes to the weights it owns visible to the node, and waits for the
+    /// other ranks' (sync, barrier, sync). Collective over the node.
+    public func publish() { window.publish() }
+
+    /// Bytes of the node's weight window: one copy of every parameter per node.
+    public var windowBytes: Int { window.count * 4 }
+
+    // MARK: evaluation
+
+    /// Mean cross-entropy of next-token prediction over up to `windows` non-overlapping
+    /// windows of `options.seqLen` tokens of `tokens` (evenly spread over it), split among the
+    /// ranks; NaN when `tokens` holds no whole window. Collective.
+    public func evaluate(tokens: [Int32], windows limit: Int) -> Double {
+        let T = options.seqLen, maxBatch = options.maxBatch
+        let available = (tokens.count - 1) / T
+        guard available > 0 else { return .nan }
+        let windows = max(1, min(limit, available))
+        let stride = available / windows  // spread the windows over the whole text
+        let mine = Cluster.shard(windows, parts: cluster.size, index: cluster.rank)
+        var sum = 0.0, count = 0.0
+        var w = mine.lowerBound
+        while w < mine.upperBound {
+            let b = min(maxBatch, mine.upperBound - w)
+            for i in 0..<b {
+                let start = (w + i) * stride * T
+                for t in 0..<T {
+                    inputs[i * T + t] = tokens[start + t]
+                    targets[i * T + t] = tokens[start + t + 1]
+                }
+            }
+            model.forward(ids: inputs, batch: b)
+            let l = model.loss(targets: targets, batch: b)
+            sum += l.sum
+            count += Double(l.count)
+            w += b
+        }
+        let total = cluster.sum([sum, count])
+        return total[0] / max(total[1], 1)
+    }
+
+    // MARK: training passes (Trainer.step)
+
+    /// Zeroes the gradient of the model and of every replica.
+    func zeroGradients() {
+        model.store.grads.zero()
+        for m in replicas { m.store.grads.zero() }
+    }
+
+    /// Forward and backward of the b sequences in `inputs`, split over the model and its
+    /// replicas, one thread each (the calling thread runs `model`), each replica thread with one
+    /// BLAS thread. Returns Σ loss. The gradients stay in each model's own buffer until
+    /// `sumReplicaGradients`.
+    func replicated(_ b: Int, seeds: UnsafePointer<UInt64>, scale: Float) -> Double {
+        let T = options.seqLen, n = replicas.count + 1
+        let losses = replicaLosses
+        let models = [model] + replicas, inputs = self.inputs, targets = self.targets
+        budget.replicaPhase { replicaThreads!.run { r in
+            let m = models[r]
+            let part = Cluster.shard(b, parts: n, index: r)
+            losses[r] = 0
+            guard !part.isEmpty else { return }
+            let ids = inputs + part.lowerBound * T, tg = targets + part.lowerBound * T
+            m.forward(ids: ids, batch: part.count, dropoutSeeds: seeds + part.lowerBound)
+            losses[r] = m.loss(targets: tg, batch: part.count).sum
+            m.backward(ids: ids, targets: tg, batch: part.count, scale: scale)
+        } }
+        return (0..<n).reduce(0.0) { $0 + losses[$1] }
+    }
+
+    /// Adds the replicas' gradients into the rank's, in replica order (the same bits every run).
+    func sumReplicaGradients() {
+        let count = model.store.trainableCount, n = replicas.count + 1
+        let dst = model.store.grads.ptr, replicas = self.replicas
+        replicaThreads!.run { r in
+            let part = Cluster.shard(count, parts: n, index: r)
+            for m in replicas {
+                let src = m.store.grads.ptr
+                for i in part { dst[i] += src[i] }
+            }
+        }
+    }
+
+    // MARK: checkpoints
+
+    /// The trainable elements this rank owns, tensor by tensor: (parameter, element range
+    /// within the tensor, arena offset of its first element).
+    var ownedPieces: [(Param, Range<Int>, Int)] {
+        let owned = trainableShard
+        return model.store.trainable.compactMap { p in
+            let span = (p.offset..<(p.offset + p.count)).clamped(to: owned)
+            return span.isEmpty ? nil : (p, (span.lowerBound - p.offset)..<(span.upperBound - p.offset), span.lowerBound)
+        }
+    }
+
+    /// Checks that a checkpoint was made for this model: the same model config, the same
+    /// adapters, and (adapters only) the base weights they were trained on (compared on rank 0).
+    /// `src` names the manifest in messages.
+    public func check(_ manifest: Manifest, source src: String) throws {
+        let saved = try ModelConfig.fromHuggingFace(json: Data(manifest.modelConfigJSON.utf8), source: src)
+        guard saved == model.config else { throw LoraDistError("\(src): the checkpoint's model config differs from --model \(options.model)") }
+        guard let lora = model.lora else { return }
+        let savedLoRA = try LoRAConfig.fromPEFT(json: Data(manifest.loraConfigJSON.utf8), source: src)
+        guard savedLoRA == lora else {
+            throw LoraDistError("\(src): the checkpoint's LoRA config (r \(savedLoRA.rank), targets \(savedLoRA.targets.joined(separator: ","))) differs from this run's")
+        }
+        if cluster.isRoot {
+            let identity = BaseIdentity.of(model)
+            guard identity == manifest.baseIdentity else {
+                throw LoraDistError("\(src): the base weights differ from the ones the adapters were trained on (\(identity) here, \(manifest.baseIdentity) in the checkpoint)")
+            }
+        }
+    }
+
+    /// The checkpoint's values of `kinds` ("param", "adam_m", "adam_v") for the trainable range
+    /// this rank owns, whatever world size saved them, each checked against its checksum.
+    /// Not collective; reads into new buffers only.
+    func readOwned(_ kinds: [String], manifest: Manifest, dir: String) throws -> [[Float]] {
+        let reader = CheckpointFiles.Reader(dir: dir)
+        let index = CheckpointFiles.index(manifest)
+        let range = trainableShard
+        var out = kinds.map { _ in [Float](repeating: 0, count: range.count) }
+        for (p, r, arena) in ownedPieces {
+            let at = arena - range.lowerBound
+            for k in kinds.indices {
+                try out[k].withUnsafeMutableBufferPointer {
+                    try CheckpointFiles.gather(p.name, kind: kinds[k], range: r, into: $0.baseAddress! + at,
+                                               manifest: manifest, reader: reader, index: index)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Writes `values` (this rank's trainable shard) into the shared weights; `publish` shows them to the node.
+    func setOwnedTrainable(_ values: [Float]) {
+        let range = trainableShard
+        values.withUnsafeBufferPointer { (model.store.values + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }
+    }
+
+    /// The trained tensors of the checkpoint in `dir` in place of this model's, after checking
+    /// it was made for this model. Collective: every rank reads and verifies its owned range
+    /// first; the shared weights change only when every rank has succeeded.
+    public func loadTrained(fromCheckpoint dir: String) throws {
+        let values = try cluster.agree { () throws -> [Float] in
+            let manifest = try CheckpointFiles.readManifest(dir)
+            try check(manifest, source: dir + "/" + CheckpointFiles.manifestName)
+            return try readOwned(["param"], manifest: manifest, dir: dir)[0]
+        }
+        setOwnedTrainable(values)
+        publish()
+    }
+}
