@@ -22,27 +22,21 @@ public struct CompareResults: Codable {
 
     enum CodingKeys: String, CodingKey {
         case base, domain, general, nodes, exchange, budget, runs, sweep, quick
-        case outOfDomain = "out_of_domain"
-        case worldSize = "world_size"
-        case earlyStopping = "early_stopping"
-        case lrGrid = "lr_grid"
-        case basePerplexity = "base_perplexity"
-        case wallSeconds = "wall_s"
+        case outOfDomain = "out_of_domain", basePerplexity = "base_perplexity"
+        case worldSize = "world_size", earlyStopping = "early_stopping", lrGrid = "lr_grid", wallSeconds = "wall_s"
     }
 
     public struct Budget: Codable {
         public var steps: Int, batch: Int, seqLen: Int, tokens: Int
         enum CodingKeys: String, CodingKey {
-            case steps, batch, tokens
-            case seqLen = "seq_len"
+            case steps, batch, tokens, seqLen = "seq_len"
         }
     }
 
     public struct EarlyStopping: Codable {
         public var evalEvery: Int, patience: Int
         enum CodingKeys: String, CodingKey {
-            case patience
-            case evalEvery = "eval_every"
+            case patience, evalEvery = "eval_every"
         }
     }
 
@@ -56,8 +50,7 @@ public struct CompareResults: Codable {
         public var lr: Double
         @Nullable public var bestDevLoss: Double?
         enum CodingKeys: String, CodingKey {
-            case run, lr
-            case bestDevLoss = "best_dev_loss"
+            case run, lr, bestDevLoss = "best_dev_loss"
         }
     }
 
@@ -94,26 +87,15 @@ public struct CompareResults: Codable {
 
         enum CodingKeys: String, CodingKey {
             case run, label, mode, lr, rank, forgetting
-            case targetModules = "target_modules"
-            case trainableParams = "trainable_params"
-            case totalParams = "total_params"
-            case exchangeBytesPerStep = "exchange_bytes_per_step"
-            case fullFTExchangeBytesPerStep = "full_ft_exchange_bytes_per_step"
-            case nodeMemoryBytes = "node_memory_bytes"
-            case secondsPerStep = "seconds_per_step"
-            case tokensPerSecond = "tokens_per_s"
-            case stepsDone = "steps_done"
-            case bestStep = "best_step"
-            case earlyStopped = "early_stopped"
-            case bestDevLoss = "best_dev_loss"
-            case devPerplexity = "dev_perplexity"
-            case inDomainPerplexity = "in_domain_perplexity"
-            case baseInDomainPerplexity = "base_in_domain_perplexity"
-            case outOfDomainPerplexity = "out_of_domain_perplexity"
-            case outOfDomainMean = "out_of_domain_mean"
-            case baseOutOfDomainMean = "base_out_of_domain_mean"
-            case generalPerplexity = "general_perplexity"
-            case runDir = "run_dir"
+            case targetModules = "target_modules", runDir = "run_dir"
+            case trainableParams = "trainable_params", totalParams = "total_params", nodeMemoryBytes = "node_memory_bytes"
+            case exchangeBytesPerStep = "exchange_bytes_per_step", fullFTExchangeBytesPerStep = "full_ft_exchange_bytes_per_step"
+            case secondsPerStep = "seconds_per_step", tokensPerSecond = "tokens_per_s"
+            case stepsDone = "steps_done", bestStep = "best_step", earlyStopped = "early_stopped"
+            case bestDevLoss = "best_dev_loss", devPerplexity = "dev_perplexity"
+            case inDomainPerplexity = "in_domain_perplexity", baseInDomainPerplexity = "base_in_domain_perplexity"
+            case outOfDomainPerplexity = "out_of_domain_perplexity", outOfDomainMean = "out_of_domain_mean"
+            case baseOutOfDomainMean = "base_out_of_domain_mean", generalPerplexity = "general_perplexity"
             case nf4BasePerplexity = "nf4_base_perplexity"
         }
     }

@@ -46,6 +46,26 @@ public enum GGUFValue: Equatable, CustomStringConvertible {
         default: return nil
         }
     }
+
+    var stringValue: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    var boolValue: Bool? {
+        if case .bool(let b) = self { return b }
+        return nil
+    }
+
+    /// Floats, and integers read as floats.
+    var doubleValue: Double? {
+        switch self {
+        case .float(let f): return f
+        case .uint(let u): return Double(u)
+        case .int(let i): return Double(i)
+        default: return nil
+        }
+    }
 }
 
 /// Where one tensor lives in a GGUF file.
@@ -197,63 +217,28 @@ public final class GGUFFile {
     // MARK: typed metadata
 
     /// nil when absent; an error when present with another type.
-    public func string(_ key: String) throws -> String? {
-        guard let v = metadata[key] else { return nil }
-        guard case .string(let s) = v else { throw typeError(key, v, "a string") }
-        return s
-    }
-
-    public func int(_ key: String) throws -> Int? {
-        guard let v = metadata[key] else { return nil }
-        guard let n = v.intValue else { throw typeError(key, v, "an integer") }
-        return n
-    }
-
+    public func string(_ key: String) throws -> String? { try scalar(key, "a string", \.stringValue) }
+    public func int(_ key: String) throws -> Int? { try scalar(key, "an integer", \.intValue) }
     /// Floats, and integers read as floats.
-    public func float(_ key: String) throws -> Double? {
+    public func float(_ key: String) throws -> Double? { try scalar(key, "a number", \.doubleValue) }
+    public func bool(_ key: String) throws -> Bool? { try scalar(key, "a bool", \.boolValue) }
+
+    public func stringArray(_ key: String) throws -> [String]? { try array(key, "an array of strings", \.stringValue) }
+    public func intArray(_ key: String) throws -> [Int]? { try array(key, "an array of integers", \.intValue) }
+    public func floatArray(_ key: String) throws -> [Double]? { try array(key, "an array of numbers", \.doubleValue) }
+
+    private func scalar<T>(_ key: String, _ want: String, _ value: (GGUFValue) -> T?) throws -> T? {
         guard let v = metadata[key] else { return nil }
-        switch v {
-        case .float(let f): return f
-        case .uint(let u): return Double(u)
-        case .int(let i): return Double(i)
-        default: throw typeError(key, v, "a number")
-        }
+        guard let x = value(v) else { throw typeError(key, v, want) }
+        return x
     }
 
-    public func bool(_ key: String) throws -> Bool? {
+    private func array<T>(_ key: String, _ want: String, _ element: (GGUFValue) -> T?) throws -> [T]? {
         guard let v = metadata[key] else { return nil }
-        guard case .bool(let b) = v else { throw typeError(key, v, "a bool") }
-        return b
-    }
-
-    public func stringArray(_ key: String) throws -> [String]? {
-        guard let v = metadata[key] else { return nil }
-        guard case .array(let a) = v else { throw typeError(key, v, "an array of strings") }
+        guard case .array(let a) = v else { throw typeError(key, v, want) }
         return try a.map {
-            guard case .string(let s) = $0 else { throw typeError(key, $0, "an array of strings") }
-            return s
-        }
-    }
-
-    public func intArray(_ key: String) throws -> [Int]? {
-        guard let v = metadata[key] else { return nil }
-        guard case .array(let a) = v else { throw typeError(key, v, "an array of integers") }
-        return try a.map {
-            guard let n = $0.intValue else { throw typeError(key, $0, "an array of integers") }
-            return n
-        }
-    }
-
-    public func floatArray(_ key: String) throws -> [Double]? {
-        guard let v = metadata[key] else { return nil }
-        guard case .array(let a) = v else { throw typeError(key, v, "an array of numbers") }
-        return try a.map {
-            switch $0 {
-            case .float(let f): return f
-            case .uint(let u): return Double(u)
-            case .int(let i): return Double(i)
-            default: throw typeError(key, $0, "an array of numbers")
-            }
+            guard let x = element($0) else { throw typeError(key, $0, want) }
+            return x
         }
     }
 

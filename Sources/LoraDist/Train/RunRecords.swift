@@ -47,31 +47,15 @@ public struct RunSummary: Codable, Equatable {
 
     public enum CodingKeys: String, CodingKey {
         case mode, model, steps, batch, seed, preempted, tokens, lr, nodes, exchange, replicas, checkpoint, nf4, lora
-        case seqLen = "seq_len"
-        case stepsDone = "steps_done"
-        case earlyStopped = "early_stopped"
-        case bestStep = "best_step"
-        case finalLoss = "final_loss"
-        case initialDevLoss = "initial_dev_loss"
-        case initialDevPerplexity = "initial_dev_perplexity"
-        case devLoss = "dev_loss"
-        case devPerplexity = "dev_perplexity"
-        case trainableParams = "trainable_params"
-        case totalParams = "total_params"
-        case baseParams = "base_params"
-        case weightBytes = "weight_bytes"
-        case baseStorage = "base_storage"
-        case tokensPerSecond = "tokens_per_s"
-        case wallSeconds = "wall_s"
-        case worldSize = "world_size"
-        case ranksPerNode = "ranks_per_node"
-        case blasThreads = "blas_threads"
-        case exchangeBytesPerStep = "exchange_bytes_per_step"
-        case fullFTExchangeBytesPerStep = "full_ft_exchange_bytes_per_step"
-        case exchangeRatio = "exchange_ratio"
-        case commWaitShare = "comm_wait_share"
-        case nodeMemoryBytes = "node_memory_bytes"
-        case weightsBytesPerNode = "weights_bytes_per_node"
+        case seqLen = "seq_len", stepsDone = "steps_done", earlyStopped = "early_stopped", bestStep = "best_step"
+        case finalLoss = "final_loss", initialDevLoss = "initial_dev_loss", initialDevPerplexity = "initial_dev_perplexity"
+        case devLoss = "dev_loss", devPerplexity = "dev_perplexity"
+        case trainableParams = "trainable_params", totalParams = "total_params", baseParams = "base_params"
+        case weightBytes = "weight_bytes", baseStorage = "base_storage", weightsBytesPerNode = "weights_bytes_per_node"
+        case tokensPerSecond = "tokens_per_s", wallSeconds = "wall_s", commWaitShare = "comm_wait_share"
+        case worldSize = "world_size", ranksPerNode = "ranks_per_node", blasThreads = "blas_threads"
+        case exchangeBytesPerStep = "exchange_bytes_per_step", fullFTExchangeBytesPerStep = "full_ft_exchange_bytes_per_step"
+        case exchangeRatio = "exchange_ratio", nodeMemoryBytes = "node_memory_bytes"
     }
 
     /// summary.json's `lora` object: the adapter's shape in the summary's own words.
@@ -84,8 +68,7 @@ public struct RunSummary: Codable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case r, alpha, dropout
-            case targetModules = "target_modules"
-            case useRSLoRA = "use_rslora"
+            case targetModules = "target_modules", useRSLoRA = "use_rslora"
         }
 
         public init(_ l: LoRAConfig) {
@@ -117,18 +100,10 @@ public struct MetricsRecord: Codable, Equatable {
 
     public enum CodingKeys: String, CodingKey {
         case step, loss, lr, tokens, mode, exchange
-        case tokensPerSecond = "tokens_per_s"
-        case stepSeconds = "step_s"
-        case gradNorm = "grad_norm"
-        case trainableParams = "trainable_params"
-        case exchangeBytes = "exchange_bytes"
-        case exchangeBytesIntra = "exchange_bytes_intra"
-        case exchangeBytesInter = "exchange_bytes_inter"
-        case exchangedParams = "exchanged_params"
-        case commWaitSeconds = "comm_wait_s"
-        case computeSeconds = "compute_s"
-        case worldSize = "world_size"
-        case devLoss = "dev_loss"
+        case tokensPerSecond = "tokens_per_s", stepSeconds = "step_s", commWaitSeconds = "comm_wait_s", computeSeconds = "compute_s"
+        case gradNorm = "grad_norm", trainableParams = "trainable_params", exchangedParams = "exchanged_params"
+        case exchangeBytes = "exchange_bytes", exchangeBytesIntra = "exchange_bytes_intra", exchangeBytesInter = "exchange_bytes_inter"
+        case worldSize = "world_size", devLoss = "dev_loss"
     }
 
     /// What the loss curves of a report read back from a line: its step and losses only, so a
@@ -159,14 +134,9 @@ public struct RunState: Codable, Equatable {
     public var evalsSinceBest: Int
 
     enum CodingKeys: String, CodingKey {
-        case initialDevLoss = "initial_dev_loss"
-        case devLoss = "dev_loss"
-        case finalLoss = "final_loss"
-        case trainSeconds = "train_seconds"
-        case waitSeconds = "wait_seconds"
-        case bestDevLoss = "best_dev_loss"
-        case bestStep = "best_step"
-        case evalsSinceBest = "evals_since_best"
+        case initialDevLoss = "initial_dev_loss", devLoss = "dev_loss", finalLoss = "final_loss"
+        case trainSeconds = "train_seconds", waitSeconds = "wait_seconds"
+        case bestDevLoss = "best_dev_loss", bestStep = "best_step", evalsSinceBest = "evals_since_best"
     }
 
     /// The manifest field's text; "{}" for a checkpoint saved outside a run (the benchmark's).

@@ -86,6 +86,12 @@ enum Dequant {
         }
     }
 
+    /// `block(p, y)` for each of `n` blocks: p its `bytes` bytes at `s`, y its `values` outputs at `d`.
+    @inline(__always) static func each(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int, bytes: Int, values: Int,
+                                       _ block: (UnsafeRawPointer, FPtr) -> Void) {
+        for b in 0..<n { block(s + bytes * b, d + values * b) }
+    }
+
     @inline(__always) static func half(_ p: UnsafeRawPointer, _ off: Int) -> Float {
         Float(Float16(bitPattern: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: off, as: UInt16.self))))
     }
@@ -106,8 +112,7 @@ enum Dequant {
 
     /// d: f16, qs: 16 bytes of 4-bit values; x = (q − 8)·d; low nibbles are the first 16.
     static func q4_0(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 18 * b, y = d + 32 * b
+        each(s, d, n, bytes: 18, values: 32) { p, y in
             let scale = half(p, 0)
             let q = (p + 2).assumingMemoryBound(to: UInt8.self)
             for j in 0..<16 {
@@ -119,8 +124,7 @@ enum Dequant {
 
     /// d, m: f16; x = q·d + m.
     static func q4_1(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 20 * b, y = d + 32 * b
+        each(s, d, n, bytes: 20, values: 32) { p, y in
             let scale = half(p, 0), m = half(p, 2)
             let q = (p + 4).assumingMemoryBound(to: UInt8.self)
             for j in 0..<16 {
@@ -132,8 +136,7 @@ enum Dequant {
 
     /// d: f16, qh: 32 high bits, qs: 16 bytes; x = (q5 − 16)·d.
     static func q5_0(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 22 * b, y = d + 32 * b
+        each(s, d, n, bytes: 22, values: 32) { p, y in
             let scale = half(p, 0)
             let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
             let q = (p + 6).assumingMemoryBound(to: UInt8.self)
@@ -147,8 +150,7 @@ enum Dequant {
 
     /// d, m: f16, qh, qs; x = q5·d + m.
     static func q5_1(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 24 * b, y = d + 32 * b
+        each(s, d, n, bytes: 24, values: 32) { p, y in
             let scale = half(p, 0), m = half(p, 2)
             let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
             let q = (p + 8).assumingMemoryBound(to: UInt8.self)
@@ -162,8 +164,7 @@ enum Dequant {
 
     /// d: f16, qs: 32 int8; x = q·d.
     static func q8_0(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 34 * b, y = d + 32 * b
+        each(s, d, n, bytes: 34, values: 32) { p, y in
             let scale = half(p, 0)
             let q = (p + 2).assumingMemoryBound(to: Int8.self)
             for j in 0..<32 { y[j] = Float(q[j]) * scale }
@@ -172,9 +173,8 @@ enum Dequant {
 
     /// scales[16] (4-bit scale | 4-bit min), qs[64] (2-bit), d, dmin: f16.
     static func q2_K(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 84 * b
-            var y = d + 256 * b
+        each(s, d, n, bytes: 84, values: 256) { p, out in
+            var y = out
             let sc = p.assumingMemoryBound(to: UInt8.self)
             var q = (p + 16).assumingMemoryBound(to: UInt8.self)
             let dall = half(p, 80), dmin = half(p, 82)
@@ -198,9 +198,8 @@ enum Dequant {
     /// hmask[32], qs[64], scales[12] (6-bit, packed), d: f16.
     static func q3_K(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
         let kmask1: UInt32 = 0x0303_0303, kmask2: UInt32 = 0x0f0f_0f0f
-        for b in 0..<n {
-            let p = s + 110 * b
-            var y = d + 256 * b
+        each(s, d, n, bytes: 110, values: 256) { p, out in
+            var y = out
             let hm = p.assumingMemoryBound(to: UInt8.self)
             var q = (p + 32).assumingMemoryBound(to: UInt8.self)
             let dall = half(p, 108)
@@ -242,42 +241,34 @@ enum Dequant {
         return ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 
-    /// d, dmin: f16, scales[12], qs[128] (4-bit).
-    static func q4_K(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 144 * b
-            var y = d + 256 * b
-            let dall = half(p, 0), dmin = half(p, 2)
-            let sc = (p + 4).assumingMemoryBound(to: UInt8.self)
-            var q = (p + 16).assumingMemoryBound(to: UInt8.self)
-            for j in 0..<4 {
-                let (s1, m1) = scaleMinK4(2 * j, sc), (s2, m2) = scaleMinK4(2 * j + 1, sc)
-                let d1 = dall * Float(s1), n1 = dmin * Float(m1), d2 = dall * Float(s2), n2 = dmin * Float(m2)
-                for l in 0..<32 { y[l] = d1 * Float(q[l] & 0x0F) - n1 }
-                for l in 0..<32 { y[32 + l] = d2 * Float(q[l] >> 4) - n2 }
-                y += 64
-                q += 32
-            }
-        }
-    }
+    /// Q4_K (144 bytes): d, dmin: f16, scales[12], qs[128] (4-bit); x = d·scale·q − dmin·min.
+    static func q4_K(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) { k4(s, d, n, fifthBit: false) }
 
-    /// d, dmin: f16, scales[12], qh[32], qs[128].
-    static func q5_K(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 176 * b
-            var y = d + 256 * b
+    /// Q5_K (176 bytes): d, dmin: f16, scales[12], qh[32] (the fifth bits), qs[128].
+    static func q5_K(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) { k4(s, d, n, fifthBit: true) }
+
+    /// Q4_K and Q5_K, which differ only in Q5_K's high-bit plane (specialised per call site).
+    @inline(__always) static func k4(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int, fifthBit: Bool) {
+        let blockBytes = fifthBit ? 176 : 144
+        each(s, d, n, bytes: blockBytes, values: 256) { p, out in
+            var y = out
             let dall = half(p, 0), dmin = half(p, 2)
             let sc = (p + 4).assumingMemoryBound(to: UInt8.self)
             let qh = (p + 16).assumingMemoryBound(to: UInt8.self)
-            var ql = (p + 48).assumingMemoryBound(to: UInt8.self)
+            var q = (p + (fifthBit ? 48 : 16)).assumingMemoryBound(to: UInt8.self)
             var u1: UInt8 = 1, u2: UInt8 = 2
             for j in 0..<4 {
                 let (s1, m1) = scaleMinK4(2 * j, sc), (s2, m2) = scaleMinK4(2 * j + 1, sc)
                 let d1 = dall * Float(s1), n1 = dmin * Float(m1), d2 = dall * Float(s2), n2 = dmin * Float(m2)
-                for l in 0..<32 { y[l] = d1 * Float((ql[l] & 0x0F) + (qh[l] & u1 != 0 ? 16 : 0)) - n1 }
-                for l in 0..<32 { y[32 + l] = d2 * Float((ql[l] >> 4) + (qh[l] & u2 != 0 ? 16 : 0)) - n2 }
+                if fifthBit {
+                    for l in 0..<32 { y[l] = d1 * Float((q[l] & 0x0F) + (qh[l] & u1 != 0 ? 16 : 0)) - n1 }
+                    for l in 0..<32 { y[32 + l] = d2 * Float((q[l] >> 4) + (qh[l] & u2 != 0 ? 16 : 0)) - n2 }
+                } else {
+                    for l in 0..<32 { y[l] = d1 * Float(q[l] & 0x0F) - n1 }
+                    for l in 0..<32 { y[32 + l] = d2 * Float(q[l] >> 4) - n2 }
+                }
                 y += 64
-                ql += 32
+                q += 32
                 u1 <<= 2
                 u2 <<= 2
             }
@@ -286,9 +277,8 @@ enum Dequant {
 
     /// ql[128], qh[64], scales[16] (int8), d: f16; x = d·scale·(q6 − 32).
     static func q6_K(_ s: UnsafeRawPointer, _ d: FPtr, _ n: Int) {
-        for b in 0..<n {
-            let p = s + 210 * b
-            var y = d + 256 * b
+        each(s, d, n, bytes: 210, values: 256) { p, out in
+            var y = out
             var ql = p.assumingMemoryBound(to: UInt8.self)
             var qh = (p + 128).assumingMemoryBound(to: UInt8.self)
             var sc = (p + 192).assumingMemoryBound(to: Int8.self)
