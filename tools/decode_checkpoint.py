@@ -29,7 +29,7 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTO_DIR = os.path.join(REPO, "proto")
-FORMAT_VERSION = 1  # the newest Manifest.format_version this reader understands
+FORMAT_VERSION = 2  # the newest Manifest.format_version this reader understands
 KINDS = ("param", "adam_m", "adam_v")
 
 
@@ -81,12 +81,18 @@ def decode(pb, ckpt):
     if not os.path.exists(manifest_path):
         fail("%s is missing: not a complete checkpoint (an interrupted save has no manifest)" % manifest_path)
     with open(manifest_path, "rb") as f:
-        manifest = pb.Manifest.FromString(f.read())
+        raw = f.read()
+    manifest = pb.Manifest.FromString(raw)
     if not 1 <= manifest.format_version <= FORMAT_VERSION:
         errors.append("format_version %d is not one this reader understands (1..%d)"
                       % (manifest.format_version, FORMAT_VERSION))
 
     crc_ok = True
+    # Format 2: the last 6 bytes are manifest_crc32c (tag 0xAD 0x01, fixed32) over every byte before them.
+    if manifest.format_version >= 2:
+        if len(raw) < 6 or raw[-6:-4] != b"\xad\x01" or crc32c(raw[:-6]) != manifest.manifest_crc32c:
+            crc_ok = False
+            errors.append("manifest.pb: its CRC-32C does not match its bytes")
     values = {}  # "name#kind" -> [(start, floats)]
     shapes = {}
     by_file = {}

@@ -579,7 +579,7 @@ const ProtobufCMessageDescriptor loradist__slice_list__descriptor =
   (ProtobufCMessageInit) loradist__slice_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[20] =
+static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[21] =
 {
   {
     "format_version",
@@ -821,6 +821,18 @@ static const ProtobufCFieldDescriptor loradist__manifest__field_descriptors[20] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "manifest_crc32c",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FIXED32,
+    0,   /* quantifier_offset */
+    offsetof(Loradist__Manifest, manifest_crc32c),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned loradist__manifest__field_indices_by_name[] = {
   12,   /* field[12] = base_identity */
@@ -828,6 +840,7 @@ static const unsigned loradist__manifest__field_indices_by_name[] = {
   8,   /* field[8] = exchange */
   0,   /* field[0] = format_version */
   5,   /* field[5] = lora_config_json */
+  20,   /* field[20] = manifest_crc32c */
   13,   /* field[13] = mode */
   4,   /* field[4] = model_config_json */
   19,   /* field[19] = model_source */
@@ -847,7 +860,7 @@ static const unsigned loradist__manifest__field_indices_by_name[] = {
 static const ProtobufCIntRange loradist__manifest__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 20 }
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor loradist__manifest__descriptor =
 {
@@ -857,7 +870,7 @@ const ProtobufCMessageDescriptor loradist__manifest__descriptor =
   "Loradist__Manifest",
   "loradist",
   sizeof(Loradist__Manifest),
-  20,
+  21,
   loradist__manifest__field_descriptors,
   loradist__manifest__field_indices_by_name,
   1,  loradist__manifest__number_ranges,

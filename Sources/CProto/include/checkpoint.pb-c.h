@@ -213,10 +213,16 @@ struct  Loradist__Manifest
    * --model as given: a built-in name, a path to a model directory or GGUF file
    */
   char *model_source;
+  /*
+   * Format 2: CRC-32C of every byte of the file before this field, which is the file's
+   * last 6 bytes (tag 0xAD 0x01, then the value little-endian): a flipped byte anywhere
+   * in the manifest is detected, not read as another config.
+   */
+  uint32_t manifest_crc32c;
 };
 #define LORADIST__MANIFEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&loradist__manifest__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /* Loradist__TensorSlice methods */

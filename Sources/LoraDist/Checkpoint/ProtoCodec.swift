@@ -174,7 +174,9 @@ public struct SliceRef: Equatable {
 }
 
 public struct Manifest: Equatable {
-    public static let formatVersion: UInt32 = 1
+    /// 2: the manifest ends with its own CRC-32C (manifest_crc32c). Version 1 files are still read.
+    public static let formatVersion: UInt32 = 2
+    static let crcTag: [UInt8] = [0xAD, 0x01]   // field 21, wire type 5 (fixed32)
 
     public var formatVersion = Manifest.formatVersion
     public var programVersion = ""
@@ -220,7 +222,13 @@ public struct Manifest: Equatable {
         m.created_utc = arena.string(createdUTC)
         m.run_state_json = arena.string(runStateJSON)
         m.model_source = arena.string(modelSource)
-        return packMessage(&m)
+        var data = packMessage(&m)
+        guard formatVersion >= 2 else { return data }
+        // The checksum of everything before it, appended as the last field.
+        let crc = CRC32C.checksum(data)
+        data.append(contentsOf: Manifest.crcTag)
+        withUnsafeBytes(of: crc.littleEndian) { data.append(contentsOf: $0) }
+        return data
     }
 
     public init(decoding data: Data, source: String = "manifest") throws {
@@ -232,6 +240,14 @@ public struct Manifest: Equatable {
         formatVersion = m.format_version
         guard formatVersion >= 1, formatVersion <= Manifest.formatVersion else {
             throw LoraDistError("\(source): format version \(formatVersion) is not one this program reads (1...\(Manifest.formatVersion))")
+        }
+        if formatVersion >= 2 {
+            let n = data.count
+            let body = data.prefix(max(n - 6, 0))
+            guard n >= 6, Array(data[data.startIndex + n - 6 ..< data.startIndex + n - 4]) == Manifest.crcTag,
+                  m.manifest_crc32c == CRC32C.checksum(body) else {
+                throw LoraDistError("\(source): corrupt manifest (its CRC-32C does not match its bytes)")
+            }
         }
         programVersion = str(m.program_version)
         step = Int(m.step)
