@@ -55,6 +55,11 @@ import Testing
         #expect(message { _ = try CheckpointInspector.locate(broken + "/latest") }?.contains("not a complete checkpoint") == true)
         #expect(message { _ = try CheckpointInspector.locate(broken + "/notes.txt") }?.contains("not a checkpoint pointer") == true)
         #expect(message { _ = try CheckpointInspector.locate(broken + "/nothing") }?.contains("does not exist") == true)
+        // a pointer leads only to a step directory beside it, never into another run
+        for escape in ["../../other-run/checkpoints/step-0000004", "..", "/tmp", "step-4/../../x"] {
+            try (escape + "\n").write(toFile: broken + "/escape", atomically: true, encoding: .utf8)
+            #expect(message { _ = try CheckpointInspector.locate(broken + "/escape") }?.contains("not a checkpoint pointer") == true, "\(escape)")
+        }
         #expect(message { _ = try CheckpointInspector.locate("9", checkpoints: root) }?.contains("does not exist") == true)
     }
 

@@ -42,7 +42,10 @@ public enum CheckpointInspector {
     static func fromPointer(_ file: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: file) else { throw LoraDistError("cannot read \(file)") }
         let name = String(decoding: data.prefix(256), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !name.isEmpty, !name.contains("/"), !name.contains("\n"), data.count < 256 else {
+        // Only a step directory beside the pointer: a pointer never leads out of its own
+        // checkpoints folder (into another run's, say).
+        guard name.hasPrefix("step-"), name.dropFirst(5).allSatisfy(\.isASCII), Int(name.dropFirst(5)) != nil,
+              data.count < 256 else {
             throw LoraDistError("\(file) is a file but not a checkpoint pointer (it should hold one step directory name, like \(CheckpointFiles.stepName(100)))")
         }
         return try complete((file as NSString).deletingLastPathComponent + "/" + name, given: file)
