@@ -15,7 +15,9 @@ struct Inspect: ParsableCommand {
         let (report, problems) = try CheckpointInspector.inspect(dir, verify: !noVerify)
         print(report)
         if let first = problems.first {
-            for p in problems { FileHandle.standardError.write(Data("  \(p)\n".utf8)) }
+            // A few lines say what is wrong; the rest is counted.
+            for p in problems.prefix(8) { FileHandle.standardError.write(Data("  \(p)\n".utf8)) }
+            if problems.count > 8 { FileHandle.standardError.write(Data("  ... and \(problems.count - 8) more\n".utf8)) }
             throw LoraDistError("checkpoint \(dir) failed verification: \(first)")
         }
     }

@@ -77,6 +77,24 @@ public enum CheckpointInspector {
         out.append("optimizer   \(m.optimizerConfigJSON)")
         out.append("model       \(m.modelConfigJSON.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "  ", with: ""))")
         var problems: [String] = []
+        // Whole files first: a missing or short shard file is one problem, not one per slice.
+        var badFiles = Set<String>()
+        if verify {
+            let fm = FileManager.default
+            for (file, refs) in Dictionary(grouping: m.slices, by: \.file).sorted(by: { $0.key < $1.key }) {
+                let tensors = Set(refs.map(\.name)).count
+                let needed = refs.map { $0.offset + $0.length }.max() ?? 0
+                guard let size = (try? fm.attributesOfItem(atPath: dir + "/" + file))?[.size] as? Int else {
+                    problems.append("\(file): missing (\(refs.count) slices of \(tensors) tensors)")
+                    badFiles.insert(file)
+                    continue
+                }
+                if size < needed {
+                    problems.append("\(file): truncated to \(size) bytes, its slices need \(needed)")
+                    badFiles.insert(file)
+                }
+            }
+        }
         let reader = CheckpointFiles.Reader(dir: dir)
         var rows: [String] = []
         var totalBytes = 0
@@ -92,7 +110,7 @@ public enum CheckpointInspector {
                 problems.append("\(key): slices cover \(next) of \(count) elements")
             }
             if verify {
-                for r in refs {
+                for r in refs where !badFiles.contains(r.file) {
                     do { _ = try reader.read(r) } catch { problems.append("\(error)") }
                 }
             }
