@@ -4,7 +4,7 @@ import LoraDist
 
 struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Predict step time, bytes exchanged and memory per node for LoRA and full fine-tuning on N nodes, from this machine's `lora-dist bench` calibration and an alpha-beta network model.")
+        abstract: "Predict step time, bytes exchanged and memory per node for LoRA and full fine-tuning on N nodes, from this machine's `lora-dist bench` calibration (measured in a few seconds on first use when there is none) and an alpha-beta network model.")
 
     @Option(help: "A built-in config (tiny, small, bench, llama-7b), a config.json, a model directory or a GGUF file.")
     var model: String = "small"
@@ -28,31 +28,47 @@ struct Plan: ParsableCommand {
         guard nodes >= 1, ranksPerNode >= 1, (bandwidth ?? 1) > 0, (latency ?? 0) >= 0 else {
             throw LoraDistError("--nodes and --ranks-per-node must be at least 1, --bandwidth positive, --latency not negative")
         }
+        let counts = try nodeCounts.map { s in try s.split(separator: ",").map { guard let n = Int($0), n >= 1 else {
+            throw LoraDistError("--node-counts: cannot read '\(s)'") }; return n } } ?? [nodes]
         let source = try ModelSource(model)
         var p = Planner(config: source.config, lora: try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]))
         p.nodes = nodes; p.ranksPerNode = ranksPerNode
         p.coresPerNode = coresPerNode ?? ProcessInfo.processInfo.activeProcessorCount
         p.batch = batch; p.seqLen = seqLen; p.bandwidthGbit = bandwidth; p.latencyUs = latency
         p.exchange = exchange; p.bucketMB = bucketMB
-        p.calibration = Calibration.load()
-        let counts = try nodeCounts.map { s in try s.split(separator: ",").map { guard let n = Int($0), n >= 1 else {
-            throw LoraDistError("--node-counts: cannot read '\(s)'") }; return n } } ?? [nodes]
-        let net = bandwidth.map { "\($0) Gbit/s" } ?? p.calibration.interBandwidthGBs.map { String(format: "%.2f Gbit/s measured", $0 * 8) } ?? "25 Gbit/s"
-        let lat = latency.map { "\($0) µs" } ?? p.calibration.interLatencyUs.map { String(format: "%.0f µs measured", $0) } ?? "10 µs"
-        print("\(model): \(batch) × \(seqLen) tokens per step, \(ranksPerNode) rank(s) and \(p.coresPerNode) core(s) per node, "
-              + "\(exchange.rawValue) exchange, network \(net), \(lat); calibration \(Calibration.path)")
-        print("nodes  mode   trainable        compute s  exchange/rank  exchange s  step s   tokens/s   memory/node  exchange-bound at")
+        // A fresh machine has no calibration: measure one now (a few seconds) and keep it.
+        var calibrated: String?
+        var cal = try Calibration.loadIfPresent() ?? Calibration()
+        if cal.compute.isEmpty {
+            let t0 = Date()
+            cal = try QuickCalibration.run(into: cal, lora: p.lora, cluster: Cluster())
+            try cal.save()
+            calibrated = String(format: "no calibration at %@: calibrated itself in %.1f s (`lora-dist %@`, full and lora; saved). "
+                                + "`lora-dist bench step` on the planned model measures a closer rate.",
+                                Calibration.path, Date().timeIntervalSince(t0), QuickCalibration.command)
+        }
+        p.calibration = cal
+        // Every row is computed before anything is printed: an error prints nothing else.
+        var rows: [String] = []
         for n in counts {
             p.nodes = n
             for m in [TrainMode.lora, .full] {
                 let e = try p.estimate(lora: m == .lora)
-                let line = String(format: "%5d  %@ %12@  %11.3f  %13@  %10.3f  %7.3f  %9.0f  %11@  %@",
-                                  n, (m.rawValue + (m == mode ? "*" : " ")).padding(toLength: 5, withPad: " ", startingAt: 0),
-                                  e.trainable.formatted(), e.computeSeconds, Units.bytes(e.exchangeBytes), e.exchangeSeconds,
-                                  e.stepSeconds, Double(batch * seqLen) / e.stepSeconds, Units.bytes(e.memoryPerNode),
-                                  e.exchangeBoundAt.map { "\($0) nodes" } ?? "never (≤ 4096)")
-                print(line)
+                rows.append(String(format: "%5d  %@ %12@  %11.3f  %13@  %10.3f  %7.3f  %9.0f  %11@  %@",
+                                   n, (m.rawValue + (m == mode ? "*" : " ")).padding(toLength: 5, withPad: " ", startingAt: 0),
+                                   e.trainable.formatted(), e.computeSeconds, Units.bytes(e.exchangeBytes), e.exchangeSeconds,
+                                   e.stepSeconds, Double(batch * seqLen) / e.stepSeconds, Units.bytes(e.memoryPerNode),
+                                   e.exchangeBoundAt.map { "\($0) nodes" } ?? "never (≤ 4096)"))
             }
         }
+        let net = bandwidth.map { "\($0) Gbit/s" } ?? cal.interBandwidthGBs.map { String(format: "%.2f Gbit/s measured", $0 * 8) } ?? "25 Gbit/s (default)"
+        let lat = latency.map { "\($0) µs" } ?? cal.interLatencyUs.map { String(format: "%.0f µs measured", $0) } ?? "10 µs (default)"
+        let intra = cal.intraBandwidthGBs == nil ? "; within a node 2 GB/s, 20 µs (defaults: `mpirun -n 2 lora-dist bench allreduce` measures them)" : ""
+        if let calibrated { print(calibrated) }
+        print("\(model): \(batch) × \(seqLen) tokens per step, \(ranksPerNode) rank(s) and \(p.coresPerNode) core(s) per node, "
+              + "\(exchange.rawValue) exchange, network \(net), \(lat)\(ranksPerNode > 1 ? intra : "")")
+        print("compute: \(cal.computeSummary), from \(Calibration.path)")
+        print("nodes  mode   trainable        compute s  exchange/rank  exchange s  step s   tokens/s   memory/node  exchange-bound at")
+        for r in rows { print(r) }
     }
 }

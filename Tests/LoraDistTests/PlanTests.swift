@@ -48,4 +48,36 @@ import Testing
         if let bound = full.exchangeBoundAt, let loraBound = lora.exchangeBoundAt { #expect(loraBound > bound) }
         #expect(full.exchangeBoundAt != nil)
     }
+
+    @Test("plan on a machine with no calibration measures one in seconds, says so, keeps it; an error prints nothing else")
+    func calibratesItself() throws {
+        let dir = TestPaths.tempDir("plan-fresh")
+        var env = cleanEnvironment()
+        env["LORA_DIST_CALIBRATION"] = dir + "/calibration.json"
+        let t0 = Date()
+        let (status, out, err) = try runProcess(TestPaths.binary, ["plan", "--model", "bench", "--nodes", "4"], env: env)
+        let seconds = Date().timeIntervalSince(t0)
+        try #require(status == 0, "\(err)")
+        let lines = out.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("no calibration at \(dir)/calibration.json: calibrated itself in") == true, "\(out)")
+        #expect(lines.filter { $0.contains("calibrated itself") }.count == 1)
+        #expect(lines.contains { $0.hasPrefix("compute: full ") && $0.contains("plan's quick calibration") }, "\(out)")
+        #expect(lines.filter { $0.hasPrefix("    4  ") }.count == 2, "\(out)")   // a LoRA and a full row
+        #expect(seconds < 60, "plan took \(seconds) s")
+        let saved = Calibration.load(path: dir + "/calibration.json")
+        #expect((saved.compute["full"]?.gflopsPerCore ?? 0) > 0 && (saved.compute["lora"]?.gflopsPerCore ?? 0) > 0)
+        // the second time it uses what it saved
+        let (status2, out2, _) = try runProcess(TestPaths.binary, ["plan", "--model", "bench", "--nodes", "4"], env: env)
+        #expect(status2 == 0 && !out2.contains("calibrated itself"), "\(out2)")
+        // errors: one line on stderr, nothing on stdout (the table's header used to come first)
+        try "{ not json".write(toFile: dir + "/broken.json", atomically: true, encoding: .utf8)
+        var broken = env
+        broken["LORA_DIST_CALIBRATION"] = dir + "/broken.json"
+        for (args, e) in [(["plan", "--model", "bench", "--node-counts", "4,x"], env), (["plan", "--model", "no-such-model"], env),
+                          (["plan", "--model", "bench"], broken)] {
+            let (s, o, er) = try runProcess(TestPaths.binary, args, env: e)
+            #expect(s == 1 && o.isEmpty, "\(args): stdout \(o)")
+            #expect(er.split(separator: "\n").count == 1 && er.hasPrefix("lora-dist: error: "), "\(args): \(er)")
+        }
+    }
 }

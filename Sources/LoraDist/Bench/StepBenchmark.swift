@@ -13,6 +13,7 @@ public struct StepBenchmark {
         public var steps = 3                   // timed, after one warm-up step
         public var replicas: Int?              // per rank (TrainOptions.replicas)
         public var threads: Int?               // per rank (TrainOptions.threads)
+        public var yardstick = true            // also time a 1024³ sgemm (sgemmGflops)
         public init() {}
     }
 
@@ -78,8 +79,10 @@ public struct StepBenchmark {
         // The yardstick uses all of the rank's threads in one sgemm (outside a step's replica
         // phase the rank's budget gives them all to one model), even when the step ran them as
         // replicas with one BLAS thread each.
-        cluster.barrier()
-        r.sgemmGflops = cluster.sum([sgemmGflops()])[0]
+        if o.yardstick {
+            cluster.barrier()
+            r.sgemmGflops = cluster.sum([sgemmGflops()])[0]
+        }
         r.peakRSSBytes = cluster.sum([peakRSS()])[0]
         r.nodeMemoryBytes = NodeMemory.nodeBytes(cluster)
         try? FileManager.default.removeItem(atPath: t.runDir)
@@ -108,9 +111,9 @@ public struct StepBenchmark {
             training  %.1f GFLOP/s (%.2f GFLOP/step in sgemm)
             sgemm     %.1f GFLOP/s (1024³ on every rank at once, same run)
             ratio     %.0f %% of sgemm
-            allocated %d bytes in the timed steps
+            allocated %ld bytes in the timed steps
             memory    peak RSS %.0f MB (Σ ranks), node PSS %.0f MB
-            sgemm FLOPs per step: %d
+            sgemm FLOPs per step: %ld
             """, stepMs, tokensPerSecond, gflops, Double(flopsPerStep) / 1e9, sgemmGflops,
                           100 * gflops / sgemmGflops, allocatedBytes, peakRSSBytes / 1e6, nodeMemoryBytes / 1e6, flopsPerStep)
         return s

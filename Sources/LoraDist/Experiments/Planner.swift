@@ -7,8 +7,11 @@ public struct Calibration: Codable {
         public var model: String
         public var threads: Int
         public var measured: String
-        public init(gflopsPerCore: Double, model: String, threads: Int, measured: String) {
+        /// What measured it when not `lora-dist bench step` (plan's quick calibration).
+        public var source: String?
+        public init(gflopsPerCore: Double, model: String, threads: Int, measured: String, source: String? = nil) {
             self.gflopsPerCore = gflopsPerCore; self.model = model; self.threads = threads; self.measured = measured
+            self.source = source
         }
     }
     public var compute: [String: Compute] = [:]     // "full", "lora"
@@ -30,6 +33,24 @@ public struct Calibration: Codable {
             return Calibration()
         }
         return c
+    }
+
+    /// The calibration file, nil when there is none; an error when it exists but cannot be read.
+    public static func loadIfPresent(path: String = Calibration.path) throws -> Calibration? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let d = FileManager.default.contents(atPath: path) else { throw LoraDistError("cannot read the calibration \(path)") }
+        do { return try JSONDecoder().decode(Calibration.self, from: d) } catch {
+            throw LoraDistError("the calibration \(path) is not readable (\(error)); remove it or run `lora-dist bench step` again")
+        }
+    }
+
+    /// One line on where the compute rates come from, for plan's output.
+    public var computeSummary: String {
+        let rates = ["full", "lora"].compactMap { m in compute[m].map { String(format: "%@ %.1f", m, $0.gflopsPerCore) } }
+        guard !rates.isEmpty else { return "no compute rate" }
+        let sources = Set(compute.values.map { c in
+            (c.source ?? "lora-dist bench step --model \(c.model) --threads \(c.threads)") + ", " + String(c.measured.prefix(10)) })
+        return rates.joined(separator: ", ") + " GFLOP/s per core (" + sources.sorted().joined(separator: "; ") + ")"
     }
 
     public func save() throws {
@@ -141,7 +162,7 @@ public struct Planner {
         e.total = specs.reduce(0) { $0 + $1.count }
         e.flopsPerStep = flops(lora: isLoRA)
         guard let cal = calibration.compute[e.mode] ?? calibration.compute.values.first else {
-            throw LoraDistError("no calibration at \(Calibration.path): run `lora-dist bench step --mode full` and `--mode lora` on this machine first")
+            throw LoraDistError("no compute rate in the calibration: `lora-dist plan` measures one, or run `lora-dist bench step --mode full` and `--mode lora`")
         }
         e.gflopsPerCore = cal.gflopsPerCore
         func compute(_ N: Int) -> Double {
