@@ -11,11 +11,20 @@ import Testing
 /// and the logits they computed. These tests run the same lora-dist commands (args.json)
 /// and check the exports are still equal to the ones peft and transformers accepted.
 ///
-/// Tolerances: logits max |Δ| / max |ref| ≤ 1e-4 (fp32 on both sides, summation order);
-/// adapter tensors ≤ 1e-5 (same deterministic run, one BLAS thread).
+/// Tolerances (max |Δ| / max |ref|): the fixture's training run was made on an Intel Xeon
+/// (AVX-512); OpenBLAS picks its sgemm kernel by CPU, and 20 training steps at lr 0.05 amplify
+/// another kernel's last-bit differences. Each tolerance is 3.5-5× the worst measured by
+/// tools/measure-tolerances.sh (2026-12-02, on an AVX-512 AMD EPYC: every OpenBLAS kernel
+/// it runs, OPENBLAS_CORETYPE Prescott, Core2, Penryn, Nehalem, Atom, Barcelona, Sandybridge,
+/// Haswell, Zen, SkylakeX and Cooperlake, each at 1 and 2 threads, with OPENBLAS_L2_SIZE
+/// unset and 512, which made no difference).
+/// The kernel the fixture was made with (SkylakeX; Cooperlake is the same) reproduces the
+/// adapter bit for bit.
 @Suite(.serialized) struct ExportTests {
-    static let logitsTolerance: Float = 1e-4
-    static let adapterTolerance: Float = 1e-5
+    static let logitsTolerance: Float = 3e-6        // base import (F32, BF16, F16); measured worst 6.3e-7
+    static let adaptedLogitsTolerance: Float = 5e-5 // base + trained adapter, and the merged export; measured worst 1.1e-5 (Penryn)
+    static let adapterTolerance: Float = 1e-4       // trained adapter tensors; measured worst 2.8e-5 (Penryn), 2.2e-5 (Haswell, Zen)
+    static let lossTolerance: Float = 1.5e-6        // the 20 training losses, relative; measured worst 3.7e-7
     static let dir = TestPaths.fixtures + "/export"
 
     /// args.json: the lora-dist arguments the fixture script used.
@@ -119,6 +128,7 @@ import Testing
         try HuggingFace.loadBase(model, from: weights)
         let err = relativeError(try Self.logits(model, ref), try ref.floats(name + ".logits"))
         print("ExportTests: \(name) logits relative error \(err)")
+        recordFixtureError("export import \(name) logits", err)
         #expect(err < Self.logitsTolerance, "\(name): logits relative error \(err)")
     }
 
@@ -140,10 +150,16 @@ import Testing
             #expect(err <= Self.adapterTolerance, "\(t): relative error \(err)")
         }
         print("ExportTests: adapter tensors worst relative error \(worst)")
+        recordFixtureError("export peft adapter tensors", worst)
         // The training losses are the ones the fixture run logged.
         let refLosses = try ref.floats("train.losses")
         #expect(run.losses.count == refLosses.count)
-        for (a, b) in zip(run.losses, refLosses) { #expect(abs(Float(a) - b) <= 1e-4 * abs(b), "loss \(a) vs \(b)") }
+        var worstLoss: Float = 0
+        for (a, b) in zip(run.losses, refLosses) {
+            worstLoss = max(worstLoss, abs(Float(a) - b) / abs(b))
+            #expect(abs(Float(a) - b) <= Self.lossTolerance * abs(b), "loss \(a) vs \(b)")
+        }
+        recordFixtureError("export train losses", worstLoss)
 
         let cfgData = try Data(contentsOf: URL(fileURLWithPath: run.peftDir + "/adapter_config.json"))
         let cfg = try #require(try JSONSerialization.jsonObject(with: cfgData) as? [String: Any])
@@ -171,7 +187,8 @@ import Testing
         try HuggingFace.loadAdapter(model, from: SafeTensors(path: run.peftDir + "/adapter_model.safetensors"))
         let err = relativeError(try Self.logits(model, ref), try ref.floats("peft.logits"))
         print("ExportTests: base + adapter vs peft logits relative error \(err)")
-        #expect(err < Self.logitsTolerance)
+        recordFixtureError("export peft logits", err)
+        #expect(err < Self.adaptedLogitsTolerance, "relative error \(err)")
     }
 
     @Test("the merged export, loaded as a plain model, gives transformers' logits")
@@ -186,7 +203,8 @@ import Testing
         try HuggingFace.loadBase(model, from: weights)
         let err = relativeError(try Self.logits(model, ref), try ref.floats("merged.logits"))
         print("ExportTests: merged export vs transformers logits relative error \(err)")
-        #expect(err < Self.logitsTolerance)
+        recordFixtureError("export merged logits", err)
+        #expect(err < Self.adaptedLogitsTolerance, "relative error \(err)")
     }
 
     @Test("--adapter continues training from the exported adapter")

@@ -150,3 +150,17 @@ struct BackgroundJob {
         return true
     }
 }
+
+/// A fixture comparison's measured error, appended as "check<TAB>error" to the file
+/// LORA_DIST_TEST_ERRORS names (nothing when unset). tools/measure-tolerances.sh sets it
+/// to measure each tolerance's spread over OpenBLAS kernels and thread counts.
+func recordFixtureError(_ check: String, _ error: Double) {
+    guard let path = ProcessInfo.processInfo.environment["LORA_DIST_TEST_ERRORS"] else { return }
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    let line = "\(check)\t\(error)\n"
+    _ = line.withCString { write(fd, $0, strlen($0)) }  // one write with O_APPEND: lines never interleave
+}
+
+func recordFixtureError(_ check: String, _ error: Float) { recordFixtureError(check, Double(error)) }
