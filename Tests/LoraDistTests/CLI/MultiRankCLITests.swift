@@ -3,7 +3,7 @@ import Testing
 @testable import LoraDist
 
 /// Multi-rank behaviour under the real mpirun (OpenMPI), launched from the test.
-@Suite(.serialized) struct MultiRankTests {
+@Suite(.serialized, .tags(.cli)) struct MultiRankCLITests {
     static let mpirun = "/usr/bin/mpirun"
 
     /// mpirun -n N lora-dist ARGS, with the singleton-MPI variables of this process stripped.

@@ -335,7 +335,7 @@ import Testing
 
 /// The same refusals from the command line: one line, exit 1, nothing written.
 extension CorpusTests {
-    @Suite("Corpus input from the command line")
+    @Suite("Corpus input from the command line", .tags(.cli))
     struct CLI {
         static func corpusText() -> String {
             (0..<120).map { "Line \($0): the river ran quietly past the old mill, where the children played." }
@@ -412,7 +412,7 @@ extension CorpusTests {
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let f = dir + "/c.txt"
             try Data(Array(Self.corpusText().utf8) + [0xC3]).write(to: URL(fileURLWithPath: f))
-            let (status, out, err) = try MultiRankTests.launch(2, ["train", "--model", "tiny", "--data", f, "--run-dir", dir + "/run"])
+            let (status, out, err) = try MultiRankCLITests.launch(2, ["train", "--model", "tiny", "--data", f, "--run-dir", dir + "/run"])
             #expect(status != 0)
             let lines = err.split(separator: "\n").filter { $0.contains("lora-dist: error:") }
             #expect(lines.count == 1, "\(err)")

@@ -20,7 +20,7 @@ import Testing
 /// unset and 512, which made no difference).
 /// The kernel the fixture was made with (SkylakeX; Cooperlake is the same) reproduces the
 /// adapter bit for bit.
-@Suite(.serialized) struct ExportTests {
+@Suite(.serialized, .tags(.cli)) struct ExportCLITests {
     static let logitsTolerance: Float = 3e-6        // base import (F32, BF16, F16); measured worst 6.3e-7
     static let adaptedLogitsTolerance: Float = 5e-5 // base + trained adapter, and the merged export; measured worst 1.1e-5 (Penryn)
     static let adapterTolerance: Float = 1e-4       // trained adapter tensors; measured worst 2.8e-5 (Penryn), 2.2e-5 (Haswell, Zen)
@@ -34,10 +34,10 @@ import Testing
         let continueSteps: Int
 
         init() throws {
-            let data = try Data(contentsOf: URL(fileURLWithPath: ExportTests.dir + "/args.json"))
+            let data = try Data(contentsOf: URL(fileURLWithPath: ExportCLITests.dir + "/args.json"))
             let o = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-            model = ExportTests.dir + "/" + (try #require(o["model"] as? String))
-            self.data = ExportTests.dir + "/" + (try #require(o["data"] as? String))
+            model = ExportCLITests.dir + "/" + (try #require(o["model"] as? String))
+            self.data = ExportCLITests.dir + "/" + (try #require(o["data"] as? String))
             train = try #require(o["train"] as? [String])
             continueSteps = try #require((o["continue_steps"] as? NSNumber)?.intValue)
         }
@@ -66,10 +66,10 @@ import Testing
             args = try Args()
             let tmp = TestPaths.tempDir("export")
             runDir = tmp + "/run"; peftDir = tmp + "/peft"; mergedDir = tmp + "/merged"
-            try ExportTests.lora(["train", "--model", args.model, "--data", args.data, "--run-dir", runDir] + args.train)
-            try ExportTests.lora(["export", "--format", "peft", "--checkpoint", runDir, "--out", peftDir])
-            try ExportTests.lora(["export", "--format", "merged", "--checkpoint", runDir, "--out", mergedDir])
-            losses = try ExportTests.losses(runDir)
+            try ExportCLITests.lora(["train", "--model", args.model, "--data", args.data, "--run-dir", runDir] + args.train)
+            try ExportCLITests.lora(["export", "--format", "peft", "--checkpoint", runDir, "--out", peftDir])
+            try ExportCLITests.lora(["export", "--format", "merged", "--checkpoint", runDir, "--out", mergedDir])
+            losses = try ExportCLITests.losses(runDir)
         }
     }
 
@@ -127,7 +127,7 @@ import Testing
         let model = try LlamaModel(config: source.config, lora: nil, maxBatch: batch, seqLen: seq)
         try HuggingFace.loadBase(model, from: weights)
         let err = relativeError(try Self.logits(model, ref), try ref.floats(name + ".logits"))
-        print("ExportTests: \(name) logits relative error \(err)")
+        print("ExportCLITests: \(name) logits relative error \(err)")
         recordFixtureError("export import \(name) logits", err)
         #expect(err < Self.logitsTolerance, "\(name): logits relative error \(err)")
     }
@@ -149,7 +149,7 @@ import Testing
             worst = max(worst, err)
             #expect(err <= Self.adapterTolerance, "\(t): relative error \(err)")
         }
-        print("ExportTests: adapter tensors worst relative error \(worst)")
+        print("ExportCLITests: adapter tensors worst relative error \(worst)")
         recordFixtureError("export peft adapter tensors", worst)
         // The training losses are the ones the fixture run logged.
         let refLosses = try ref.floats("train.losses")
@@ -186,7 +186,7 @@ import Testing
         try HuggingFace.loadBase(model, from: weights)
         try HuggingFace.loadAdapter(model, from: SafeTensors(path: run.peftDir + "/adapter_model.safetensors"))
         let err = relativeError(try Self.logits(model, ref), try ref.floats("peft.logits"))
-        print("ExportTests: base + adapter vs peft logits relative error \(err)")
+        print("ExportCLITests: base + adapter vs peft logits relative error \(err)")
         recordFixtureError("export peft logits", err)
         #expect(err < Self.adaptedLogitsTolerance, "relative error \(err)")
     }
@@ -202,7 +202,7 @@ import Testing
         let model = try LlamaModel(config: source.config, lora: nil, maxBatch: batch, seqLen: seq)
         try HuggingFace.loadBase(model, from: weights)
         let err = relativeError(try Self.logits(model, ref), try ref.floats("merged.logits"))
-        print("ExportTests: merged export vs transformers logits relative error \(err)")
+        print("ExportCLITests: merged export vs transformers logits relative error \(err)")
         recordFixtureError("export merged logits", err)
         #expect(err < Self.adaptedLogitsTolerance, "relative error \(err)")
     }
@@ -220,7 +220,7 @@ import Testing
         #expect(losses.count == run.args.continueSteps)
         let first = try #require(losses.first)
         let fresh = run.losses[0], last = run.losses[run.losses.count - 1]
-        print("ExportTests: continue first loss \(first); original run first \(fresh), last \(last)")
+        print("ExportCLITests: continue first loss \(first); original run first \(fresh), last \(last)")
         // Same seed, so this step sees the batch the original run's step 1 saw (loss `fresh`
         // with a zero lora_B). With the trained adapter it is near the end of that run instead.
         #expect(abs(first - last) < 0.5, "first loss \(first), original run ended at \(last)")
@@ -242,7 +242,7 @@ import Testing
         let line = try #require(Self.oneLine(err), "stderr: \(err)")
         #expect(line.contains(other + "/adapter_model.safetensors"), "\(line)")
         #expect(line.contains("'base_model.model.model.layers."), "\(line)")
-        print("ExportTests: \(line)")
+        print("ExportCLITests: \(line)")
     }
 
     @Test("safetensors offsets that overlap, leave a hole or lie past the end are refused",
@@ -267,7 +267,7 @@ import Testing
         } catch let e as LoraDistError {
             #expect(e.message.contains(expected), "\(e.message)")
             #expect(e.message.contains("hand-made.safetensors"))
-            print("ExportTests: \(e.message)")
+            print("ExportCLITests: \(e.message)")
         }
     }
 
@@ -283,7 +283,7 @@ import Testing
         #expect(status == 1)
         let line = try #require(Self.oneLine(err), "stderr: \(err)")
         #expect(line.contains("full fine-tuning"), "\(line)")
-        print("ExportTests: \(line)")
+        print("ExportCLITests: \(line)")
         #expect(!FileManager.default.fileExists(atPath: run + "/../peft/adapter_model.safetensors"))
     }
 
@@ -304,6 +304,6 @@ import Testing
         let line = try #require(Self.oneLine(err), "stderr: \(err)")
         #expect(line.contains("'model.layers.") && line.contains(".mlp."), "\(line)")
         #expect(line.contains("64") && line.contains("48"), "\(line)")
-        print("ExportTests: \(line)")
+        print("ExportCLITests: \(line)")
     }
 }

@@ -1,10 +1,18 @@
 import Foundation
+import Testing
 @testable import LoraDist
+
+extension Tag {
+    /// Tests that run the lora-dist executable (and mpirun) rather than the library in process.
+    /// Their suites' names hold "CLI" too, so `swift test --skip CLI` runs the fast unit tests
+    /// alone and `swift test --filter CLI` these.
+    @Tag static var cli: Self
+}
 
 /// Paths and helpers shared by the tests.
 enum TestPaths {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().path
+        .deletingLastPathComponent().deletingLastPathComponent().path
     static let fixtures = repo + "/Tests/Fixtures"
 
     /// The lora-dist executable `swift test` builds beside the test bundle.
@@ -117,7 +125,7 @@ struct BackgroundJob {
     /// Starts `mpirun -n N lora-dist ARGS` (ARGS must contain `--run-dir runDir`); output discarded.
     init(ranks: Int, _ args: [String], runDir: String) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: MultiRankTests.mpirun)
+        p.executableURL = URL(fileURLWithPath: MultiRankCLITests.mpirun)
         p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "\(ranks)", TestPaths.binary] + args
         p.environment = cleanEnvironment()
         p.standardOutput = FileHandle.nullDevice

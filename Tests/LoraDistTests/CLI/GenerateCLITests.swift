@@ -3,7 +3,7 @@ import Testing
 @testable import LoraDist
 
 /// `lora-dist generate` end to end: the binary, a checkpoint, bad input, mpirun.
-@Suite(.serialized) struct GenerateCLITests {
+@Suite(.serialized, .tags(.cli)) struct GenerateCLITests {
     static func generate(_ args: [String]) throws -> (Int32, String, String) {
         try runProcess(TestPaths.binary, ["generate"] + args)
     }

@@ -5,7 +5,7 @@ import Testing
 /// Several hosts on one machine: network namespaces joined by a bridge
 /// (cluster/testbed.sh), OpenMPI's TCP transport between them, and the
 /// veth counters as the measure of what crossed the "network".
-@Suite(.serialized) struct ClusterTests {
+@Suite(.serialized, .tags(.cli)) struct ClusterCLITests {
     static let testbed = TestPaths.repo + "/cluster/testbed.sh"
 
     static func sh(_ args: [String]) throws -> (Int32, String, String) {
@@ -31,15 +31,15 @@ import Testing
         let (up, _, upErr) = try Self.sh(["up", "2", "", "", "4"])
         try #require(up == 0, "testbed up failed: \(upErr)")
         defer { _ = try? Self.sh(["down"]) }
-        let data = try MultiRankTests.corpus()
+        let data = try MultiRankCLITests.corpus()
 
         for mode in ["full", "lora"] {
             let one = TestPaths.tempDir("tb-one-\(mode)"), two = TestPaths.tempDir("tb-two-\(mode)")
-            let (s1, _, e1) = try MultiRankTests.launch(4, Self.args(mode, data: data, run: one))
+            let (s1, _, e1) = try MultiRankCLITests.launch(4, Self.args(mode, data: data, run: one))
             try #require(s1 == 0, "\(e1)")
             let (s2, _, e2) = try Self.mpirun(hosts: 2, perHost: 2, Self.args(mode, data: data, run: two))
             try #require(s2 == 0, "\(e2)")
-            let a = try CheckpointTests.losses(one), b = try CheckpointTests.losses(two)
+            let a = try CheckpointCLITests.losses(one), b = try CheckpointCLITests.losses(two)
             #expect(a.count == 6 && b.count == 6)
             for (step, loss) in a { #expect(abs(b[step]! - loss) <= 1e-5 * loss, "\(mode) step \(step)") }
             let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: two + "/summary.json"))) as? [String: Any])
@@ -75,14 +75,14 @@ import Testing
 
         // Bursting: 1 host × 2 ranks, then 2 hosts × 4 ranks, then back to 1 host, one loss curve.
         let whole = TestPaths.tempDir("tb-whole"), burst = TestPaths.tempDir("tb-burst")
-        let (sw, _, ew) = try MultiRankTests.launch(2, Self.args("full", data: data, run: whole, steps: 9))
+        let (sw, _, ew) = try MultiRankCLITests.launch(2, Self.args("full", data: data, run: whole, steps: 9))
         try #require(sw == 0, "\(ew)")
-        try CheckpointTests.mpi(2, Self.args("full", data: data, run: burst, steps: 9) + ["--stop-after", "3"], expect: 75)
+        try CheckpointCLITests.mpi(2, Self.args("full", data: data, run: burst, steps: 9) + ["--stop-after", "3"], expect: 75)
         let (sb, _, eb) = try Self.mpirun(hosts: 2, perHost: 4, Self.args("full", data: data, run: burst, steps: 9)
                                           + ["--resume", "latest", "--stop-after", "6"])
         #expect(sb != 0, "the burst stops after step 6 with status 75: \(eb)")
-        try CheckpointTests.mpi(2, Self.args("full", data: data, run: burst, steps: 9) + ["--resume", "latest"])
-        let w = try CheckpointTests.losses(whole), u = try CheckpointTests.losses(burst)
+        try CheckpointCLITests.mpi(2, Self.args("full", data: data, run: burst, steps: 9) + ["--resume", "latest"])
+        let w = try CheckpointCLITests.losses(whole), u = try CheckpointCLITests.losses(burst)
         #expect(u.count == 9)
         for (step, loss) in w { #expect(abs(u[step]! - loss) <= 1e-5 * loss, "burst step \(step)") }
         let m = try CheckpointFiles.readManifest(burst + "/checkpoints/step-0000006")

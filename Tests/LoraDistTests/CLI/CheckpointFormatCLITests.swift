@@ -7,7 +7,7 @@ import Testing
 /// and by `protoc --decode`, against what the Swift reader and the
 /// `--export-merged` safetensors hold. Each checkpoint comes from a real run of
 /// the built binary in a world of one.
-@Suite(.serialized) struct CheckpointFormatTests {
+@Suite(.serialized, .tags(.cli)) struct CheckpointFormatCLITests {
     static let steps = 3
 
     /// A finished run: its step directory and (full fine-tuning) the merged export.

@@ -5,7 +5,7 @@ import Testing
 /// Every command that takes a checkpoint (export, eval, generate, inspect, train --resume) takes it in
 /// each of the four forms a user finds on disk: the run directory, its checkpoints folder, a
 /// step directory and the `latest` pointer file (CheckpointInspector.locate resolves them all).
-@Suite(.serialized) struct CheckpointPathTests {
+@Suite(.serialized, .tags(.cli)) struct CheckpointPathCLITests {
     /// One LoRA run of the tiny model saved at steps 2 and 4 (latest: step 4).
     final class Run {
         let root: String, run: String, data: String
@@ -13,7 +13,7 @@ import Testing
             root = TestPaths.tempDir("ckpt-paths")
             run = root + "/run"
             data = try writeCorpus("ckpt-paths-data", lines: 200) { "line \($0): the quick brown fox jumps over the lazy dog" } + "/c.txt"
-            let (status, _, err) = try runProcess(TestPaths.binary, ["train"] + CheckpointPathTests.train(data) + ["--steps", "4", "--run-dir", run])
+            let (status, _, err) = try runProcess(TestPaths.binary, ["train"] + CheckpointPathCLITests.train(data) + ["--steps", "4", "--run-dir", run])
             guard status == 0 else { throw LoraDistError("train exited \(status): \(err)") }
         }
     }

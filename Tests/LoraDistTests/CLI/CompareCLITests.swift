@@ -4,7 +4,7 @@ import Testing
 
 /// `lora-dist compare --quick` under mpirun: the report's structure, every number
 /// finite, and numbers that must agree with each other.
-@Suite(.serialized) struct CompareTests {
+@Suite(.serialized, .tags(.cli)) struct CompareCLITests {
     static var corpora: String { CacheFolders.corpora }
 
     @Test("compare --quick on 2 ranks: a consistent report")
@@ -14,7 +14,7 @@ import Testing
             try #require(status == 0, "fetch-corpora.sh failed: \(err)")
         }
         let out = TestPaths.tempDir("compare")
-        let (status, stdout, err) = try MultiRankTests.launch(2, ["compare", "--quick", "--domain", "legal", "--out", out])
+        let (status, stdout, err) = try MultiRankCLITests.launch(2, ["compare", "--quick", "--domain", "legal", "--out", out])
         try #require(status == 0, "compare exited \(status): \(err)")
         #expect(stdout.contains("# LoRA vs full fine-tuning on legal"))
         for f in ["report.md", "report.json", "loss_curves.svg", "exchange_bytes.svg"] {

@@ -92,8 +92,8 @@ private func trainArgs(data: String, runDir: String, _ extra: [String]) -> [Stri
      "--data", data, "--run-dir", runDir] + extra
 }
 
-@Suite("Bad input: one clear error line, non-zero exit, nothing written")
-struct BadInputTests {
+@Suite("Bad input: one clear error line, non-zero exit, nothing written", .tags(.cli))
+struct BadInputCLITests {
     enum Case: String, CaseIterable, CustomTestStringConvertible {
         case unknownMode, rankZero, rankTooLarge, unknownTarget, missingData, emptyCorpusFile, folderWithoutTxt
         case configNotJSON, configMissingHiddenSize, configKVHeadsDoNotDivide, vocabSmallerThanTokenizer
@@ -205,8 +205,8 @@ struct BadInputTests {
     }
 }
 
-/// Nested so `--filter BadInputTests` runs the whole file.
-extension BadInputTests {
+/// Nested so `--filter BadInputCLITests` runs the whole file.
+extension BadInputCLITests {
     @Suite("CLI happy path")
     struct HappyPath {
         static func readJSON(_ path: String) throws -> [String: Any] {
