@@ -8,7 +8,7 @@ Writes
   texts/NN.txt         each row's "text", written byte for byte (UTF-8, no newline translation)
 
 The rows carry other columns of every JSON kind (int, float with NaN -> null, list, dict,
-bool) so the reader must skip them. Tests/LoraDistTests/CorpusTests.swift checks that each
+bool) so the reader must skip them. Tests/LoraDistTests/Data/CorpusTests.swift checks that each
 record tokenises exactly as its texts/NN.txt file does.
 
 Deterministic. Needs `pip install datasets` (made with datasets 5.2.0, pandas 3.1.1). Run:

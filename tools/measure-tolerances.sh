@@ -3,7 +3,7 @@
 # compare with fixtures made on another machine once per OpenBLAS kernel this CPU can run
 # (OPENBLAS_CORETYPE) and per BLAS thread count (OPENBLAS_NUM_THREADS), with
 # LORA_DIST_TEST_ERRORS set so every comparison appends the error it measured
-# (recordFixtureError in Tests/LoraDistTests/TestSupport.swift), and prints a markdown table:
+# (recordFixtureError in Tests/LoraDistTests/Support/TestSupport.swift), and prints a markdown table:
 # one row per check, the worst error per kernel/threads, and the worst of all. The
 # tolerances beside those checks are set a margin above that worst (see their comments).
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quick start, command 2: installs what is missing and runs every test.
+# Quick start, command 2: installs what is missing and runs every test (arguments go to swift test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -22,4 +22,4 @@ fi
 tools/fetch-smollm2.sh >/dev/null
 tools/fetch-corpora.sh >/dev/null
 swift build --build-tests
-swift test --skip-build
+swift test --skip-build "$@"   # e.g. --skip CLI: the unit tests alone (README)
