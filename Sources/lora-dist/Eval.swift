@@ -20,6 +20,9 @@ struct Eval: ParsableCommand {
     @Option(help: "Seed of a built-in model's random initialisation (as in training).") var seed: UInt64 = 1234
 
     func run() throws {
+        guard (1...1_000_000).contains(windows) else { throw LoraDistError("--windows must be in 1...1000000, got \(windows)") }
+        guard (1...1 << 20).contains(seqLen) else { throw LoraDistError("--seq must be in 1...1048576, got \(seqLen)") }
+        guard (1...100_000).contains(batch) else { throw LoraDistError("--batch must be in 1...100000, got \(batch)") }
         let cluster = Cluster()
         let reading = CorpusReading(textField: textField, replaceInvalidUTF8: replaceInvalidUTF8)
         // The base alone; or the model a checkpoint was trained as (its mode, adapters and seed) on --model.
@@ -40,11 +43,22 @@ struct Eval: ParsableCommand {
             guard count > seqLen + 1 else {
                 throw LoraDistError("\(data) has \(count) tokens, fewer than one window of \(seqLen + 1)")
             }
+            let available = (count - 1) / seqLen
+            guard windows <= available else {
+                throw LoraDistError("--windows \(windows): \(data) holds only \(available) windows of \(seqLen) tokens")
+            }
             return (plan, corpus)
         }
         let loaded = try LoadedModel(plan, cluster: cluster)
         if let checkpointDir { try loaded.loadTrained(fromCheckpoint: checkpointDir) }
         let loss = loaded.evaluate(tokens: corpus.train + corpus.dev, windows: windows)
+        // Every rank has the same (reduced) loss, so every rank stops alike. Name the weight at fault.
+        guard loss.isFinite else {
+            if let bad = loaded.model.store.firstNonFinite(owned: loaded.model.store.all) {
+                throw LoraDistError("\(checkpoint ?? model): tensor '\(bad.name)' holds a non-finite value (NaN or infinity) at element \(bad.element); perplexity is undefined")
+            }
+            throw LoraDistError("\(checkpoint ?? model): the loss on \(data) is not finite (\(loss)) though every weight is")
+        }
         guard cluster.isRoot else { return }
         FileHandle.standardError.write(Data(corpusNotes(corpus, reading: reading).utf8))
         print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",

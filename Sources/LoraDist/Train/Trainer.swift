@@ -146,18 +146,41 @@ public final class Trainer {
 
     /// The training flags' own checks (LoadedModel.Plan checks the model's: sequence length,
     /// replicas, adapters).
+    /// Every option against its documented range (docs/metrics.md lists them), before
+    /// anything is read, allocated or written. NaN and infinity fail every range.
     static func validate(_ o: TrainOptions, cluster: Cluster) throws {
-        guard o.steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(o.steps)") }
-        guard o.batch >= 1 else { throw LoraDistError("--batch must be at least 1, got \(o.batch)") }
-        guard o.lr > 0, o.lr.isFinite else { throw LoraDistError("--lr must be positive, got \(o.lr)") }
-        guard o.warmup >= 0 else { throw LoraDistError("--warmup must not be negative") }
-        guard (0...50).contains(o.devPercent) else { throw LoraDistError("--dev-percent must be in 0...50") }
-        guard o.bucketMB > 0 else { throw LoraDistError("--bucket-mb must be positive") }
-        if let k = o.saveEvery, k < 1 { throw LoraDistError("--save-every must be at least 1, got \(k)") }
-        guard o.keepLast >= 1 else { throw LoraDistError("--keep-last must be at least 1, got \(o.keepLast)") }
-        if let k = o.patience, k < 1 { throw LoraDistError("--patience must be at least 1, got \(k)") }
-        if let k = o.stopAfter, k < 1 { throw LoraDistError("--stop-after must be at least 1, got \(k)") }
-        if let m = o.microBatch, m < 1 { throw LoraDistError("--micro-batch must be at least 1, got \(m)") }
+        func int(_ flag: String, _ v: Int, _ r: ClosedRange<Int>) throws {
+            guard r.contains(v) else { throw LoraDistError("\(flag) must be in \(r.lowerBound)...\(r.upperBound), got \(v)") }
+        }
+        func real<F: BinaryFloatingPoint>(_ flag: String, _ v: F, _ lo: Double, _ hi: Double, open: Bool = false) throws {
+            let x = Double(v)
+            guard x.isFinite, open ? x > lo : x >= lo, x <= hi else {
+                throw LoraDistError("\(flag) must be a number in \(open ? "(" : "[")\(String(format: "%.10g", lo)), \(String(format: "%.10g", hi))], got \(v)")
+            }
+        }
+        let million = 1_000_000
+        try int("--steps", o.steps, 1...100 * million)
+        try int("--batch", o.batch, 1...million)
+        try int("--seq", o.seqLen, 1...1 << 20)
+        try real("--lr", o.lr, 0, 10, open: true)
+        try real("--min-lr-ratio", o.minLRRatio, 0, 1)
+        try int("--warmup", o.warmup, 0...100 * million)
+        try int("--dev-percent", o.devPercent, 0...50)
+        try int("--eval-every", o.evalEvery, 0...100 * million)
+        try int("--eval-sequences", o.evalSequences, 1...million)
+        try real("--bucket-mb", o.bucketMB, 0, 1_048_576, open: true)
+        try real("--weight-decay", o.optimizer.weightDecay, 0, 1)
+        try real("--clip", o.optimizer.clipNorm, 0, 1e6)
+        try real("AdamW beta1", o.optimizer.beta1, 0, 1)
+        try real("AdamW beta2", o.optimizer.beta2, 0, 1)
+        try real("AdamW eps", o.optimizer.eps, 0, 1, open: true)
+        if let k = o.saveEvery { try int("--save-every", k, 1...100 * million) }
+        try int("--keep-last", o.keepLast, 1...10_000)
+        if let k = o.patience { try int("--patience", k, 1...million) }
+        if let k = o.stopAfter { try int("--stop-after", k, 1...100 * million) }
+        if let m = o.microBatch { try int("--micro-batch", m, 1...o.batch) }
+        if let r = o.replicas { try int("--replicas", r, 1...1024) }
+        if let t = o.threads { try int("--threads", t, 1...4096) }
         if o.exchange == .hierarchical && !cluster.uniform {
             throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
         }
