@@ -8,6 +8,9 @@ public enum JSONCoding {
     public static func encode<T: Encodable>(_ value: T, pretty: Bool = true) throws -> Data {
         let e = JSONEncoder()
         e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys]
+        // JSON has no number for them: a diverged run's perplexity (exp of a large loss) is
+        // written as the string "Infinity" rather than failing the whole summary.
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
         return try e.encode(value)
     }
 
@@ -19,7 +22,9 @@ public enum JSONCoding {
     /// `T` from `data`; `source` names the file in the error.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, source: String) throws -> T {
         do {
-            return try JSONDecoder().decode(type, from: data)
+            let d = JSONDecoder()
+            d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+            return try d.decode(type, from: data)
         } catch let DecodingError.keyNotFound(key, _) {
             throw LoraDistError("\(source): no \"\(key.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {

@@ -244,10 +244,24 @@ public final class Trainer {
         // The loss sum and the preemption flag travel together: every rank learns both.
         let reduced = timed { cluster.sum([lossSum, Preemption.isRequested ? 1 : 0]) }
         let loss = reduced[0] / Double(options.batch * T)
-        guard loss.isFinite else { throw LoraDistError("loss is \(loss) at step \(step): training diverged (try a lower --lr)") }
+        // Divergence stops the step before anything is updated, published or saved: the last
+        // checkpoint stays the last finite one. Each check is on a reduced value, so every
+        // rank stops alike.
+        let kept = "nothing was updated; the last checkpoint is unchanged"
+        guard loss.isFinite else {
+            throw LoraDistError("loss is \(loss) at step \(step) with finite weights: training diverged (try a lower --lr); \(kept)")
+        }
         let norm = timed { exchange.globalNorm() }
+        guard norm.isFinite else {
+            throw LoraDistError("gradient norm is \(norm) at step \(step): training diverged (try a lower --lr or --clip); \(kept)")
+        }
         let clip = GradClip.scale(norm: norm, maxNorm: options.optimizer.clipNorm)
         optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
+        let shard = optimizer.range
+        let badHere = (shard.lowerBound..<shard.upperBound).contains { !store.trainableValues[$0].isFinite }
+        guard timed({ cluster.sum([badHere ? 1 : 0]) })[0] == 0 else {
+            throw LoraDistError("the update of step \(step) made weights non-finite: training diverged (try a lower --lr); it was not published or saved, the last checkpoint is unchanged")
+        }
         timed { loaded.publish() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds, stop: reduced[1] > 0)
