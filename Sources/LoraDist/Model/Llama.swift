@@ -142,7 +142,7 @@ public final class LlamaModel {
         Embedding.forward(out: a.res[0].ptr, ids: ids, table: embed.value, n: n, dim: C)
         for (l, layer) in layers.enumerated() {
             layer.forward(resIn: a.res[l].ptr, resOut: a.res[l + 1].ptr, batch: batch, rope: rope,
-                          dropoutSeeds: dropoutSeeds)
+                          dropoutSeeds: dropoutSeeds, scratch: a.attScratch.ptr)
         }
         RMSNorm.forward(out: a.lnf.ptr, rstd: a.lnfRstd.ptr, x: a.res[layers.count].ptr, w: finalNorm.value,
                         n: n, dim: C, eps: config.rmsNormEps)
@@ -194,7 +194,7 @@ final class Activations {
     let dk: FloatBuffer, dv: FloatBuffer           // [N, KV·D]
     let dqRaw: FloatBuffer?, dkRaw: FloatBuffer?   // before the q/k norms (Qwen3): [N, H·D], [N, KV·D]
     let dGate: FloatBuffer, dUp: FloatBuffer, dAct: FloatBuffer  // [N, I]
-    let attScratch: FloatBuffer     // [T, T]
+    let attScratch: FloatBuffer     // one block of attention scores and their gradient: [2, 64, T]
 
     init(config c: ModelConfig, rows n: Int, seqLen: Int, layers: Int) {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
@@ -208,7 +208,7 @@ final class Activations {
         dkRaw = c.qkNorm ? FloatBuffer(n * kv) : nil
         dGate = FloatBuffer(n * c.intermediateSize); dUp = FloatBuffer(n * c.intermediateSize)
         dAct = FloatBuffer(n * c.intermediateSize)
-        attScratch = FloatBuffer(seqLen * seqLen)
+        attScratch = FloatBuffer(2 * Attention.block * seqLen)
     }
 }
 
@@ -224,7 +224,7 @@ final class DecoderLayer {
     let qa: FloatBuffer, ka: FloatBuffer, va: FloatBuffer  // after RoPE: [N, H·D], [N, KV·D] ×2
     let qRaw: FloatBuffer?, kRaw: FloatBuffer?       // before the q/k norms: [N, H·D], [N, KV·D]
     let qRstd: FloatBuffer?, kRstd: FloatBuffer?     // [N·H], [N·KV]
-    let probs: FloatBuffer                           // [B, H, T, T]
+    let lse: FloatBuffer                             // attention's log-sum-exp per row [B, H, T]
     let attOut: FloatBuffer                          // [N, H·D]
     let mid: FloatBuffer                             // x + attention [N, C]
     let x2: FloatBuffer, rstd2: FloatBuffer          // norm2 out
@@ -261,7 +261,7 @@ final class DecoderLayer {
         kRaw = c.qkNorm ? FloatBuffer(n * kvd) : nil
         qRstd = c.qkNorm ? FloatBuffer(n * c.numAttentionHeads) : nil
         kRstd = c.qkNorm ? FloatBuffer(n * c.numKeyValueHeads) : nil
-        probs = FloatBuffer(batch * c.numAttentionHeads * seqLen * seqLen)
+        lse = FloatBuffer(batch * c.numAttentionHeads * seqLen)
         attOut = FloatBuffer(n * qd)
         mid = FloatBuffer(n * c.hiddenSize)
         x2 = FloatBuffer(n * c.hiddenSize); rstd2 = FloatBuffer(n)
@@ -275,7 +275,7 @@ final class DecoderLayer {
                         headDim: c.headDim, window: c.slidingWindow)
     }
 
-    func forward(resIn: FPtr, resOut: FPtr, batch: Int, rope: RoPE, dropoutSeeds: UnsafePointer<UInt64>?) {
+    func forward(resIn: FPtr, resOut: FPtr, batch: Int, rope: RoPE, dropoutSeeds: UnsafePointer<UInt64>?, scratch: FPtr) {
         let n = batch * seqLen, C = c.hiddenSize, T = seqLen
         // attention half: mid = x + o(attn(rope(q(norm(x))), rope(k(·)), v(·)))
         RMSNorm.forward(out: x1.ptr, rstd: rstd1.ptr, x: resIn, w: ln1.value, n: n, dim: C, eps: c.rmsNormEps)
@@ -293,7 +293,7 @@ final class DecoderLayer {
         v.forward(y: va.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
         rope.forward(qa.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
         rope.forward(ka.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)
-        Attention.forward(out: attOut.ptr, probs: probs.ptr, q: qa.ptr, k: ka.ptr, v: va.ptr, shape(batch))
+        Attention.forward(out: attOut.ptr, lse: lse.ptr, q: qa.ptr, k: ka.ptr, v: va.ptr, scratch: scratch, shape(batch))
         o.forward(y: tmp.ptr, x: attOut.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
         Residual.forward(out: mid.ptr, a: resIn, b: tmp.ptr, count: n * C)
         // MLP half: out = mid + down(silu(gate(norm(mid))) ⊙ up(norm(mid)))
@@ -319,7 +319,7 @@ final class DecoderLayer {
                          rstd: rstd2.ptr, n: n, dim: C)
         // attention half
         o.backward(dx: a.dAttOut.ptr, dy: a.dRes.ptr, x: attOut.ptr, n: n, accumulateDx: false)
-        Attention.backward(dq: a.dq.ptr, dk: a.dk.ptr, dv: a.dv.ptr, dout: a.dAttOut.ptr, probs: probs.ptr,
+        Attention.backward(dq: a.dq.ptr, dk: a.dk.ptr, dv: a.dv.ptr, dout: a.dAttOut.ptr, out: attOut.ptr, lse: lse.ptr,
                            q: qa.ptr, k: ka.ptr, v: va.ptr, scratch: a.attScratch.ptr, shape(batch))
         rope.backward(a.dq.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
         rope.backward(a.dk.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)

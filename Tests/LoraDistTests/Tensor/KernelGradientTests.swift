@@ -103,21 +103,23 @@ import Testing
         Self.check(dx, Self.numeric(&x, loss), "rope")
     }
 
-    @Test("attention, grouped-query, with more rows than one block", arguments: [(5, 1), (70, 2)])
-    func attention(T: Int, batch: Int) {
-        let s = Attention.Shape(batch: batch, seqLen: T, heads: 4, kvHeads: 2, headDim: 4)
+    @Test("attention, grouped-query, with more rows than one block, with and without a sliding window",
+          arguments: [(5, 1, nil), (70, 2, nil), (70, 1, 20)] as [(Int, Int, Int?)])
+    func attention(T: Int, batch: Int, window: Int?) {
+        let s = Attention.Shape(batch: batch, seqLen: T, heads: 4, kvHeads: 2, headDim: 4, window: window)
         let nq = batch * T * s.heads * s.headDim, nkv = batch * T * s.kvHeads * s.headDim
         var q = Self.random(nq, seed: 11), k = Self.random(nkv, seed: 12), v = Self.random(nkv, seed: 13)
         let r = Self.random(nq, seed: 14)
+        let scratch = FloatBuffer(s.scratchCount)
         func loss(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
-            let out = FloatBuffer(nq), probs = FloatBuffer(batch * s.heads * T * T)
-            Attention.forward(out: out.ptr, probs: probs.ptr, q: q, k: k, v: v, s)
+            let out = FloatBuffer(nq), lse = FloatBuffer(s.lseCount)
+            Attention.forward(out: out.ptr, lse: lse.ptr, q: q, k: k, v: v, scratch: scratch.ptr, s)
             return Self.dot(r, out.ptr)
         }
-        let out = FloatBuffer(nq), probs = FloatBuffer(batch * s.heads * T * T)
-        Attention.forward(out: out.ptr, probs: probs.ptr, q: q, k: k, v: v, s)
-        let dq = FloatBuffer(nq), dk = FloatBuffer(nkv), dv = FloatBuffer(nkv), scratch = FloatBuffer(T * T)
-        Attention.backward(dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, dout: r, probs: probs.ptr, q: q, k: k, v: v,
+        let out = FloatBuffer(nq), lse = FloatBuffer(s.lseCount)
+        Attention.forward(out: out.ptr, lse: lse.ptr, q: q, k: k, v: v, scratch: scratch.ptr, s)
+        let dq = FloatBuffer(nq), dk = FloatBuffer(nkv), dv = FloatBuffer(nkv)
+        Attention.backward(dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, dout: r, out: out.ptr, lse: lse.ptr, q: q, k: k, v: v,
                            scratch: scratch.ptr, s)
         let (qc, kc, vc) = (q, k, v)
         // Finite differences on a sample of elements keep the T = 70 case quick.
@@ -136,10 +138,14 @@ import Testing
         sampled(&q, dq.array, { loss($0, kc, vc) }, "attention q")
         sampled(&k, dk.array, { loss(qc, $0, vc) }, "attention k")
         sampled(&v, dv.array, { loss(qc, kc, $0) }, "attention v")
-        // causality: a query never attends to a later key
-        for b in 0..<batch { for h in 0..<s.heads { for i in 0..<T { for j in (i + 1)..<T {
-            #expect(probs[((b * s.heads + h) * T + i) * T + j] == 0)
-        } } } }
+        // causality: a query's output never depends on a later key or value
+        var kLater = kc, vLater = vc
+        let last = (T - 1) * s.kvHeads * s.headDim  // the last position's keys and values, batch 0
+        for j in 0..<(s.kvHeads * s.headDim) { kLater[last + j] += 1; vLater[last + j] += 1 }
+        let o1 = FloatBuffer(nq), o2 = FloatBuffer(nq), l1 = FloatBuffer(s.lseCount)
+        Attention.forward(out: o1.ptr, lse: l1.ptr, q: qc, k: kc, v: vc, scratch: scratch.ptr, s)
+        Attention.forward(out: o2.ptr, lse: l1.ptr, q: qc, k: kLater, v: vLater, scratch: scratch.ptr, s)
+        for i in 0..<((T - 1) * s.heads * s.headDim) { #expect(o1[i] == o2[i]) }
     }
 
     @Test func swiglu() {
