@@ -47,6 +47,9 @@ public struct TrainOptions {
     /// BLAS threads (and element-wise workers) per rank; nil: LORA_DIST_THREADS, else the
     /// rank's share of its node's cores (Cluster.threads).
     public var threads: Int? = nil
+    /// Seconds a collective may wait for a rank that stopped responding before the job ends
+    /// (CollectiveTimeout); nil: LORA_DIST_COLLECTIVE_TIMEOUT, else 300. Set before MPI starts.
+    public var collectiveTimeout: Double? = nil
 
     public init() {}
 
@@ -167,7 +170,7 @@ public final class Trainer {
         try int("--warmup", o.warmup, 0...100 * million)
         try int("--dev-percent", o.devPercent, 0...50)
         try int("--eval-every", o.evalEvery, 0...100 * million)
-        try int("--eval-sequences", o.evalSequences, 1...million)
+        try int("--eval-seqs", o.evalSequences, 1...million)
         try real("--bucket-mb", o.bucketMB, 0, 1_048_576, open: true)
         try real("--weight-decay", o.optimizer.weightDecay, 0, 1)
         try real("--clip", o.optimizer.clipNorm, 0, 1e6)
@@ -181,6 +184,7 @@ public final class Trainer {
         if let m = o.microBatch { try int("--micro-batch", m, 1...o.batch) }
         if let r = o.replicas { try int("--replicas", r, 1...1024) }
         if let t = o.threads { try int("--threads", t, 1...4096) }
+        if let t = o.collectiveTimeout { try CollectiveTimeout.check(t, name: "--collective-timeout") }
         if o.exchange == .hierarchical && !cluster.uniform {
             throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
         }
@@ -202,6 +206,7 @@ public final class Trainer {
     /// One optimizer step over the global batch. Collective.
     public func step(_ step: Int) throws -> StepResult {
         let t0 = DispatchTime.now().uptimeNanoseconds
+        CollectiveTimeout.phase = "step \(step)"
         let T = options.seqLen
         let store = model.store
         let inputs = loaded.inputs, targets = loaded.targets
@@ -332,6 +337,7 @@ public final class Trainer {
                 worldSize: cluster.size, exchange: o.exchange.rawValue)
             var newBest = false
             if s % o.evalEvery == 0 || s == o.steps {
+                CollectiveTimeout.phase = "the evaluation after step \(s)"
                 devLoss = evaluate()
                 rec.devLoss = rounded(devLoss)
                 if o.patience != nil {
@@ -347,6 +353,7 @@ public final class Trainer {
                             secondsPerStep: trainSeconds / Double(s - first + 1), commShare: waitSeconds / max(trainSeconds, 1e-9))
             preempted = r.stop || s == o.stopAfter
             if newBest || preempted || earlyStopped || s == o.steps || (o.saveEvery.map { s % $0 == 0 } ?? false) {
+                CollectiveTimeout.phase = "the checkpoint of step \(s)"
                 try saveCheckpoint(step: s, tokens: tokens, runState: runState(), best: newBest)
             }
             if preempted || earlyStopped { break }
