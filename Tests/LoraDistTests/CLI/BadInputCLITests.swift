@@ -108,7 +108,7 @@ struct BadInputCLITests {
             case .unknownMode:
                 return (["--mode", "foo"], "'foo' is invalid for '--mode")
             case .rankZero:
-                return (["--rank", "0"], "LoRA rank must be at least 1, got 0")
+                return (["--rank", "0"], "LoRA rank must be between 1 and 65536, got 0")
             case .rankTooLarge:
                 return (["--rank", "64"], "LoRA rank 64 is larger than")
             case .unknownTarget:
@@ -164,9 +164,9 @@ struct BadInputCLITests {
                 }
                 return (["--model", m], "'model.layers.1.self_attn.q_proj.weight' has shape [16, 64], the model expects [32, 32]")
             case .stepsZero:
-                return (["--steps", "0"], "--steps must be at least 1")
+                return (["--steps", "0"], "--steps must be in 1...100000000, got 0")
             case .replicasZero:
-                return (["--replicas", "0"], "--replicas must be at least 1")
+                return (["--replicas", "0"], "--replicas must be in 1...1024, got 0")
             case .seqLongerThanMaxPositions:
                 var c = CLIFiles.config
                 c["max_position_embeddings"] = 8

@@ -117,17 +117,24 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "/run"))
     }
 
-    @Test("a diverging run stops every rank with one message")
+    /// lr · weight decay = 10 multiplies every weight by −9 a step: the weights blow up within
+    /// tens of steps (an lr of 1e30, the old way to diverge, is now refused up front).
+    @Test("a diverging run stops every rank with one message and keeps its last finite checkpoint")
     func divergence() throws {
         let data = try Self.corpus()
         let dir = TestPaths.tempDir("mr-nan")
-        let (status, _, err) = try Self.launch(2, ["train", "--model", "tiny", "--mode", "full", "--data", data, "--steps", "30",
-                                                   "--batch", "2", "--seq", "16", "--lr", "1e30", "--clip", "0", "--warmup", "0",
-                                                   "--quiet", "--run-dir", dir])
+        let (status, _, err) = try Self.launch(2, ["train", "--model", "tiny", "--mode", "full", "--data", data, "--steps", "300",
+                                                   "--batch", "2", "--seq", "16", "--lr", "10", "--weight-decay", "1", "--clip", "0",
+                                                   "--warmup", "0", "--save-every", "1", "--quiet", "--run-dir", dir])
         #expect(status != 0)
         let lines = err.split(separator: "\n").filter { $0.contains("lora-dist: error:") }
         #expect(lines.count == 1, "\(err)")
         #expect(lines.first?.contains("diverged") == true)
+        // the last checkpoint is the last finite one: every weight finite, and it verifies
+        let loaded = try CheckpointModel.load(dir, model: nil, needsBase: true)
+        #expect(loaded.manifest.step >= 1)
+        #expect(loaded.model.store.firstNonFinite(owned: loaded.model.store.all) == nil)
+        #expect(try CheckpointInspector.inspect(loaded.dir).problems.isEmpty)
     }
 
     @Test("a rank killed with SIGKILL ends the job non-zero within 30 seconds")
