@@ -63,7 +63,7 @@ import Testing
     }
 
     @Test("full fine-tuning matches transformers: logits, loss, every weight gradient",
-          arguments: ["llama_untied", "llama_tied"])
+          arguments: ["llama_untied", "llama_tied"] + FamilyTests.fixtures)
     func fullFineTuning(name: String) throws {
         let f = try Fixture(name)
         let model = try LlamaModel(config: f.config, lora: nil, maxBatch: f.batch, seqLen: f.seqLen)
@@ -92,7 +92,7 @@ import Testing
     }
 
     @Test("LoRA matches peft: logits, loss, every adapter gradient; the base gets none",
-          arguments: ["llama_untied", "llama_tied"])
+          arguments: ["llama_untied", "llama_tied"] + FamilyTests.fixtures)
     func lora(name: String) throws {
         let f = try Fixture(name)
         let cfgData = try Data(contentsOf: URL(fileURLWithPath: f.dir + "/adapter/adapter_config.json"))
