@@ -4,7 +4,8 @@ import LoraDist
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Perplexity of a model (or of a checkpoint's weights) on text: next-token cross-entropy over non-overlapping windows.")
+        abstract: "Perplexity of a model (or of a checkpoint's weights, or of PEFT adapters on it) on text: next-token cross-entropy over non-overlapping windows.",
+        discussion: "With several --adapter NAME=DIR the base is loaded once and each adapter evaluated in turn on the same windows: one line per adapter.")
 
     @Option(help: "A built-in config, a Hugging Face model directory or a GGUF file.") var model: String = "small"
     @Option(help: "A text file, a JSON Lines file (.jsonl, the text under --text-field), or a folder of .txt and .jsonl files.") var data: String
@@ -14,6 +15,8 @@ struct Eval: ParsableCommand {
     var replaceInvalidUTF8 = false
     @Option(help: "A checkpoint (step directory, checkpoints folder, run directory or latest/best pointer file) whose weights to evaluate on top of --model.")
     var checkpoint: String?
+    @Option(name: .customLong("adapter"), help: "A PEFT adapter directory to evaluate on --model: DIR, or NAME=DIR (repeat for several; the base is loaded once).")
+    var adapters: [String] = []
     @Option(name: .customLong("seq"), help: "Tokens per window.") var seqLen: Int = 128
     @Option(help: "Windows, spread evenly over the text.") var windows: Int = 64
     @Option(help: "Windows per forward pass.") var batch: Int = 4
@@ -23,6 +26,10 @@ struct Eval: ParsableCommand {
         guard (1...1_000_000).contains(windows) else { throw LoraDistError("--windows must be in 1...1000000, got \(windows)") }
         guard (1...1 << 20).contains(seqLen) else { throw LoraDistError("--seq must be in 1...1048576, got \(seqLen)") }
         guard (1...100_000).contains(batch) else { throw LoraDistError("--batch must be in 1...100000, got \(batch)") }
+        if checkpoint != nil && !adapters.isEmpty {
+            throw LoraDistError("give --checkpoint or --adapter, not both (a checkpoint holds its own adapters)")
+        }
+        let adapterArgs = try AdapterArgument.parse(adapters)
         let cluster = Cluster()
         let reading = CorpusReading(textField: textField, replaceInvalidUTF8: replaceInvalidUTF8)
         // The base alone; or the model a checkpoint was trained as (its mode, adapters and seed) on --model.
@@ -36,8 +43,13 @@ struct Eval: ParsableCommand {
         }
         o.seqLen = seqLen
         o.maxBatch = (batch + cluster.size - 1) / cluster.size  // each rank's share of a forward pass
-        let (plan, corpus) = try cluster.agree { () throws -> (LoadedModel.Plan, Corpus) in
+        let (plan, corpus, set) = try cluster.agree { () throws -> (LoadedModel.Plan, Corpus, [PEFTAdapter]) in
+            // Adapters: read and checked against the base before anything is built; the model gets
+            // LoRA slots that hold any of them (AdapterSwitching).
+            let set = try AdapterArgument.load(adapterArgs)
+            if !set.isEmpty { o.lora = try AdapterSwitching.layout(set) }
             let plan = try LoadedModel.Plan(o)
+            try PEFTAdapter.checkOneBase(set, base: (plan.source.config, model))
             let corpus = try Corpus(path: data, tokenizer: plan.source.tokenizer, devPercent: 0, reading: reading)
             let count = corpus.train.count + corpus.dev.count
             guard count > seqLen + 1 else {
@@ -47,21 +59,29 @@ struct Eval: ParsableCommand {
             guard windows <= available else {
                 throw LoraDistError("--windows \(windows): \(data) holds only \(available) windows of \(seqLen) tokens")
             }
-            return (plan, corpus)
+            return (plan, corpus, set)
         }
         let loaded = try LoadedModel(plan, cluster: cluster)
         if let checkpointDir { try loaded.loadTrained(fromCheckpoint: checkpointDir) }
-        let loss = loaded.evaluate(tokens: corpus.train + corpus.dev, windows: windows)
-        // Every rank has the same (reduced) loss, so every rank stops alike. Name the weight at fault.
-        guard loss.isFinite else {
-            if let bad = loaded.model.store.firstNonFinite(owned: loaded.model.store.all) {
-                throw LoraDistError("\(checkpoint ?? model): tensor '\(bad.name)' holds a non-finite value (NaN or infinity) at element \(bad.element); perplexity is undefined")
+        let tokens = corpus.train + corpus.dev
+        // One line per adapter (a named one is called by its name), or one for the model.
+        let runs: [(label: String, adapter: PEFTAdapter?)] = set.isEmpty ? [(checkpoint ?? model, nil)]
+            : zip(adapterArgs, set).map { ($0.named ? $0.name : "\(model) + \($0.dir)", $1) }
+        for (i, run) in runs.enumerated() {
+            if let adapter = run.adapter { try loaded.use(adapter) }
+            let loss = loaded.evaluate(tokens: tokens, windows: windows)
+            // Every rank has the same (reduced) loss, so every rank stops alike. Name the weight at fault.
+            guard loss.isFinite else {
+                if let bad = loaded.model.store.firstNonFinite(owned: loaded.model.store.all) {
+                    throw LoraDistError("\(run.label): tensor '\(bad.name)' holds a non-finite value (NaN or infinity) at element \(bad.element); perplexity is undefined")
+                }
+                throw LoraDistError("\(run.label): the loss on \(data) is not finite (\(loss)) though every weight is")
             }
-            throw LoraDistError("\(checkpoint ?? model): the loss on \(data) is not finite (\(loss)) though every weight is")
+            guard cluster.isRoot else { continue }
+            if i == 0 { FileHandle.standardError.write(Data(corpusNotes(corpus, reading: reading).utf8)) }
+            print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",
+                         run.label, data, loss, Foundation.exp(loss), windows, seqLen))
+            fflush(stdout)
         }
-        guard cluster.isRoot else { return }
-        FileHandle.standardError.write(Data(corpusNotes(corpus, reading: reading).utf8))
-        print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",
-                     checkpoint ?? model, data, loss, Foundation.exp(loss), windows, seqLen))
     }
 }

@@ -7,6 +7,6 @@ struct LoraDistCommand: ParsableCommand {
         commandName: "lora-dist",
         abstract: "Fine-tune Llama-style language models on CPU clusters with LoRA or full fine-tuning.",
         discussion: "With no subcommand, runs the default job: a LoRA fine-tune of the built-in small model on the installed corpus.",
-        subcommands: [Train.self, Eval.self, Generate.self, CompareCommand.self, Export.self, Inspect.self, Plan.self, Bench.self],
+        subcommands: [Train.self, Eval.self, Generate.self, CompareCommand.self, Export.self, Adapters.self, Inspect.self, Plan.self, Bench.self],
         defaultSubcommand: Train.self)
 }

@@ -21,4 +21,46 @@ public enum Exporter {
         case .merged: try HuggingFace.saveMerged(loaded.model, to: out)
         }
     }
+
+    /// Folds several PEFT adapters with weights into the base `model` and writes a merged Hugging
+    /// Face model: W + Σ wᵢ·sᵢ·Bᵢ·Aᵢ on every projection an adapter adapts (each adapter's own
+    /// scale sᵢ: alpha/r, or alpha/√r). Each adapter is checked against the base first. A base
+    /// without weights (a built-in config) is initialised with `seed`, as training does.
+    public static func mergeAdapters(model spec: String, adapters: [PEFTAdapter], weights: [Double], out: String,
+                                     seed: UInt64 = TrainOptions().seed) throws {
+        guard !adapters.isEmpty else { throw LoraDistError("no adapter to merge") }
+        try AdapterArgument.checkUnique(adapters.map(\.name))
+        guard weights.count == adapters.count else {
+            throw LoraDistError("--weights has \(weights.count) values for \(adapters.count) adapters")
+        }
+        if let i = weights.firstIndex(where: { !$0.isFinite }) {
+            throw LoraDistError("--weights: the weight of \(adapters[i].name) is \(weights[i]), not a finite number")
+        }
+        let source = try ModelSource(spec)
+        try PEFTAdapter.checkOneBase(adapters, base: (source.config, spec))
+        let model = try LlamaModel(config: source.config, lora: nil, maxBatch: 1, seqLen: 1)
+        try source.checkBase(model.store.params.map(\.spec))
+        try source.build(model, seed: seed, owned: model.store.all)
+        var fused: [String: [Float]] = [:]
+        for lin in model.linears {
+            let present = adapters.indices.filter { adapters[$0].modules[lin.name] != nil }
+            guard !present.isEmpty else { continue }
+            var w = lin.weight.floats
+            w.withUnsafeMutableBufferPointer { wp in
+                for i in present {
+                    let m = adapters[i].modules[lin.name]!
+                    m.b.withUnsafeBufferPointer { b in
+                        m.a.withUnsafeBufferPointer { a in
+                            sgemm(m: lin.outDim, n: lin.inDim, k: m.rank, alpha: Float(weights[i]) * adapters[i].lora.scale,
+                                  a: b.baseAddress!, lda: m.rank, b: a.baseAddress!, ldb: lin.inDim,
+                                  beta: 1, c: wp.baseAddress!, ldc: lin.inDim)
+                        }
+                    }
+                }
+            }
+            fused[lin.weight.name] = w
+        }
+        let note = "PEFT adapters merged, W + Σ w·s·B·A with w: " + adapters.indices.map { "\(adapters[$0].name) \(weights[$0])" }.joined(separator: ", ")
+        try HuggingFace.saveMerged(model, fused: fused, to: out, note: note)
+    }
 }

@@ -173,14 +173,21 @@ extension HuggingFace {
     /// Writes a Hugging Face model directory (config.json, model.safetensors) with
     /// every adapter folded into its base weight: W + s·B·A.
     public static func saveMerged(_ model: LlamaModel, to dir: String) throws {
-        try Files.createDirectory(dir)
         var fused: [String: [Float]] = [:]
         for lin in model.linears where lin.loraA != nil { fused[lin.weight.name] = lin.fused() }
+        try saveMerged(model, fused: fused, to: dir)
+    }
+
+    /// Writes `model`'s config and weights, with `fused` (weight name → values) in place of those
+    /// weights; `note` goes into the safetensors metadata (lora_dist_merge).
+    static func saveMerged(_ model: LlamaModel, fused: [String: [Float]], to dir: String, note: String? = nil) throws {
+        try Files.createDirectory(dir)
         let tensors = model.store.params.filter { !$0.name.contains(".lora_") }.map { p in
             (name: p.name, shape: p.spec.shape, values: fused[p.name] ?? p.floats)
         }
         var config = model.config.huggingFaceJSON()
         var metadata = ["format": "pt"]
+        if let note { metadata["lora_dist_merge"] = note }
         if model.nf4Base {
             // The weights are fp32 again, but their values are those of the NF4 base the
             // adapters were trained on, not of the original checkpoint: say so.

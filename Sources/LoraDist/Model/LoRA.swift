@@ -53,7 +53,7 @@ public final class Linear {
     public let bias: Param?           // [out]; trains under full fine-tuning, frozen under LoRA
     public let loraA: Param?          // [r, in]
     public let loraB: Param?          // [out, r]
-    let scale: Float
+    var scale: Float                  // s; an adapter swapped in place sets its own (AdapterSwitching)
     let dropout: Float
     let index: UInt64                 // distinguishes dropout streams between projections
     let weightNF4: NF4Tensor?         // W as NF4 (QLoRA), else nil
