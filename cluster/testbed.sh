@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A multi-host test bed on one machine: Linux network namespaces play the hosts.
 #
-#   cluster/testbed.sh up N [RATE DELAY]   hosts ldh1..ldhN on 10.213.77.0/24, joined by a bridge
+#   cluster/testbed.sh up N [RATE DELAY] [SLOTS]
+#                                          hosts ldh1..ldhN on 10.213.77.0/24, joined by a bridge
 #                                          in namespace ldsw; optional tc shaping per link
 #                                          (for example "1gbit 100us")
 #   cluster/testbed.sh down                removes every namespace and link it made
@@ -11,11 +12,14 @@
 #   cluster/testbed.sh txbytes HOST        bytes HOST has sent on its link
 #
 # Traffic stays between the namespaces: the subnet is private and not routed anywhere.
+# TESTBED_PREFIX, TESTBED_SUBNET and TESTBED_SWITCH (default ldh, 10.213.77, ldsw) name a
+# second test bed that can be up beside the first (cluster/slurm-testbed.sh uses lds, 10.213.78).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-state="$here/.testbed"
-subnet=10.213.77
-prefix=ldh
+prefix="${TESTBED_PREFIX:-ldh}"
+subnet="${TESTBED_SUBNET:-10.213.77}"
+switch="${TESTBED_SWITCH:-ldsw}"
+state="$here/.testbed"; [[ $prefix == ldh ]] || state="$here/.testbed-$prefix"
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
@@ -23,10 +27,10 @@ up)
   n="${1:?usage: testbed.sh up N [RATE DELAY] [SLOTS]}"; rate="${2:-}"; delay="${3:-}"; slots="${4:-2}"
   "$0" down >/dev/null 2>&1 || true
   mkdir -p "$state"
-  ip netns add ldsw
-  ip netns exec ldsw ip link add br0 type bridge
-  ip netns exec ldsw ip link set br0 up
-  ip netns exec ldsw ip link set lo up
+  ip netns add "$switch"
+  ip netns exec "$switch" ip link add br0 type bridge
+  ip netns exec "$switch" ip link set br0 up
+  ip netns exec "$switch" ip link set lo up
   : > "$state/hosts"
   hostsfile="127.0.0.1 localhost"$'\n'
   for i in $(seq 1 "$n"); do hostsfile+="$subnet.$((10 + i)) $prefix$i"$'\n'; done
@@ -35,9 +39,9 @@ up)
     ip netns add "$h"
     ip link add "$h-eth0" type veth peer name "sw-$h"
     ip link set "$h-eth0" netns "$h"
-    ip link set "sw-$h" netns ldsw
-    ip netns exec ldsw ip link set "sw-$h" master br0
-    ip netns exec ldsw ip link set "sw-$h" up
+    ip link set "sw-$h" netns "$switch"
+    ip netns exec "$switch" ip link set "sw-$h" master br0
+    ip netns exec "$switch" ip link set "sw-$h" up
     ip netns exec "$h" ip link set lo up
     ip netns exec "$h" ip link set "$h-eth0" name eth0
     ip netns exec "$h" ip addr add "$subnet.$((10 + i))/24" dev eth0
@@ -56,7 +60,7 @@ up)
   echo "testbed up: $n hosts (${prefix}1..$prefix$n) on $subnet.0/24${rate:+, links $rate $delay}" >&2
   ;;
 down)
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^($prefix[0-9]+|ldsw)$" || true); do
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^($prefix[0-9]+|$switch)$" || true); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns"
     rm -rf "/etc/netns/$ns"
@@ -78,5 +82,5 @@ txbytes)
   ip netns exec "${1:?host}" cat /sys/class/net/eth0/statistics/tx_bytes
   ;;
 *)
-  sed -n '2,14p' "$0" >&2; exit 2 ;;
+  sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

@@ -41,10 +41,13 @@ public final class Cluster {
     }
 
     /// BLAS threads per rank (and element-wise workers): `requested` (--threads), else
-    /// LORA_DIST_THREADS, else `defaultBLASThreads()`.
+    /// LORA_DIST_THREADS, else SLURM_CPUS_PER_TASK (the CPUs Slurm gives each task, set in
+    /// the tasks of a job submitted with --cpus-per-task, whether or not Slurm binds them),
+    /// else `defaultBLASThreads()`.
     public func threads(requested: Int?) throws -> Int {
-        let env = ProcessInfo.processInfo.environment["LORA_DIST_THREADS"].flatMap { Int($0) }
-        let n = requested ?? env ?? defaultBLASThreads()
+        let env = ProcessInfo.processInfo.environment
+        let slurm = env["SLURM_CPUS_PER_TASK"].flatMap { Int($0) }.flatMap { $0 >= 1 ? $0 : nil }
+        let n = requested ?? env["LORA_DIST_THREADS"].flatMap { Int($0) } ?? slurm ?? defaultBLASThreads()
         guard n >= 1 else { throw LoraDistError("--threads must be at least 1, got \(n)") }
         return n
     }
