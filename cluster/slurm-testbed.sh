@@ -29,7 +29,8 @@ conf=/etc/slurm/slurm.conf
 marker="# written by lora-dist cluster/slurm-testbed.sh"
 ctl_if=ldsctl0   # this machine's link to the test bed's bridge
 
-packages=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins)
+# libpmix-dev: the mpi_pmix plugin dlopens pmix2/lib/libpmix.so, the -dev package's symlink.
+packages=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins libpmix-dev)
 
 install_packages() {
   local missing=() p
