@@ -6,12 +6,23 @@ import Foundation
 public enum MPIRuntime {
     nonisolated(unsafe) private static var initialized = false
     private static let lock = NSLock()
+    /// The control channel of the collective timeout (nil in a world of one).
+    nonisolated(unsafe) static var watch: HangWatch?
 
     /// Calls MPI_Init_thread once (later calls are no-ops) and registers MPI_Finalize at exit.
+    /// Settles the collective timeout first: an invalid LORA_DIST_COLLECTIVE_TIMEOUT ends
+    /// the process with one line (from rank 0) before MPI starts.
     public static func initialize() {
         lock.lock()
         defer { lock.unlock() }
         guard !initialized else { return }
+        do { CollectiveTimeout.seconds = try CollectiveTimeout.resolve() } catch {
+            let env = ProcessInfo.processInfo.environment
+            if (env["OMPI_COMM_WORLD_RANK"] ?? env["PMIX_RANK"] ?? "0") == "0" {
+                FileHandle.standardError.write(Data("lora-dist: error: \(error)\n".utf8))
+            }
+            exit(1)
+        }
         // libnbc, which runs the non-blocking collectives, picks a half-duplex binomial
         // allreduce for small communicators (the cross-node ones): measured on the test bed it
         // took twice the ring's time for the same bytes. Ring is bandwidth-optimal and is what
@@ -22,6 +33,9 @@ public enum MPIRuntime {
         // threads never do), though not always the same one (test runners).
         MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided)
         initialized = true
+        var size: Int32 = 0
+        MPI_Comm_size(cmpi_comm_world(), &size)
+        if size > 1 { watch = HangWatch() }
         atexit { MPIRuntime.finalize() }
     }
 
@@ -30,7 +44,10 @@ public enum MPIRuntime {
         MPI_Finalized(&done)
         var inited: Int32 = 0
         MPI_Initialized(&inited)
-        if inited != 0 && done == 0 { MPI_Finalize() }
+        if inited != 0 && done == 0 {
+            watch?.close()
+            MPI_Finalize()
+        }
     }
 
     /// Ends every rank of the job: for failures one rank sees and the others cannot.
@@ -50,11 +67,20 @@ public enum MPIRuntime {
 /// An outstanding non-blocking collective.
 public struct Request {
     var handle: MPI_Request?
+    /// What it is and on which communicator, for the collective timeout's message.
+    var op: StaticString = "collective"
+    var comm = ""
 
-    /// Blocks until done.
+    /// Blocks until done; ends the job when some rank does not arrive within the
+    /// collective timeout (`CollectiveTimeout`).
     public mutating func wait() {
         guard handle != nil else { return }
-        MPI_Wait(&handle, cmpi_status_ignore())
+        if let watch = MPIRuntime.watch, CollectiveTimeout.seconds > 0 {
+            let op = op, comm = comm
+            watch.wait(&handle, timeout: CollectiveTimeout.seconds) { "\(comm) \(op)" }
+        } else {
+            MPI_Wait(&handle, cmpi_status_ignore())
+        }
         handle = nil
     }
 
@@ -71,15 +97,21 @@ public struct Request {
 }
 
 /// A communicator and the collectives the trainer uses, over Float buffers.
+///
+/// Every collective is started non-blocking and waited for through `Request.wait`, so
+/// each has the collective timeout; the blocking forms below are that pair.
 public final class Communicator {
     public let comm: MPI_Comm?
     public let rank: Int
     public let size: Int
+    /// "world", "node" or "cross-node": names the communicator in the timeout's message.
+    public let name: String
     let owned: Bool
 
-    init(_ comm: MPI_Comm?, owned: Bool) {
+    init(_ comm: MPI_Comm?, owned: Bool, name: String) {
         self.comm = comm
         self.owned = owned
+        self.name = name
         var r: Int32 = 0, s: Int32 = 0
         MPI_Comm_rank(comm, &r)
         MPI_Comm_size(comm, &s)
@@ -96,26 +128,44 @@ public final class Communicator {
 
     public static var world: Communicator {
         MPIRuntime.initialize()
-        return Communicator(cmpi_comm_world(), owned: false)
+        return Communicator(cmpi_comm_world(), owned: false, name: "world")
     }
 
-    /// The ranks that share memory with this one (one node).
+    /// Starts a non-blocking collective (`start` fills in the request) and waits for it.
+    private func complete(_ op: StaticString, _ start: (UnsafeMutablePointer<MPI_Request?>) -> Void) {
+        var r = Request(handle: nil, op: op, comm: name)
+        start(&r.handle)
+        r.wait()
+    }
+
+    private func request(_ op: StaticString, _ start: (UnsafeMutablePointer<MPI_Request?>) -> Void) -> Request {
+        var r = Request(handle: nil, op: op, comm: name)
+        start(&r.handle)
+        return r
+    }
+
+    /// The ranks that share memory with this one (one node). Collective: a timed barrier
+    /// first, as MPI_Comm_split_type has no non-blocking form.
     public func splitShared() -> Communicator {
+        barrier()
         var out: MPI_Comm?
         MPI_Comm_split_type(comm, Int32(MPI_COMM_TYPE_SHARED), Int32(rank), cmpi_info_null(), &out)
-        return Communicator(out, owned: true)
+        return Communicator(out, owned: true, name: "node")
     }
 
-    /// Ranks with the same color, ordered by key.
-    public func split(color: Int, key: Int) -> Communicator {
+    /// Ranks with the same color, ordered by key (the job's one split: the ranks with the same
+    /// local index on every node, hence the default name). A timed barrier first.
+    public func split(color: Int, key: Int, name: String = "cross-node") -> Communicator {
+        barrier()
         var out: MPI_Comm?
         MPI_Comm_split(comm, Int32(color), Int32(key), &out)
-        return Communicator(out, owned: true)
+        return Communicator(out, owned: true, name: name)
     }
 
-    public func barrier() { MPI_Barrier(comm) }
+    public func barrier() { complete("barrier") { MPI_Ibarrier(comm, $0) } }
 
-    /// In-place sum over all ranks.
+    /// In-place sum over all ranks: a blocking MPI_Allreduce without the collective timeout,
+    /// for `bench allreduce`, which measures this call.
     public func allreduce(_ buf: FPtr, count: Int) {
         guard size > 1, count > 0 else { return }
         MPI_Allreduce(cmpi_in_place(), buf, Int32(count), cmpi_float(), cmpi_sum(), comm)
@@ -123,42 +173,41 @@ public final class Communicator {
 
     public func iallreduce(_ buf: FPtr, count: Int) -> Request {
         guard size > 1, count > 0 else { return Request(handle: nil) }
-        var r: MPI_Request?
-        MPI_Iallreduce(cmpi_in_place(), buf, Int32(count), cmpi_float(), cmpi_sum(), comm, &r)
-        return Request(handle: r)
+        return request("allreduce") { MPI_Iallreduce(cmpi_in_place(), buf, Int32(count), cmpi_float(), cmpi_sum(), comm, $0) }
     }
 
-    public func allreduce(_ values: [Double]) -> [Double] {
+    private func allreduce(_ values: [Double], _ op: MPI_Op?) -> [Double] {
         var v = values
-        guard size > 1 else { return v }
-        MPI_Allreduce(cmpi_in_place(), &v, Int32(v.count), cmpi_double(), cmpi_sum(), comm)
+        guard size > 1, !v.isEmpty else { return v }
+        v.withUnsafeMutableBufferPointer { p in
+            complete("allreduce") { MPI_Iallreduce(cmpi_in_place(), p.baseAddress, Int32(p.count), cmpi_double(), op, comm, $0) }
+        }
         return v
     }
 
+    public func allreduce(_ values: [Double]) -> [Double] { allreduce(values, cmpi_sum()) }
+
     public func allreduceMin(_ value: Int) -> Int {
-        var v = Int64(value)
         guard size > 1 else { return value }
-        MPI_Allreduce(cmpi_in_place(), &v, 1, cmpi_int64(), cmpi_min(), comm)
-        return Int(v)
+        var v = [Int64(value)]
+        v.withUnsafeMutableBufferPointer { p in
+            complete("allreduce") { MPI_Iallreduce(cmpi_in_place(), p.baseAddress, 1, cmpi_int64(), cmpi_min(), comm, $0) }
+        }
+        return Int(v[0])
     }
 
     public func allreduceMax(_ value: Double) -> Double { allreduceMax([value])[0] }
 
     /// Element-wise maximum over all ranks.
-    public func allreduceMax(_ values: [Double]) -> [Double] {
-        var v = values
-        guard size > 1 else { return v }
-        MPI_Allreduce(cmpi_in_place(), &v, Int32(v.count), cmpi_double(), cmpi_max(), comm)
-        return v
-    }
+    public func allreduceMax(_ values: [Double]) -> [Double] { allreduce(values, cmpi_max()) }
 
     /// Sums send[0..<Σcounts] over ranks; rank r receives the sum of its block counts[r] into recv.
+    /// `counts` is copied: the request owns what MPI reads after this call returns.
     public func ireduceScatter(send: UnsafePointer<Float>, recv: FPtr, counts: [Int32]) -> Request {
-        var r: MPI_Request?
+        // MPI_Ireduce_scatter reads recvcounts when it starts (libnbc builds its schedule then).
         counts.withUnsafeBufferPointer { c in
-            MPI_Ireduce_scatter(send, recv, c.baseAddress, cmpi_float(), cmpi_sum(), comm, &r)
+            request("reduce-scatter") { MPI_Ireduce_scatter(send, recv, c.baseAddress, cmpi_float(), cmpi_sum(), comm, $0) }
         }
-        return Request(handle: r)
     }
 
     /// Blocking form of `ireduceScatter`.
@@ -167,21 +216,15 @@ public final class Communicator {
         r.wait()
     }
 
-    public func ibarrier() -> Request {
-        var r: MPI_Request?
-        MPI_Ibarrier(comm, &r)
-        return Request(handle: r)
-    }
+    public func ibarrier() -> Request { request("barrier") { MPI_Ibarrier(comm, $0) } }
 
     /// Every rank's `count` floats, concatenated in rank order, on every rank.
     public func allgather(_ send: UnsafePointer<Float>, count: Int, into recv: FPtr) {
-        MPI_Allgather(send, Int32(count), cmpi_float(), recv, Int32(count), cmpi_float(), comm)
+        complete("allgather") { MPI_Iallgather(send, Int32(count), cmpi_float(), recv, Int32(count), cmpi_float(), comm, $0) }
     }
 
     public func iallgather(_ send: UnsafePointer<Float>, count: Int, into recv: FPtr) -> Request {
-        var r: MPI_Request?
-        MPI_Iallgather(send, Int32(count), cmpi_float(), recv, Int32(count), cmpi_float(), comm, &r)
-        return Request(handle: r)
+        request("allgather") { MPI_Iallgather(send, Int32(count), cmpi_float(), recv, Int32(count), cmpi_float(), comm, $0) }
     }
 
     /// Gathers a string from every rank (for host names).
@@ -189,7 +232,13 @@ public final class Communicator {
         var mine = [UInt8](repeating: 0, count: maxBytes)
         for (i, b) in string.utf8.prefix(maxBytes - 1).enumerated() { mine[i] = b }
         var all = [UInt8](repeating: 0, count: maxBytes * size)
-        MPI_Allgather(&mine, Int32(maxBytes), cmpi_byte(), &all, Int32(maxBytes), cmpi_byte(), comm)
+        mine.withUnsafeBufferPointer { m in
+            all.withUnsafeMutableBufferPointer { a in
+                complete("allgather") {
+                    MPI_Iallgather(m.baseAddress, Int32(maxBytes), cmpi_byte(), a.baseAddress, Int32(maxBytes), cmpi_byte(), comm, $0)
+                }
+            }
+        }
         return (0..<size).map { r in
             let slice = all[(r * maxBytes)..<((r + 1) * maxBytes)]
             return String(decoding: slice.prefix { $0 != 0 }, as: UTF8.self)
@@ -198,25 +247,43 @@ public final class Communicator {
 
     /// Every rank's bytes at `root` (in rank order); nil elsewhere.
     public func gather(_ data: [UInt8], root: Int = 0) -> [[UInt8]]? {
-        var mine = Int32(data.count)
         var sizes = [Int32](repeating: 0, count: size)
-        MPI_Gather(&mine, 1, cmpi_int32(), &sizes, 1, cmpi_int32(), Int32(root), comm)
+        let mine = [Int32(data.count)]
+        mine.withUnsafeBufferPointer { m in
+            sizes.withUnsafeMutableBufferPointer { s in
+                complete("gather") { MPI_Igather(m.baseAddress, 1, cmpi_int32(), s.baseAddress, 1, cmpi_int32(), Int32(root), comm, $0) }
+            }
+        }
         var displs = [Int32](repeating: 0, count: size)
         for r in 1..<max(size, 1) { displs[r] = displs[r - 1] + sizes[r - 1] }
         let total = rank == root ? Int(sizes.reduce(0, +)) : 0
         var all = [UInt8](repeating: 0, count: max(total, 1))
-        var send = data
-        MPI_Gatherv(&send, mine, cmpi_byte(), &all, &sizes, &displs, cmpi_byte(), Int32(root), comm)
+        data.withUnsafeBufferPointer { d in
+            all.withUnsafeMutableBufferPointer { a in
+                sizes.withUnsafeBufferPointer { s in
+                    displs.withUnsafeBufferPointer { o in
+                        complete("gather") {
+                            MPI_Igatherv(d.baseAddress, Int32(d.count), cmpi_byte(), a.baseAddress, s.baseAddress, o.baseAddress,
+                                         cmpi_byte(), Int32(root), comm, $0)
+                        }
+                    }
+                }
+            }
+        }
         guard rank == root else { return nil }
         return (0..<size).map { r in Array(all[Int(displs[r])..<(Int(displs[r]) + Int(sizes[r]))]) }
     }
 
     /// Rank 0's bytes on every rank.
     public func broadcast(_ data: inout [UInt8]) {
-        var n = Int64(data.count)
-        MPI_Bcast(&n, 1, cmpi_int64(), 0, comm)
-        if data.count != Int(n) { data = [UInt8](repeating: 0, count: Int(n)) }
-        MPI_Bcast(&data, Int32(n), cmpi_byte(), 0, comm)
+        var n = [Int64(data.count)]
+        n.withUnsafeMutableBufferPointer { p in
+            complete("broadcast") { MPI_Ibcast(p.baseAddress, 1, cmpi_int64(), 0, comm, $0) }
+        }
+        if data.count != Int(n[0]) { data = [UInt8](repeating: 0, count: Int(n[0])) }
+        data.withUnsafeMutableBufferPointer { p in
+            complete("broadcast") { MPI_Ibcast(p.baseAddress, Int32(p.count), cmpi_byte(), 0, comm, $0) }
+        }
     }
 }
 
@@ -234,6 +301,7 @@ public final class SharedWindow {
         self.node = node
         self.count = count
         let bytes = node.rank == 0 ? max(count, 1) * 4 : 0
+        node.barrier()  // timed: MPI_Win_allocate_shared has no non-blocking form
         var ptr: UnsafeMutableRawPointer?
         var w: MPI_Win?
         MPI_Win_allocate_shared(MPI_Aint(bytes), 4, cmpi_info_null(), node.comm, &ptr, &w)
