@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),   // recipes (--config)
     ],
     targets: [
         .target(name: "CMPI", linkerSettings: [.linkedLibrary("mpi")]),
@@ -22,12 +23,16 @@ let package = Package(
             name: "LoraDist",
             dependencies: ["CMPI", "CBLAS", "CProto"]
         ),
+        // `lora-dist --version`: the commit the binary is built from, generated into .build.
+        .plugin(name: "BuildCommit", capability: .buildTool()),
         .executableTarget(
             name: "lora-dist",
             dependencies: [
                 "LoraDist",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+                .product(name: "Yams", package: "Yams"),
+            ],
+            plugins: ["BuildCommit"]
         ),
         .testTarget(
             name: "LoraDistTests",

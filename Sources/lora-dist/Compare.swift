@@ -2,10 +2,17 @@ import ArgumentParser
 import Foundation
 import LoraDist
 
-struct CompareCommand: ParsableCommand {
+struct CompareCommand: Configurable {
     static let configuration = CommandConfiguration(
         commandName: "compare",
-        abstract: "LoRA (several ranks and target sets) against full fine-tuning on one base and domain: quality, forgetting and cost, as DIR/report.md with charts and DIR/report.json.")
+        abstract: "LoRA (several ranks and target sets) against full fine-tuning on one base and domain: quality, forgetting and cost, as DIR/report.md with charts and DIR/report.json.",
+        discussion: "Every option can also come from a YAML recipe (--config FILE, each option under its flag's name); flags on the command line override it. DIR/config.yaml holds compare's configuration, and each run's directory under DIR/runs its own train config.yaml and TensorBoard event file (tensorboard --logdir DIR/runs shows the runs side by side).")
+
+    @Option(help: ArgumentHelp("A YAML recipe: compare options under their flag names (ranks: 8,32); flags on the command line override it (recipes/ has examples).", valueName: "file"),
+            completion: .file(extensions: ["yaml", "yml"]))
+    var config: String?
+    @Flag(name: .customLong("print-config"), help: "Print the effective configuration (every option, defaults included) as a recipe, and exit.")
+    var printConfig = false
 
     @Option(help: "The base: a built-in config, a Hugging Face model directory, or a GGUF file.") var base: String = "small"
     @Option(help: "The domain to adapt to (a folder of the corpora: technical, legal, medical).") var domain: String = "technical"
@@ -14,8 +21,8 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "Output directory.") var out: String = "runs/compare"
     @Option(help: "LoRA ranks, comma-separated.") var ranks: String?
     @Option(help: "LoRA target sets, separated by ';' (each a comma-separated list or all-linear).") var targets: String?
-    @Flag(name: .customLong("no-full"), help: "Skip full fine-tuning.") var noFull = false
-    @Flag(name: .customLong("no-qlora"), help: "Skip QLoRA (NF4 base, first rank, all linear layers).") var noQLoRA = false
+    @Flag(inversion: .prefixedNo, help: "Full fine-tuning as a candidate (--no-full: skip it).") var full = true
+    @Flag(inversion: .prefixedNo, help: "QLoRA as a candidate: NF4 base, first rank, all linear layers (--no-qlora: skip it).") var qlora = true
     @Option(help: "Optimizer steps per run (the token budget, with --batch and --seq).") var steps: Int?
     @Option(help: "Sequences per step.") var batch: Int?
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int?
@@ -28,13 +35,24 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
     @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record (.jsonl files in the corpora) that holds its text.")
     var textField: String = "text"
-    @Flag(name: .customLong("replace-invalid-utf8"), help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
+    @Flag(name: .customLong("replace-invalid-utf8"), inversion: .prefixedNo, help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
     var replaceInvalidUTF8 = false
-    @Flag(help: "A tiny base pretrained on the spot and small budgets: a few minutes.") var quick = false
-    @Flag(name: .customLong("render-only"), help: "Only render report.md and the charts again from --out's report.json.")
+    @Flag(inversion: .prefixedNo, help: "A tiny base pretrained on the spot and small budgets: a few minutes.") var quick = false
+    @Flag(name: .customLong("render-only"), inversion: .prefixedNo, help: "Only render report.md and the charts again from --out's report.json.")
     var renderOnly = false
 
+    static let perInvocationKeys: Set<String> = ["render-only"]
+
     func run() throws {
+        if printConfig {
+            if Invocation.speaks {
+                print(Invocation.current.yaml(header: [
+                    "The effective configuration of `lora-dist compare` (\(BuildInfo.banner)): every option",
+                    "under its flag's name, defaults included; null: not set (the option's own default applies).",
+                    "Use it as a recipe: lora-dist compare --config FILE (flags on the command line override it)."]), terminator: "")
+            }
+            return
+        }
         if renderOnly {
             try CompareReport.rerender(out)
             print("rendered \(out)/report.md")
@@ -56,8 +74,8 @@ struct CompareCommand: ParsableCommand {
         if let t = targets { o.targetSets = t.split(separator: ";").map(String.init) }
         if let l = try list(lrLoRA, { Float($0) }, "lr-lora") { o.loraLRs = l }
         if let l = try list(lrFull, { Float($0) }, "lr-full") { o.fullLRs = l }
-        o.full = !noFull
-        o.qlora = !noQLoRA
+        o.full = full
+        o.qlora = qlora
         if let steps { o.steps = steps }
         if let batch { o.batch = batch }
         if let seqLen { o.seqLen = seqLen }
@@ -67,6 +85,11 @@ struct CompareCommand: ParsableCommand {
         if let testSequences { o.testSequences = testSequences }
         o.exchange = exchange
         o.reading = CorpusReading(textField: textField, replaceInvalidUTF8: replaceInvalidUTF8)
+        o.configYAML = Invocation.current.yaml(header: [
+            "The configuration of the comparison in \(out) (\(BuildInfo.banner)): every option of",
+            "`lora-dist compare` under its flag's name; null: not set. Each run under \(out)/runs has its own config.yaml.",
+            "Repeat it: lora-dist compare --config \(out)/config.yaml --out ANOTHER_DIR"], omitting: Self.perInvocationKeys)
+        o.runConfig = { Train.configYAML(for: $0) }
         guard FileManager.default.fileExists(atPath: o.corpora) else {
             throw LoraDistError("corpora not found at \(o.corpora): run tools/fetch-corpora.sh, or pass --corpora DIR")
         }

@@ -9,9 +9,16 @@ extension ExchangeStrategy: ExpressibleByArgument {}
 private let defaults = TrainOptions()
 private let loraDefaults = TrainOptions.defaultLoRA
 
-struct Train: ParsableCommand {
+struct Train: Configurable {
     static let configuration = CommandConfiguration(
-        abstract: "Fine-tune a model (the default job when no subcommand is given).")
+        abstract: "Fine-tune a model (the default job when no subcommand is given).",
+        discussion: "Every option can also come from a YAML recipe (--config FILE: each option under its flag's name, e.g. lr: 0.001); flags on the command line override the recipe. --print-config prints the effective configuration as such a recipe; every run directory gets its own config.yaml.")
+
+    @Option(help: ArgumentHelp("A YAML recipe: train options under their flag names (lr: 0.001, rslora: true); flags on the command line override it (recipes/ has examples).", valueName: "file"),
+            completion: .file(extensions: ["yaml", "yml"]))
+    var config: String?
+    @Flag(name: .customLong("print-config"), help: "Print the effective configuration (every option, defaults included) as a recipe, and exit.")
+    var printConfig = false
 
     @Option(help: "lora: train low-rank adapters on a frozen base; qlora: the same on a base stored as 4-bit NF4; full: train every weight.")
     var mode: TrainMode = defaults.mode
@@ -34,7 +41,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("lora-dropout"), help: "Dropout on the adapter's input.") var loraDropout: Float = loraDefaults.dropout
     @Option(help: "LoRA target modules: a comma-separated list of \(LoRAConfig.projections.joined(separator: ",")), or all-linear.")
     var targets: String = TrainOptions.defaultTargets
-    @Flag(name: .customLong("rslora"), help: "Scale the adapter by alpha / sqrt(r) (rank-stabilised LoRA).") var rsLoRA = loraDefaults.useRSLoRA
+    @Flag(name: .customLong("rslora"), inversion: .prefixedNo, help: "Scale the adapter by alpha / sqrt(r) (rank-stabilised LoRA).") var rsLoRA = loraDefaults.useRSLoRA
     @Option(name: .customLong("run-dir"), help: "Where metrics.jsonl and summary.json go.") var runDir: String = defaults.runDir
     @Option(help: "Seed for initialisation, sampling and dropout.") var seed: UInt64 = defaults.seed
     @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int = defaults.evalEvery
@@ -61,40 +68,33 @@ struct Train: ParsableCommand {
     var devData: String?
     @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record that holds its text.")
     var textField: String = defaults.textField
-    @Flag(name: .customLong("replace-invalid-utf8"), help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
+    @Flag(name: .customLong("replace-invalid-utf8"), inversion: .prefixedNo, help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
     var replaceInvalidUTF8 = defaults.replaceInvalidUTF8
     @Option(help: "Early stopping: stop after this many evaluations without a new best dev loss, and end on the best weights (kept as checkpoints/best).")
     var patience: Int?
-    @Flag(help: "No progress line.") var quiet = false
+    @Flag(inversion: .prefixedNo, help: "No progress line.") var quiet = false
     @Option(help: "Model replicas per rank (default: one per thread, each with one BLAS thread, splitting the rank's sequences; 1: one model whose sgemm uses every thread).")
     var replicas: Int?
 
+    /// Left out of RUN/config.yaml: they describe one invocation, not the run.
+    static let perInvocationKeys: Set<String> = ["resume", "stop-after"]
+
+    /// Types and ranges, as the arguments are parsed (a recipe's bad value is reported at its line).
+    func validate() throws {
+        try options().validate()
+    }
+
     func run() throws {
-        var o = TrainOptions()
-        o.mode = mode
-        o.model = model
+        if printConfig {
+            if Invocation.speaks { print(Invocation.current.yaml(header: Self.printHeader), terminator: "") }
+            return
+        }
+        var o = try options()
         o.data = data ?? CacheFolders.defaultCorpus
         if data == nil, !FileManager.default.fileExists(atPath: o.data) {
             throw LoraDistError("default corpus not found at \(o.data): run tools/fetch-corpus.sh, or pass --data PATH")
         }
-        o.steps = steps; o.batch = batch; o.microBatch = microBatch; o.seqLen = seqLen
-        o.lr = lr; o.minLRRatio = minLRRatio; o.warmup = warmup
-        o.optimizer.weightDecay = weightDecay; o.optimizer.clipNorm = clipNorm
-        if let adapter {
-            guard mode.hasAdapters else { throw LoraDistError("--adapter continues a LoRA adapter: use --mode lora or qlora") }
-            let path = adapter + "/adapter_config.json"
-            guard let json = FileManager.default.contents(atPath: path) else { throw LoraDistError("cannot read \(path)") }
-            o.lora = try LoRAConfig.fromPEFT(json: json, source: path)
-            o.adapter = adapter
-        } else if mode.hasAdapters {
-            o.lora = try LoRAConfig(rank: rank, alpha: alpha, dropout: loraDropout, targets: [targets], useRSLoRA: rsLoRA)
-        }
-        o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences
-        o.devPercent = devPercent; o.quiet = quiet
-        o.exchange = exchange; o.bucketMB = bucketMB
-        o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
-        o.devData = devData; o.patience = patience; o.replicas = replicas
-        o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
+        o.configYAML = Invocation.current.yaml(header: Self.runHeader(runDir), omitting: Self.perInvocationKeys)
         Preemption.install()
         let cluster = Cluster()
         o.threads = try cluster.threads(requested: threads)
@@ -125,7 +125,95 @@ struct Train: ParsableCommand {
             do { try HuggingFace.saveMerged(trainer.model, to: exportMerged) } catch { cluster.abort("\(error)") }
         }
         print(Report.closing(s))
-        print("run directory: \(runDir) (metrics.jsonl, summary.json)")
+        print("run directory: \(runDir) (config.yaml, metrics.jsonl, TensorBoard events, summary.json)")
+    }
+
+    /// The options the flags describe (without --data's default and the thread count, which
+    /// need the machine). Reads --adapter's adapter_config.json.
+    func options() throws -> TrainOptions {
+        var o = TrainOptions()
+        o.mode = mode
+        o.model = model
+        o.data = data ?? ""
+        o.steps = steps; o.batch = batch; o.microBatch = microBatch; o.seqLen = seqLen
+        o.lr = lr; o.minLRRatio = minLRRatio; o.warmup = warmup
+        o.optimizer.weightDecay = weightDecay; o.optimizer.clipNorm = clipNorm
+        if let adapter {
+            guard mode.hasAdapters else { throw LoraDistError("--adapter continues a LoRA adapter: use --mode lora or qlora") }
+            let path = adapter + "/adapter_config.json"
+            guard let json = FileManager.default.contents(atPath: path) else { throw LoraDistError("--adapter: cannot read \(path)") }
+            o.lora = try LoRAConfig.fromPEFT(json: json, source: path)
+            o.adapter = adapter
+        } else if mode.hasAdapters {
+            o.lora = try Self.lora(rank: rank, alpha: alpha, dropout: loraDropout, targets: targets, rsLoRA: rsLoRA)
+        }
+        o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences
+        o.devPercent = devPercent; o.quiet = quiet
+        o.exchange = exchange; o.bucketMB = bucketMB
+        o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
+        o.devData = devData; o.patience = patience; o.replicas = replicas
+        o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
+        return o
+    }
+
+    /// The adapter the LoRA flags describe; an error names the flag at fault.
+    static func lora(rank: Int, alpha: Float, dropout: Float, targets: String, rsLoRA: Bool) throws -> LoRAConfig {
+        do {
+            return try LoRAConfig(rank: rank, alpha: alpha, dropout: dropout, targets: [targets], useRSLoRA: rsLoRA)
+        } catch let e as LoraDistError {
+            let d = TrainOptions.defaultLoRA, t = [TrainOptions.defaultTargets]
+            let alone: [(String, () throws -> LoRAConfig)] = [
+                ("--rank", { try LoRAConfig(rank: rank, alpha: d.alpha, dropout: d.dropout, targets: t, useRSLoRA: false) }),
+                ("--alpha", { try LoRAConfig(rank: d.rank, alpha: alpha, dropout: d.dropout, targets: t, useRSLoRA: false) }),
+                ("--lora-dropout", { try LoRAConfig(rank: d.rank, alpha: d.alpha, dropout: dropout, targets: t, useRSLoRA: false) }),
+                ("--targets", { try LoRAConfig(rank: d.rank, alpha: d.alpha, dropout: d.dropout, targets: [targets], useRSLoRA: false) }),
+            ]
+            for (flag, make) in alone where (try? make()) == nil { throw LoraDistError("\(flag): \(e.message)") }
+            throw e
+        }
+    }
+
+    static var printHeader: [String] {
+        ["The effective configuration of `lora-dist train` (\(BuildInfo.banner)): every option under",
+         "its flag's name, defaults included; null: not set (the option's own default applies).",
+         "Use it as a recipe: lora-dist train --config FILE (flags on the command line override it)."]
+    }
+
+    static func runHeader(_ runDir: String) -> [String] {
+        ["The configuration of the run in \(runDir) (\(BuildInfo.banner)): every option of",
+         "`lora-dist train` under its flag's name; null: not set. resume and stop-after are left out.",
+         "Repeat the run: lora-dist train --config \(runDir)/config.yaml --run-dir ANOTHER_DIR"]
+    }
+
+    /// Flags that make `o` (the inverse of options()): how compare's runs get their config.yaml.
+    static func arguments(for o: TrainOptions) -> [String] {
+        var a = ["--mode=\(o.mode.rawValue)", "--model=\(o.model)", "--data=\(o.data)", "--steps=\(o.steps)", "--batch=\(o.batch)",
+                 "--seq=\(o.seqLen)", "--lr=\(o.lr)", "--min-lr-ratio=\(o.minLRRatio)", "--warmup=\(o.warmup)",
+                 "--weight-decay=\(o.optimizer.weightDecay)", "--clip=\(o.optimizer.clipNorm)", "--run-dir=\(o.runDir)",
+                 "--seed=\(o.seed)", "--eval-every=\(o.evalEvery)", "--eval-seqs=\(o.evalSequences)", "--dev-percent=\(o.devPercent)",
+                 "--exchange=\(o.exchange.rawValue)", "--bucket-mb=\(o.bucketMB)", "--keep-last=\(o.keepLast)",
+                 "--text-field=\(o.textField)", o.replaceInvalidUTF8 ? "--replace-invalid-utf8" : "--no-replace-invalid-utf8",
+                 o.quiet ? "--quiet" : "--no-quiet"]
+        if let l = o.lora, o.adapter == nil {
+            a += ["--rank=\(l.rank)", "--alpha=\(l.alpha)", "--lora-dropout=\(l.dropout)",
+                  "--targets=\(l.targets.joined(separator: ","))", l.useRSLoRA ? "--rslora" : "--no-rslora"]
+        }
+        let optional: [(String, String?)] = [
+            ("micro-batch", o.microBatch.map { "\($0)" }), ("threads", o.threads.map { "\($0)" }),
+            ("save-every", o.saveEvery.map { "\($0)" }), ("adapter", o.adapter), ("resume", o.resume),
+            ("stop-after", o.stopAfter.map { "\($0)" }), ("dev-data", o.devData), ("patience", o.patience.map { "\($0)" }),
+            ("replicas", o.replicas.map { "\($0)" }),
+        ]
+        for case let (k, v?) in optional { a.append("--\(k)=\(v)") }
+        return a
+    }
+
+    /// RUN/config.yaml of a run with options `o`; nil if the flags do not parse back (a bug).
+    static func configYAML(for o: TrainOptions) -> String? {
+        let args = arguments(for: o)
+        guard (try? Train.parse(args)) != nil else { return nil }
+        let invocation = Invocation(arguments: args, schema: ConfigSchema(Train.self), recipe: nil, commandLine: args)
+        return invocation.yaml(header: runHeader(o.runDir), omitting: perInvocationKeys)
     }
 }
 

@@ -23,6 +23,12 @@ public struct CompareOptions {
     public var reading = CorpusReading()   // how the corpora's files are read (JSON Lines field, invalid UTF-8)
     public var seed: UInt64 = 1234
     public var quick = false
+    /// compare's configuration as YAML (`compare --print-config`), written by rank 0 as
+    /// DIR/config.yaml so that `compare --config DIR/config.yaml` repeats the comparison.
+    public var configYAML: String? = nil
+    /// The YAML of one training run (`train --print-config` of the flags that make the same
+    /// TrainOptions), written as that run's RUN/config.yaml; nil: none.
+    public var runConfig: ((TrainOptions) -> String?)? = nil
     public init() {}
 
     /// --quick: a tiny base pretrained on the spot and small budgets: minutes, not hours.
@@ -59,6 +65,13 @@ public enum Compare {
         }
         guard domains.contains(general) else { throw LoraDistError("\(o.corpora) has no general domain to measure forgetting on") }
         let start = Date()
+        if let yaml = o.configYAML {
+            try cluster.agree {
+                guard cluster.isRoot else { return }
+                try Files.createDirectory(o.out)
+                try Files.writeAtomically(Data(yaml.utf8), to: o.out + "/config.yaml")
+            }
+        }
         var base = o.base
         if o.quick {
             base = o.out + "/base"
@@ -98,6 +111,7 @@ public enum Compare {
                 t.exchange = o.exchange; t.seed = o.seed; t.keepLast = 1; t.quiet = true
                 t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                 t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)"
+                t.configYAML = o.runConfig?(t)
                 let trainer = try Trainer(options: t, cluster: cluster)
                 if tests == nil {
                     let (sets, replaced) = try testSets(domains, o: o, tokenizer: trainer.tokenizer)
@@ -149,6 +163,7 @@ public enum Compare {
         t.exchange = o.exchange
         t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
         t.runDir = o.out + "/runs/pretrain"
+        t.configYAML = o.runConfig?(t)
         let trainer = try Trainer(options: t, cluster: cluster)
         try trainer.run()
         try cluster.agree { if cluster.isRoot { try HuggingFace.saveMerged(trainer.model, to: dir) } }

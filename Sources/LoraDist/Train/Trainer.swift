@@ -47,6 +47,9 @@ public struct TrainOptions {
     /// BLAS threads (and element-wise workers) per rank; nil: LORA_DIST_THREADS, else the
     /// rank's share of its node's cores (Cluster.threads).
     public var threads: Int? = nil
+    /// The run's configuration as YAML (the CLI's `train --print-config`), written by rank 0
+    /// as RUN/config.yaml so that `train --config RUN/config.yaml` repeats the run; nil: none.
+    public var configYAML: String? = nil
     /// Seconds a collective may wait for a rank that stopped responding before the job ends
     /// (CollectiveTimeout); nil: LORA_DIST_COLLECTIVE_TIMEOUT, else 300. Set before MPI starts.
     public var collectiveTimeout: Double? = nil
@@ -58,6 +61,49 @@ public struct TrainOptions {
     /// q_proj,k_proj,v_proj,o_proj: the attention projections (the first four of LoRAConfig.projections).
     public static let attentionTargets = LoRAConfig.projections.prefix(4).joined(separator: ",")
     public static let defaultLoRA = try! LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: [defaultTargets], useRSLoRA: false)
+}
+
+extension TrainOptions {
+    /// Every option against its documented range (docs/metrics.md lists them), before
+    /// anything is read, allocated or written; each error names the flag. NaN and infinity
+    /// fail every range. `lora-dist train` runs this as it parses its arguments (so a
+    /// recipe's value out of range is reported at its line); the Trainer runs it again.
+    public func validate() throws {
+        let o = self
+        func int(_ flag: String, _ v: Int, _ r: ClosedRange<Int>) throws {
+            guard r.contains(v) else { throw LoraDistError("\(flag) must be in \(r.lowerBound)...\(r.upperBound), got \(v)") }
+        }
+        func real<F: BinaryFloatingPoint>(_ flag: String, _ v: F, _ lo: Double, _ hi: Double, open: Bool = false) throws {
+            let x = Double(v)
+            guard x.isFinite, open ? x > lo : x >= lo, x <= hi else {
+                throw LoraDistError("\(flag) must be a number in \(open ? "(" : "[")\(String(format: "%.10g", lo)), \(String(format: "%.10g", hi))], got \(v)")
+            }
+        }
+        let million = 1_000_000
+        try int("--steps", o.steps, 1...100 * million)
+        try int("--batch", o.batch, 1...million)
+        try int("--seq", o.seqLen, 1...1 << 20)
+        try real("--lr", o.lr, 0, 10, open: true)
+        try real("--min-lr-ratio", o.minLRRatio, 0, 1)
+        try int("--warmup", o.warmup, 0...100 * million)
+        try int("--dev-percent", o.devPercent, 0...50)
+        try int("--eval-every", o.evalEvery, 0...100 * million)
+        try int("--eval-seqs", o.evalSequences, 1...million)
+        try real("--bucket-mb", o.bucketMB, 0, 1_048_576, open: true)
+        try real("--weight-decay", o.optimizer.weightDecay, 0, 1)
+        try real("--clip", o.optimizer.clipNorm, 0, 1e6)
+        try real("AdamW beta1", o.optimizer.beta1, 0, 1)
+        try real("AdamW beta2", o.optimizer.beta2, 0, 1)
+        try real("AdamW eps", o.optimizer.eps, 0, 1, open: true)
+        if let k = o.saveEvery { try int("--save-every", k, 1...100 * million) }
+        try int("--keep-last", o.keepLast, 1...10_000)
+        if let k = o.patience { try int("--patience", k, 1...million) }
+        if let k = o.stopAfter { try int("--stop-after", k, 1...100 * million) }
+        if let m = o.microBatch { try int("--micro-batch", m, 1...o.batch) }
+        if let r = o.replicas { try int("--replicas", r, 1...1024) }
+        if let t = o.threads { try int("--threads", t, 1...4096) }
+        if let t = o.collectiveTimeout { try CollectiveTimeout.check(t, name: "--collective-timeout") }
+    }
 }
 
 /// Runs the loop on every rank: sample this rank's share of the global batch →
@@ -148,43 +194,9 @@ public final class Trainer {
     }
 
     /// The training flags' own checks (LoadedModel.Plan checks the model's: sequence length,
-    /// replicas, adapters).
-    /// Every option against its documented range (docs/metrics.md lists them), before
-    /// anything is read, allocated or written. NaN and infinity fail every range.
+    /// replicas, adapters), and what the job's shape allows.
     static func validate(_ o: TrainOptions, cluster: Cluster) throws {
-        func int(_ flag: String, _ v: Int, _ r: ClosedRange<Int>) throws {
-            guard r.contains(v) else { throw LoraDistError("\(flag) must be in \(r.lowerBound)...\(r.upperBound), got \(v)") }
-        }
-        func real<F: BinaryFloatingPoint>(_ flag: String, _ v: F, _ lo: Double, _ hi: Double, open: Bool = false) throws {
-            let x = Double(v)
-            guard x.isFinite, open ? x > lo : x >= lo, x <= hi else {
-                throw LoraDistError("\(flag) must be a number in \(open ? "(" : "[")\(String(format: "%.10g", lo)), \(String(format: "%.10g", hi))], got \(v)")
-            }
-        }
-        let million = 1_000_000
-        try int("--steps", o.steps, 1...100 * million)
-        try int("--batch", o.batch, 1...million)
-        try int("--seq", o.seqLen, 1...1 << 20)
-        try real("--lr", o.lr, 0, 10, open: true)
-        try real("--min-lr-ratio", o.minLRRatio, 0, 1)
-        try int("--warmup", o.warmup, 0...100 * million)
-        try int("--dev-percent", o.devPercent, 0...50)
-        try int("--eval-every", o.evalEvery, 0...100 * million)
-        try int("--eval-seqs", o.evalSequences, 1...million)
-        try real("--bucket-mb", o.bucketMB, 0, 1_048_576, open: true)
-        try real("--weight-decay", o.optimizer.weightDecay, 0, 1)
-        try real("--clip", o.optimizer.clipNorm, 0, 1e6)
-        try real("AdamW beta1", o.optimizer.beta1, 0, 1)
-        try real("AdamW beta2", o.optimizer.beta2, 0, 1)
-        try real("AdamW eps", o.optimizer.eps, 0, 1, open: true)
-        if let k = o.saveEvery { try int("--save-every", k, 1...100 * million) }
-        try int("--keep-last", o.keepLast, 1...10_000)
-        if let k = o.patience { try int("--patience", k, 1...million) }
-        if let k = o.stopAfter { try int("--stop-after", k, 1...100 * million) }
-        if let m = o.microBatch { try int("--micro-batch", m, 1...o.batch) }
-        if let r = o.replicas { try int("--replicas", r, 1...1024) }
-        if let t = o.threads { try int("--threads", t, 1...4096) }
-        if let t = o.collectiveTimeout { try CollectiveTimeout.check(t, name: "--collective-timeout") }
+        try o.validate()
         if o.exchange == .hierarchical && !cluster.uniform {
             throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
         }
@@ -286,8 +298,9 @@ public final class Trainer {
         public var preempted: Bool
     }
 
-    /// The whole run, from step 1 or from a checkpoint. Rank 0 writes
-    /// metrics.jsonl, summary.json and the manifests; every rank its shard.
+    /// The whole run, from step 1 or from a checkpoint. Rank 0 writes config.yaml,
+    /// metrics.jsonl, the TensorBoard event file, summary.json and the manifests; every
+    /// rank its shard.
     @discardableResult
     public func run() throws -> Outcome {
         let o = options
@@ -299,11 +312,14 @@ public final class Trainer {
             tokens = r.tokens
             state = r.state
         }
-        var metrics: MetricsLog?
+        var metrics: MetricsLog?, events: EventFile?
         if root {
             do {
                 try Files.createDirectory(o.runDir)
-                metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl", keepingStepsUpTo: o.resume == nil ? nil : first - 1)
+                if let yaml = o.configYAML { try Files.writeAtomically(Data(yaml.utf8), to: o.runDir + "/config.yaml") }
+                let kept = o.resume == nil ? nil : first - 1
+                metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl", keepingStepsUpTo: kept)
+                events = try EventFile(runDir: o.runDir, keepingStepsUpTo: kept)
             } catch { cluster.abort("\(error)") }
         }
         let progress = Progress(total: o.steps, quiet: o.quiet || !root)
@@ -346,8 +362,8 @@ public final class Trainer {
                     earlyStopped = evalsSinceBest >= o.patience!
                 }
             }
-            if let metrics {
-                do { try metrics.append(rec) } catch { cluster.abort("\(error)") }
+            if let metrics, let events {
+                do { try metrics.append(rec); try events.append(rec) } catch { cluster.abort("\(error)") }
             }
             progress.update(step: s, loss: r.loss, tokensPerSecond: Double(tokens) / max(trainSeconds, 1e-9),
                             secondsPerStep: trainSeconds / Double(s - first + 1), commShare: waitSeconds / max(trainSeconds, 1e-9))

@@ -255,8 +255,10 @@ extension BadInputCLITests {
             #expect((s["wall_s"] as? Double).map { $0 >= 0 } == true)
             #expect(s["trainable_params"] as? Int == trainable)
             #expect(s["mode"] as? String == mode)
-            // No temporary files left beside the reports.
-            #expect(try FileManager.default.contentsOfDirectory(atPath: runDir).sorted() == ["checkpoints", "metrics.jsonl", "summary.json"])
+            // No temporary files left beside the reports (and one TensorBoard event file).
+            let files = try FileManager.default.contentsOfDirectory(atPath: runDir).sorted()
+            #expect(files.filter { !$0.hasPrefix("events.out.tfevents.") } == ["checkpoints", "config.yaml", "metrics.jsonl", "summary.json"])
+            #expect(files.filter { $0.hasPrefix("events.out.tfevents.") }.count == 1, "\(files)")
             return s
         }
 
