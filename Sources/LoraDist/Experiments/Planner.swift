@@ -102,15 +102,17 @@ public struct Planner {
             let i1 = min(i0 + Attention.block, seqLen)
             pairs += (i1 - i0) * i1
         }
+        // per block the forward multiplies Q·Kᵀ and P·V; the backward recomputes Q·Kᵀ (no T×T
+        // matrix is kept) and forms dP, dV, dQ and dK: 2 and 5 products of 2·rows·keys·D FLOPs
         let attention = 2 * 2 * Double(batch * pairs) * q * Double(c.numHiddenLayers)
         let forward = matmul + attention
-        if !lora { return forward * 3 }  // backward: input and weight gradients
+        if !lora { return forward + 2 * matmul + 2.5 * attention }  // backward: input and weight gradients
         var adapters = 0.0
         for (name, out, inp) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
             adapters += 2 * tokens * Double(self.lora.rank) * Double(out + inp) * Double(c.numHiddenLayers)
         }
-        // backward: input gradients only through frozen weights, attention twice, adapters three times
-        return forward + (matmul + 2 * attention) + 3 * adapters
+        // backward: input gradients only through frozen weights, attention's five products, adapters three times
+        return forward + (matmul + 2.5 * attention) + 3 * adapters
     }
 
     func exchangeSeconds(bytes n: Double, nodes N: Int) -> Double {
@@ -142,7 +144,8 @@ public struct Planner {
         let rows = micro * Double(seqLen)
         let q = Double(c.numAttentionHeads * c.headDim), kv = Double(c.numKeyValueHeads * c.headDim)
         let C = Double(c.hiddenSize), I = Double(c.intermediateSize), L = Double(c.numHiddenLayers)
-        let perLayer = rows * (5 * C + 2 * q + 2 * kv + 3 * I) + micro * Double(c.numAttentionHeads) * Double(seqLen * seqLen) + 2 * rows
+        // attention keeps one log-sum-exp per row and head, not the T×T probabilities
+        let perLayer = rows * (5 * C + 2 * q + 2 * kv + 3 * I) + micro * Double(c.numAttentionHeads) * Double(seqLen) + 2 * rows
         var loraActs = 0.0
         if lora {
             for (name, _, _) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
@@ -150,7 +153,7 @@ public struct Planner {
             }
         }
         let activations = L * perLayer + (L + 1) * rows * C + rows * Double(c.vocabSize) + rows * (4 * C + 2 * q + 2 * kv + 3 * I)
-            + Double(seqLen * seqLen) + loraActs
+            + Double(2 * Attention.block * seqLen) + loraActs
         let perRank = 4 * (activations + Double(trainable)) + 30e6
         return 4 * Double(total) + 8 * Double(trainable) + Double(ranksPerNode) * perRank
     }

@@ -18,13 +18,13 @@ import Testing
 /// it runs, OPENBLAS_CORETYPE Prescott, Core2, Penryn, Nehalem, Atom, Barcelona, Sandybridge,
 /// Haswell, Zen, SkylakeX and Cooperlake, each at 1 and 2 threads, with OPENBLAS_L2_SIZE
 /// unset and 512, which made no difference).
-/// The kernel the fixture was made with (SkylakeX; Cooperlake is the same) reproduces the
-/// adapter bit for bit.
+/// (The fixture predates the attention rewrite that recomputes Q·Kᵀ in the backward: the kernel
+/// it was made with, SkylakeX, now differs by 4e-6 on the adapter, from 0 before.)
 @Suite(.serialized, .tags(.cli)) struct ExportCLITests {
     static let logitsTolerance: Float = 3e-6        // base import (F32, BF16, F16); measured worst 6.3e-7
     static let adaptedLogitsTolerance: Float = 5e-5 // base + trained adapter, and the merged export; measured worst 1.1e-5 (Penryn)
     static let adapterTolerance: Float = 1e-4       // trained adapter tensors; measured worst 2.8e-5 (Penryn), 2.2e-5 (Haswell, Zen)
-    static let lossTolerance: Float = 1.5e-6        // the 20 training losses, relative; measured worst 3.7e-7
+    static let lossTolerance: Float = 1.5e-6        // the 20 training losses, relative; measured worst 4.1e-7
     static let dir = TestPaths.fixtures + "/export"
 
     /// args.json: the lora-dist arguments the fixture script used.

@@ -5,9 +5,10 @@ import Testing
 /// Exports of every family fixture (Tests/Fixtures/families): the merged Hugging Face directory
 /// reloads strictly and gives peft's logits, and the PEFT export is the fixture's adapter.
 /// (tools/check_family_exports.py loads such exports in transformers and peft themselves.)
-/// Tolerance as ReferenceTests: max |Δ| / max |ref| ≤ 1e-4 on logits.
+/// Tolerance on logits against the fixtures' (made on an Intel Xeon): ReferenceTests.tolerance,
+/// max |Δ| / max |ref|; measured with the rest by tools/measure-tolerances.sh (see there).
 @Suite struct FamilyExportTests {
-    static let tolerance: Float = 1e-4
+    static let tolerance: Float = ReferenceTests.tolerance
 
     /// The fixture's base + adapter as lora-dist loads them.
     static func adapted(_ f: ReferenceTests.Fixture) throws -> (LlamaModel, LoRAConfig) {
@@ -49,6 +50,7 @@ import Testing
         try HuggingFace.loadBase(plain, from: HuggingFace.Weights(modelDir: dir))
         let (logits, _) = f.run(plain)
         let err = relativeError(logits, try f.reference.floats("lora.logits"))
+        recordFixtureError("family export merged \(name) logits", err)
         #expect(err < Self.tolerance, "merged logits against peft's: relative error \(err)")
         // Only projections with an adapter changed; biases and norms are the base's, bit for bit.
         let targets = Set((try Self.json(f.dir + "/adapter/adapter_config.json"))["target_modules"] as? [String] ?? [])
@@ -88,6 +90,7 @@ import Testing
         try HuggingFace.loadBase(again, from: SafeTensors(path: f.dir + "/model.safetensors"))
         try HuggingFace.loadAdapter(again, from: ours)
         let err = relativeError(f.run(again).0, try f.reference.floats("lora.logits"))
+        recordFixtureError("family export peft \(name) logits", err)
         #expect(err < Self.tolerance, "reloaded adapter: relative error \(err)")
     }
 }
