@@ -120,9 +120,10 @@ enum HFConfigReader {
             break
         }
         if let lt = value("layer_types") {
-            let want = [String](repeating: window == nil ? "full_attention" : "sliding_attention", count: layers)
-            guard let list = lt as? [String], list == want else {
-                throw refuse("layer_types", "lists other attention kinds than \(want.first!) for every layer, which is all lora-dist implements for this config")
+            // Compared without building a list of `layers` entries: the count is not bounded yet.
+            let want = window == nil ? "full_attention" : "sliding_attention"
+            guard let list = lt as? [String], list.count == layers, list.allSatisfy({ $0 == want }) else {
+                throw refuse("layer_types", "lists other attention kinds than \(want) for every layer, which is all lora-dist implements for this config")
             }
         }
 
@@ -174,6 +175,13 @@ enum HFConfigReader {
             }
             return n.doubleValue
         }
+        func integer(_ k: String) throws -> Int {
+            let v = try num(k)
+            guard v == v.rounded(), abs(v) < 1e15 else {   // bounded before it becomes an Int
+                throw LoraDistError("\(source): \"\(key).\(k)\" must be an integer of at most 15 digits, got \(v)")
+            }
+            return Int(v)
+        }
         let allowed: Set<String>
         let scaling: RopeScaling?
         switch kind {
@@ -187,7 +195,7 @@ enum HFConfigReader {
             allowed = ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]
             scaling = RopeScaling(kind: .llama3, factor: try num("factor"), lowFreqFactor: try num("low_freq_factor"),
                                   highFreqFactor: try num("high_freq_factor"),
-                                  originalMaxPositionEmbeddings: Int(try num("original_max_position_embeddings")))
+                                  originalMaxPositionEmbeddings: try integer("original_max_position_embeddings"))
         default:
             throw LoraDistError("\(source): \"\(key)\" rope_type \"\(kind)\" is not implemented (lora-dist implements default, linear and llama3)")
         }
