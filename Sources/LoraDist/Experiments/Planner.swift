@@ -135,27 +135,13 @@ public struct Planner {
         }
     }
 
-    /// Memory of one node: one shared copy of the weights, AdamW moments of the
-    /// trainable set (sharded over the node), and per rank its gradient, its
-    /// activations (the buffers LlamaModel allocates) and ~30 MB of runtime.
-    func memoryPerNode(trainable: Int, total: Int, lora: Bool, nodes N: Int) -> Double {
-        let c = config
-        let micro = Double((batch + N * ranksPerNode - 1) / (N * ranksPerNode))
-        let rows = micro * Double(seqLen)
-        let q = Double(c.numAttentionHeads * c.headDim), kv = Double(c.numKeyValueHeads * c.headDim)
-        let C = Double(c.hiddenSize), I = Double(c.intermediateSize), L = Double(c.numHiddenLayers)
-        // attention keeps one log-sum-exp per row and head, not the T×T probabilities
-        let perLayer = rows * (5 * C + 2 * q + 2 * kv + 3 * I) + micro * Double(c.numAttentionHeads) * Double(seqLen) + 2 * rows
-        var loraActs = 0.0
-        if lora {
-            for (name, _, _) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
-                loraActs += 2 * rows * Double(self.lora.rank) * L
-            }
-        }
-        let activations = L * perLayer + (L + 1) * rows * C + rows * Double(c.vocabSize) + rows * (4 * C + 2 * q + 2 * kv + 3 * I)
-            + Double(2 * Attention.block * seqLen) + loraActs
-        let perRank = 4 * (activations + Double(trainable)) + 30e6
-        return 4 * Double(total) + 8 * Double(trainable) + Double(ranksPerNode) * perRank
+    /// Memory of one node: what `train` checks against the node before it allocates
+    /// (MemoryNeed), for this plan's share of the batch per rank and the trainer's default of
+    /// one model replica per thread (the node's cores shared among its ranks).
+    func memoryPerNode(lora isLoRA: Bool, nodes N: Int) throws -> Double {
+        let micro = (batch + N * ranksPerNode - 1) / (N * ranksPerNode)
+        return try MemoryNeed(config: config, lora: isLoRA ? lora : nil, ranksPerNode: ranksPerNode, maxBatch: micro,
+                              replicas: max(1, coresPerNode / ranksPerNode), seqLen: seqLen, training: true).perNode
     }
 
     public func estimate(lora isLoRA: Bool) throws -> Estimate {
@@ -177,7 +163,7 @@ public struct Planner {
                                               localSize: ranksPerNode, nodes: nodes)
         e.exchangeBytes = b.intra + b.inter
         e.exchangeSeconds = exchangeSeconds(bytes: n, nodes: nodes)
-        e.memoryPerNode = memoryPerNode(trainable: e.trainable, total: e.total, lora: isLoRA, nodes: nodes)
+        e.memoryPerNode = try memoryPerNode(lora: isLoRA, nodes: nodes)
         e.exchangeBoundAt = (1...4096).first { exchangeSeconds(bytes: n, nodes: $0) >= compute($0) }
         return e
     }

@@ -103,6 +103,38 @@ public final class LlamaModel {
         acts = Activations(config: config, rows: n, seqLen: seqLen, layers: config.numHiddenLayers)
     }
 
+    /// Floats one model allocates besides its weights, for `maxBatch` sequences of `seqLen`
+    /// tokens: the gradient of the trainable arena, the activations each layer saves and the
+    /// backward's scratch (Activations, DecoderLayer), the logits (V per row), the adapters'
+    /// saved products and dropout masks, the NF4 dequantization tile, the RoPE tables. What
+    /// `init` allocates, buffer for buffer (ModelMemoryTests checks it on built models), in
+    /// Double so that sizes which would overflow an Int are measured, not trapped on.
+    public static func workingFloats(config c: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int,
+                                     seqLen: Int) throws -> Double {
+        let specs = try specs(config: c, lora: lora, nf4Base: nf4Base)
+        let n = Double(maxBatch) * Double(seqLen), T = Double(seqLen), B = Double(maxBatch)
+        let C = Double(c.hiddenSize), I = Double(c.intermediateSize), V = Double(c.vocabSize), L = Double(c.numHiddenLayers)
+        let H = Double(c.numAttentionHeads), KV = Double(c.numKeyValueHeads)
+        let q = H * Double(c.headDim), kv = KV * Double(c.headDim)
+        let qk = c.qkNorm ? 1.0 : 0
+        let grads = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
+        // Activations: residual stream (L+1), final norm, logits, backward scratch, one attention block
+        let shared = (L + 1) * n * C + n * C + n + n * V + 2 * n * C + 2 * n * q + 2 * n * kv + qk * (n * q + n * kv)
+            + 3 * n * I + 2 * Double(Attention.block) * T
+        // DecoderLayer: x1, rstd1, q/k/v, (raw q/k and their rstd), lse, attOut, mid, x2, rstd2, gate/up/act, tmp
+        let perLayer = n * C + n + n * q + 2 * n * kv + qk * (n * q + n * kv + n * H + n * KV) + B * H * T + n * q
+            + n * C + n * C + n + 3 * n * I + n * C
+        var adapters = 0.0
+        if let lora {
+            for (name, _, inDim) in projections(c, q: Int(q), kv: Int(kv)) where lora.targets.contains(name) {
+                adapters += 2 * n * Double(lora.rank) + (lora.dropout > 0 ? 3 * n * Double(inDim) : 0)
+            }
+        }
+        let dequant = nf4Base ? Double(max(NF4Matmul.tileFloats, c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim)) : 0
+        let rope = T * Double(c.headDim / 2) * 2
+        return grads + shared + L * (perLayer + adapters) + dequant + rope
+    }
+
     public var totalParams: Int { store.elementCount }
     public var nf4Base: Bool { store.params.contains { $0.spec.nf4 } }
     public var trainableParams: Int { store.trainableCount }

@@ -19,6 +19,7 @@ public final class LoadedModel {
         public var seed: UInt64 = 1234        // a built-in model's random initialisation
         public var threads: Int? = nil        // per rank; nil: Cluster.threads' default
         public var replicas: Int? = 1         // models per rank (nil: one per thread, for training)
+        public var training = false           // the optimizer's state counts too (MemoryNeed)
         public init() {}
 
         /// The base model alone, for evaluation or generation. A rank-1 adapter on q_proj
@@ -102,15 +103,24 @@ public final class LoadedModel {
         try self.init(try cluster.agree { try Plan(options) }, cluster: cluster)
     }
 
-    /// Allocates the node's window, builds the rank's model (and replicas) on it, and fills
-    /// the ranges this rank owns straight from the (memory-mapped) files; then publishes, so
-    /// every rank sees the whole model. Collective.
+    /// Checks that the node can hold the model and its working memory (MemoryNeed against
+    /// what the node has available: a job that does not fit is refused with one line before
+    /// anything is allocated), allocates the node's window, builds the rank's model (and
+    /// replicas) on it, and fills the ranges this rank owns straight from the (memory-mapped)
+    /// files; then publishes, so every rank sees the whole model. Collective.
     public init(_ plan: Plan, cluster: Cluster) throws {
         let o = plan.options, source = plan.source, config = plan.source.config
         let lora = o.mode.hasAdapters ? o.lora : nil
         options = o
         self.cluster = cluster
         self.source = source
+        let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
+        let r = max(1, min(o.replicas ?? threads, o.maxBatch))
+        try cluster.agree {
+            let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
+                                      maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training)
+            try need.check(available: NodeMemory.availableBytes())
+        }
         // The weights live in the node's shared window; every rank maps all of it.
         var win: SharedWindow?
         let node = cluster.node
@@ -120,8 +130,6 @@ public final class LoadedModel {
         }
         window = win!
         let store = model.store
-        let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
-        let r = max(1, min(o.replicas ?? threads, o.maxBatch))
         budget = ThreadBudget(threads: threads, replicas: r)
         budget.claim()
         if r > 1 {

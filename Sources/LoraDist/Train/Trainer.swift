@@ -64,7 +64,7 @@ public struct TrainOptions {
 }
 
 extension TrainOptions {
-    /// Every option against its documented range (docs/metrics.md lists them), before
+    /// Every option against its documented range (docs/reliability.md lists them), before
     /// anything is read, allocated or written; each error names the flag. NaN and infinity
     /// fail every range. `lora-dist train` runs this as it parses its arguments (so a
     /// recipe's value out of range is reported at its line); the Trainer runs it again.
@@ -190,6 +190,7 @@ public final class Trainer {
         m.model = o.model; m.mode = o.mode; m.lora = o.lora; m.adapter = o.adapter
         m.seqLen = o.seqLen; m.maxBatch = maxBatch; m.seed = o.seed
         m.threads = o.threads; m.replicas = o.replicas
+        m.training = true
         return m
     }
 

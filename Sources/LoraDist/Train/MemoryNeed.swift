@@ -1,0 +1,59 @@
+import Foundation
+
+/// What a model loaded on a node's ranks takes of the node's memory, estimated from the
+/// shapes before anything is allocated: `LoadedModel` refuses a job that does not fit, and
+/// `plan` (Planner) prints the same figure.
+///
+/// - weights: one copy per node (the shared window), in fp32 slots (NF4 bytes included);
+/// - per rank: each model's gradient, saved activations, logits (V floats per row) and scratch
+///   (`LlamaModel.workingFloats`) — the rank's model sized for its micro-batch, each extra
+///   replica for its part of it — the batch's token buffers, and the runtime;
+/// - training: AdamW's two moments and the reduced gradient shard of the trainable set, split
+///   among the node's ranks (each holds the shard it owns).
+public struct MemoryNeed {
+    /// Bytes of the shared weights, once per node.
+    public var weights = 0.0
+    /// Bytes each rank adds: its models' working sets, batch buffers, runtime.
+    public var perRank = 0.0
+    /// Bytes of optimizer state and reduced gradient, per node (its ranks' shards together).
+    public var sharded = 0.0
+    public var ranksPerNode = 1
+    /// Tokens one forward pass of a rank's model holds (micro-batch × sequence length).
+    public var tokensPerPass = 0
+
+    /// What a rank's process takes before any model: Swift and MPI runtimes, OpenBLAS buffers.
+    public static let runtimeBytesPerRank = 30e6
+
+    public var perNode: Double { weights + sharded + Double(ranksPerNode) * perRank }
+
+    /// `maxBatch` sequences of `seqLen` tokens per forward pass of a rank, split over
+    /// `replicas` models (the rank's own and replicas − 1 more); `training` adds the
+    /// optimizer's state.
+    public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, ranksPerNode: Int, maxBatch: Int,
+                replicas: Int = 1, seqLen: Int, training: Bool) throws {
+        let specs = try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4Base)
+        let trainable = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
+        weights = 4 * Double(specs.reduce(0) { $0 + $1.slots })
+        let r = max(1, min(replicas, maxBatch))
+        let main = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base, maxBatch: maxBatch, seqLen: seqLen)
+        let replica = r > 1 ? try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base,
+                                                           maxBatch: (maxBatch + r - 1) / r, seqLen: seqLen) : 0
+        let tokens = 2 * Double(maxBatch) * Double(seqLen)  // inputs and targets, Int32
+        perRank = 4 * (main + Double(r - 1) * replica + tokens) + Self.runtimeBytesPerRank
+        sharded = training ? 4 * 3 * trainable : 0
+        self.ranksPerNode = ranksPerNode
+        tokensPerPass = maxBatch * seqLen
+    }
+
+    /// Throws one line when the node cannot hold the job: what it needs against what
+    /// `available` (NodeMemory.availableBytes) says the node has. nil: unknown, not checked.
+    public func check(available: Double?) throws {
+        guard let available, perNode > available else { return }
+        let ranks = ranksPerNode > 1 ? " × \(ranksPerNode) ranks" : ""
+        throw LoraDistError("this job needs \(Units.bytes(perNode)) per node, the node has \(Units.bytes(available)) available "
+            + "(weights \(Units.bytes(weights)) once per node, \(Units.bytes(perRank)) per rank\(ranks) for activations and logits "
+            + "of \(tokensPerPass.formatted()) tokens per pass and gradients"
+            + (sharded > 0 ? ", optimizer state \(Units.bytes(sharded))" : "")
+            + "): lower the batch (or micro-batch) or the sequence length, or run fewer ranks per node")
+    }
+}

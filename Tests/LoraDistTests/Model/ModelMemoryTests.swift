@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// LlamaModel.workingFloats (what MemoryNeed, and so the fit check and `plan`, count) against
+/// what a built model really holds: every FloatBuffer reachable from it, found by reflection,
+/// the weights aside.
+@Suite struct ModelMemoryTests {
+    /// Σ count of the distinct FloatBuffers reachable from `root`.
+    static func allocatedFloats(_ root: Any) -> Int {
+        var seen = Set<ObjectIdentifier>()
+        var total = 0
+        func visit(_ x: Any) {
+            if let b = x as? FloatBuffer {
+                if seen.insert(ObjectIdentifier(b)).inserted { total += b.count }
+                return
+            }
+            let m = Mirror(reflecting: x)
+            if m.displayStyle == .class {
+                guard seen.insert(ObjectIdentifier(x as AnyObject)).inserted else { return }
+            }
+            var mirror: Mirror? = m
+            while let current = mirror {
+                for child in current.children { visit(child.value) }
+                mirror = current.superclassMirror
+            }
+        }
+        visit(root)
+        return total
+    }
+
+    static let qwen3Like = ModelConfig(family: .qwen3, vocabSize: 300, hiddenSize: 64, intermediateSize: 96, numHiddenLayers: 3,
+                                       numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, maxPositionEmbeddings: 256, tieWordEmbeddings: true,
+                                       qkNorm: true, bosTokenId: 1, eosTokenId: 2)
+
+    @Test(arguments: ["lora", "lora-dropout", "qlora", "full", "qwen3"])
+    func workingFloatsMatchTheBuffers(_ kind: String) throws {
+        var config = ModelConfig.builtIn["tiny"]!
+        var lora: LoRAConfig? = try LoRAConfig(rank: 4, alpha: 8, targets: ["all-linear"])
+        var nf4 = false
+        switch kind {
+        case "lora-dropout": lora = try LoRAConfig(rank: 2, alpha: 4, dropout: 0.1, targets: ["q_proj", "down_proj"])
+        case "qlora": nf4 = true
+        case "full": lora = nil
+        case "qwen3": config = Self.qwen3Like
+        default: break
+        }
+        for (batch, seq) in [(1, 8), (3, 40), (2, 130)] {
+            let weights = FloatBuffer(try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4).reduce(0) { $0 + $1.slots })
+            let model = try LlamaModel(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq) { _ in weights.ptr }
+            let estimate = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq)
+            #expect(estimate == Double(Self.allocatedFloats(model)), "\(kind) batch \(batch) seq \(seq)")
+        }
+    }
+
+    @Test func needAddsUpAndRefuses() throws {
+        let tiny = ModelConfig.builtIn["tiny"]!
+        let lora = try LoRAConfig(rank: 4, alpha: 8, targets: ["all-linear"])
+        let one = try MemoryNeed(config: tiny, lora: lora, ranksPerNode: 1, maxBatch: 4, seqLen: 64, training: true)
+        let four = try MemoryNeed(config: tiny, lora: lora, ranksPerNode: 4, maxBatch: 4, seqLen: 64, training: true)
+        #expect(four.weights == one.weights && four.perNode == one.perNode + 3 * one.perRank)
+        #expect(one.perNode > one.weights + MemoryNeed.runtimeBytesPerRank)
+        try one.check(available: one.perNode)
+        try one.check(available: nil)
+        #expect(throws: LoraDistError.self) { try one.check(available: one.perNode - 1) }
+        // sizes whose element counts overflow an Int are measured, not trapped on
+        let huge = try MemoryNeed(config: ModelConfig.builtIn["small"]!, lora: lora, ranksPerNode: 2, maxBatch: 1_000_000,
+                                  seqLen: 1 << 20, training: true)
+        #expect(huge.perNode > 1e15)
+        do { try huge.check(available: 24 * 1_073_741_824.0) } catch let e as LoraDistError {
+            #expect(e.message.hasPrefix("this job needs "), "\(e.message)")
+            #expect(e.message.contains("per node, the node has 24.0 GiB available"), "\(e.message)")
+        }
+        #expect(NodeMemory.availableBytes().map { $0 > 0 } ?? true)
+    }
+}
