@@ -75,6 +75,8 @@ struct Train: Configurable {
     @Flag(inversion: .prefixedNo, help: "No progress line.") var quiet = false
     @Option(help: "Model replicas per rank (default: one per thread, each with one BLAS thread, splitting the rank's sequences; 1: one model whose sgemm uses every thread).")
     var replicas: Int?
+    @Option(name: .customLong("collective-timeout"), help: "Seconds a collective waits for a rank that stopped responding (stopped, hung, its node unreachable) before the job ends with a line naming it; 0: wait forever. Default: env LORA_DIST_COLLECTIVE_TIMEOUT, else \(Int(CollectiveTimeout.defaultSeconds)).")
+    var collectiveTimeout: Double?
 
     /// Left out of RUN/config.yaml: they describe one invocation, not the run.
     static let perInvocationKeys: Set<String> = ["resume", "stop-after"]
@@ -95,6 +97,8 @@ struct Train: Configurable {
             throw LoraDistError("default corpus not found at \(o.data): run tools/fetch-corpus.sh, or pass --data PATH")
         }
         o.configYAML = Invocation.current.yaml(header: Self.runHeader(runDir), omitting: Self.perInvocationKeys)
+        // Settled when MPI starts (Cluster()): an invalid value ends every rank there, with one line.
+        CollectiveTimeout.requested = collectiveTimeout
         Preemption.install()
         let cluster = Cluster()
         o.threads = try cluster.threads(requested: threads)
@@ -153,6 +157,7 @@ struct Train: Configurable {
         o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
         o.devData = devData; o.patience = patience; o.replicas = replicas
         o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
+        o.collectiveTimeout = collectiveTimeout
         return o
     }
 
@@ -202,7 +207,7 @@ struct Train: Configurable {
             ("micro-batch", o.microBatch.map { "\($0)" }), ("threads", o.threads.map { "\($0)" }),
             ("save-every", o.saveEvery.map { "\($0)" }), ("adapter", o.adapter), ("resume", o.resume),
             ("stop-after", o.stopAfter.map { "\($0)" }), ("dev-data", o.devData), ("patience", o.patience.map { "\($0)" }),
-            ("replicas", o.replicas.map { "\($0)" }),
+            ("replicas", o.replicas.map { "\($0)" }), ("collective-timeout", o.collectiveTimeout.map { "\($0)" }),
         ]
         for case let (k, v?) in optional { a.append("--\(k)=\(v)") }
         return a
