@@ -51,7 +51,7 @@ struct Train: Configurable {
     var exchange: ExchangeStrategy = defaults.exchange
     @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB; each bucket is sent as soon as the backward completes it.")
     var bucketMB: Double = defaults.bucketMB
-    @Option(help: "OpenBLAS threads per rank (default: the rank's cores shared among the node's ranks; env LORA_DIST_THREADS).")
+    @Option(help: "OpenBLAS threads per rank (default: env LORA_DIST_THREADS, else Slurm's SLURM_CPUS_PER_TASK, else the rank's cores shared among the node's ranks).")
     var threads: Int?
     @Option(name: .customLong("export-merged"), help: "At the end, write the trained model (adapters folded in) as a Hugging Face directory here.")
     var exportMerged: String?
