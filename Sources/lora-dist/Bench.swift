@@ -94,7 +94,7 @@ struct BenchCheckpoint: ParsableCommand {
         let r = try cluster.agree { try CheckpointBenchmark.run(model: model, mode: mode, dir: dir, cluster: cluster, repeats: repeats) }
         guard cluster.isRoot else { return }
         print(String(format: """
-            %@ checkpoint of %@ on %d rank(s): %.1f MB of values and Adam moments
+            %@ checkpoint of %@ on %ld rank(s): %.1f MB of values and Adam moments
             save   %7.3f s  %7.0f MB/s    plain write + fsync  %7.3f s  %7.0f MB/s   (%.0f%%)
             load   %7.3f s  %7.0f MB/s    plain read           %7.3f s  %7.0f MB/s   (%.0f%%)
             """, mode.rawValue, model, cluster.size, r.bytes / 1e6,

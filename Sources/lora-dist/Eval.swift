@@ -79,7 +79,7 @@ struct Eval: ParsableCommand {
             }
             guard cluster.isRoot else { continue }
             if i == 0 { FileHandle.standardError.write(Data(corpusNotes(corpus, reading: reading).utf8)) }
-            print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%d windows of %d tokens)",
+            print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%ld windows of %ld tokens)",
                          run.label, data, loss, Foundation.exp(loss), windows, seqLen))
             fflush(stdout)
         }

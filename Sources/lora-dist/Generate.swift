@@ -83,7 +83,7 @@ struct Generate: ParsableCommand {
                 print(text)
             }
             fflush(stdout)
-            FileHandle.standardError.write(Data(String(format: "%@%d tokens in %.2f s: %.1f tokens/s (prompt %d tokens)\n",
+            FileHandle.standardError.write(Data(String(format: "%@%ld tokens in %.2f s: %.1f tokens/s (prompt %ld tokens)\n",
                                                        lines ? run.name + ": " : "", tokens.count, seconds,
                                                        Double(tokens.count) / max(seconds, 1e-9), promptIds.count).utf8))
         }

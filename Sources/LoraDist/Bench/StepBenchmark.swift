@@ -22,7 +22,7 @@ public struct StepBenchmark {
     public var trainable = 0, total = 0
     public var stepMs = 0.0                    // median over the timed steps (slowest rank)
     public var sections: [(String, Double)] = []  // ms per step on rank 0, by kind of work
-    public var flopsPerStep = 0                // sgemm FLOPs of all ranks
+    public var flopsPerStep = 0                // sgemm FLOPs of all ranks (Int is 64-bit; summed in Double, exact below 2^53)
     public var sgemmGflops = 0.0               // Σ over ranks of one 1024³ sgemm each, run at once
     public var allocatedBytes = 0              // by the kernels during the timed steps
     public var peakRSSBytes = 0.0              // Σ over ranks of each one's peak resident set
@@ -97,7 +97,9 @@ public struct StepBenchmark {
     }
 
     public var report: String {
-        var s = String(format: "%d rank(s) × %d thread(s) (%@), %d tokens/step, %@ of %@ parameters trainable\n",
+        // Counts go in as %ld (64-bit): %d takes 32 bits of an Int, which is how a real model's
+        // FLOPs once printed as "-155189248" (StepBenchmarkTests).
+        var s = String(format: "%ld rank(s) × %ld thread(s) (%@), %ld tokens/step, %@ of %@ parameters trainable\n",
                        ranks, threads, replicas > 1 ? "\(replicas) model replicas, 1 BLAS thread each" : "one model",
                        tokensPerStep, trainable.formatted(), total.formatted())
         s += "time per step on rank 0, by kind of work:\n"

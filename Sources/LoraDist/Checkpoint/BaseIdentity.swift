@@ -9,7 +9,11 @@ public enum BaseIdentity {
         guard !frozen.isEmpty else { return "" }
         var crc: UInt32 = 0
         for p in frozen { crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: p.value, count: p.spec.slots * 4)) }
-        return String(format: "crc32c:%08x over %d frozen tensors (%d values)", crc, frozen.count,
-                      frozen.reduce(0) { $0 + $1.count })
+        return describe(crc: crc, tensors: frozen.count, values: frozen.reduce(0) { $0 + $1.count })
+    }
+
+    /// %ld, not %d: a 7B base has more than 2^31 frozen values, and %d would print its low 32 bits.
+    static func describe(crc: UInt32, tensors: Int, values: Int) -> String {
+        String(format: "crc32c:%08x over %ld frozen tensors (%ld values)", crc, tensors, values)
     }
 }

@@ -9,7 +9,7 @@ public enum Report {
         var lines = [
             String(format: "%@ done: dev loss %.3f → %.3f (perplexity %.1f → %.1f)", s.mode,
                    d0, d1, Foundation.exp(d0), Foundation.exp(d1)),
-            String(format: "  speed      %.0f tokens/s on %d rank(s), %.0f%% of step time waiting on communication",
+            String(format: "  speed      %.0f tokens/s on %ld rank(s), %.0f%% of step time waiting on communication",
                    s.tokensPerSecond, s.worldSize, 100 * s.commWaitShare),
             String(format: "  trained    %@ of %@ parameters (%.2f%%)", trainable.formatted(), base.formatted(),
                    100 * Double(trainable) / Double(max(base, 1))),

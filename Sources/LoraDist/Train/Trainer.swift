@@ -430,7 +430,7 @@ final class Progress {
         guard step == total || now.timeIntervalSince(lastPrint) >= (tty ? 0.2 : 5) else { return }
         lastPrint = now
         let eta = Double(total - step) * secondsPerStep
-        let line = String(format: "step %d/%d  loss %.4f  %.0f tok/s  comm %.0f%%  ETA %@", step, total, loss,
+        let line = String(format: "step %ld/%ld  loss %.4f  %.0f tok/s  comm %.0f%%  ETA %@", step, total, loss,
                           tokensPerSecond, 100 * commShare, Units.duration(eta))
         FileHandle.standardError.write(Data(((tty ? "\r\u{1B}[K" : "") + line + (tty ? "" : "\n")).utf8))
     }
