@@ -114,6 +114,11 @@ public enum CheckpointFiles {
                   rec.shape == ref.shape else {
                 throw LoraDistError("\(path): the slice at byte \(ref.offset) is not '\(ref.name)' (\(ref.kind)) as the manifest says")
             }
+            // Training never saves a NaN or ∞ (the step stops first), so one here is a checkpoint
+            // made otherwise: named, not evaluated into "perplexity nan" or resumed.
+            if let i = rec.values.firstIndex(where: { !$0.isFinite }) {
+                throw LoraDistError("\(path): tensor '\(ref.name)' (\(ref.kind)) holds a non-finite value (NaN or infinity) at element \(ref.start + i)")
+            }
             return rec
         }
     }
@@ -122,19 +127,26 @@ public enum CheckpointFiles {
     /// slices. Fails when any element is not covered.
     public static func gather(_ name: String, kind: String, range: Range<Int>, into dst: FPtr,
                               manifest: Manifest, reader: Reader, index: [String: [SliceRef]]) throws {
-        var covered = 0
+        // The index lists slices by start: each one read must begin where the last ended, so
+        // overlapping slices cannot stand in for missing ones.
+        var next = range.lowerBound
         for ref in index[name + "#" + kind] ?? [] {
             let span = (ref.start..<(ref.start + ref.count)).clamped(to: range)
             guard !span.isEmpty else { continue }
+            guard span.lowerBound == next else {
+                throw LoraDistError(span.lowerBound > next
+                    ? "checkpoint lacks elements \(next)..<\(span.lowerBound) of '\(name)' (\(kind))"
+                    : "checkpoint slices of '\(name)' (\(kind)) overlap at elements \(span.lowerBound)..<\(next)")
+            }
             let rec = try reader.read(ref)
             rec.values.withUnsafeBufferPointer { v in
                 (dst + (span.lowerBound - range.lowerBound)).update(from: v.baseAddress! + (span.lowerBound - ref.start),
                                                                     count: span.count)
             }
-            covered += span.count
+            next = span.upperBound
         }
-        guard covered == range.count else {
-            throw LoraDistError("checkpoint lacks elements \(range) of '\(name)' (\(kind)): it holds \(covered) of them")
+        guard next == range.upperBound else {
+            throw LoraDistError("checkpoint lacks elements \(next)..<\(range.upperBound) of '\(name)' (\(kind))")
         }
     }
 

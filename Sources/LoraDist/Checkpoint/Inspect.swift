@@ -97,7 +97,7 @@ public enum CheckpointInspector {
         }
         let reader = CheckpointFiles.Reader(dir: dir)
         var rows: [String] = []
-        var totalBytes = 0
+        var totalBytes = 0.0   // a sum over any number of slices: Double cannot overflow
         for (key, refs) in CheckpointFiles.index(m).sorted(by: { $0.key < $1.key }) {
             let shape = refs[0].shape, count = shape.reduce(1, *)
             // The slices of a tensor must tile it exactly once.
@@ -114,11 +114,11 @@ public enum CheckpointInspector {
                     do { _ = try reader.read(r) } catch { problems.append("\(error)") }
                 }
             }
-            let bytes = refs.reduce(0) { $0 + $1.count * 4 }
+            let bytes = refs.reduce(0.0) { $0 + Double($1.count) * 4 }
             totalBytes += bytes
-            rows.append("  \(key.replacingOccurrences(of: "#", with: "  ")) \(shape) \(refs.count) slice(s) \(Units.bytes(Double(bytes)))")
+            rows.append("  \(key.replacingOccurrences(of: "#", with: "  ")) \(shape) \(refs.count) slice(s) \(Units.bytes(bytes))")
         }
-        out.append("tensors     \(rows.count) (name, kind, shape, slices, size), \(Units.bytes(Double(totalBytes))) in all")
+        out.append("tensors     \(rows.count) (name, kind, shape, slices, size), \(Units.bytes(totalBytes)) in all")
         out += rows
         out.append(verify ? (problems.isEmpty ? "verified    \(m.slices.count) slices, every checksum matches" :
                              "FAILED      \(problems.count) problem(s)") : "not verified")

@@ -98,8 +98,11 @@ public struct TensorSliceRecord: Equatable {
         name = str(s.name)
         kind = str(s.kind)
         guard str(s.dtype) == "F32" else { throw LoraDistError("\(source): '\(name)' has dtype \(str(s.dtype)), not F32") }
-        guard s.count >= 0, s.data.len == Int(s.count) * 4 else {
+        guard s.count >= 0, s.data.len % 4 == 0, s.data.len / 4 == s.count else {   // no multiplication: count is untrusted
             throw LoraDistError("\(source): '\(name)' holds \(s.data.len) bytes for \(s.count) floats")
+        }
+        guard s.start >= 0, s.start <= Int64(ModelConfig.maxParameters) else {
+            throw LoraDistError("\(source): '\(name)' starts at an impossible element \(s.start)")
         }
         let payload = UnsafeRawBufferPointer(start: s.data.data, count: s.data.len)
         if let crc32c, CRC32C.checksum(payload) != crc32c {
@@ -155,6 +158,30 @@ public struct SliceRef: Equatable {
                   length: Int(r.length), crc32c: r.crc32c)
     }
 
+    /// A decoded reference, its numbers bounded before anything computes with them: the shape
+    /// holds at most ModelConfig.maxParameters elements, the slice lies inside it, and its bytes
+    /// lie at a non-negative offset, at most 2 GiB long (protobuf's limit on one message).
+    fileprivate init(decoding r: Loradist__SliceRef, source: String) throws {
+        self.init(r)
+        func refuse(_ why: String) -> LoraDistError { LoraDistError("\(source): slice of '\(name)' (\(kind)) \(why)") }
+        var elements = 1
+        for d in shape {
+            let (p, o) = elements.multipliedReportingOverflow(by: d)
+            guard d >= 0, !o, p <= ModelConfig.maxParameters else { throw refuse("has an impossible shape \(shape)") }
+            elements = p
+        }
+        guard start >= 0, count >= 0, start <= elements, count <= elements - start else {
+            throw refuse("starts at element \(start) with \(count) elements, outside its shape \(shape)")
+        }
+        guard offset >= 0, length >= 0, length <= Int(Int32.max), offset <= Int.max - length else {
+            throw refuse("has an impossible byte range (offset \(offset), length \(length))")
+        }
+        // Read as <step directory>/<file>: a name, never a path out of the checkpoint.
+        guard !file.isEmpty, !file.contains("/"), file != ".", file != ".." else {
+            throw refuse("names the file '\(file)', not a shard file of the checkpoint")
+        }
+    }
+
     public static func encodeList(_ refs: [SliceRef]) -> Data {
         let arena = CArena()
         var l = Loradist__SliceList()
@@ -169,7 +196,7 @@ public struct SliceRef: Equatable {
             throw LoraDistError("corrupt slice list (\(data.count) bytes)")
         }
         defer { loradist__slice_list__free_unpacked(m, nil) }
-        return (0..<m.pointee.n_slices).map { SliceRef(m.pointee.slices[$0]!.pointee) }
+        return try (0..<m.pointee.n_slices).map { try SliceRef(decoding: m.pointee.slices[$0]!.pointee, source: "slice list") }
     }
 }
 
@@ -258,7 +285,7 @@ public struct Manifest: Equatable {
         worldSize = Int(m.world_size)
         nodes = Int(m.nodes)
         exchange = str(m.exchange)
-        slices = (0..<m.n_slices).map { SliceRef(m.slices[$0]!.pointee) }
+        slices = try (0..<m.n_slices).map { try SliceRef(decoding: m.slices[$0]!.pointee, source: source) }
         baseIdentity = str(m.base_identity)
         mode = str(m.mode)
         samplerSeed = m.sampler_seed

@@ -128,6 +128,9 @@ public struct Corpus {
             }
         }
         guard bytes > 0 else { throw LoraDistError("corpus at \(path) is empty") }
+        guard !train.isEmpty || !dev.isEmpty else {   // JSON Lines of blank lines or empty texts
+            throw LoraDistError("corpus at \(path) holds no text (\(documents) document(s), all empty)")
+        }
         if dev.isEmpty && devPercent > 0 {  // a tiny corpus: hold out its last tenth
             let cut = train.count - max(train.count / 10, 1)
             dev = Array(train[cut...])

@@ -109,9 +109,19 @@ public final class GGUFFile {
     static let maxDims = 4
     static let maxArrayDepth = 8
 
-    public init(path: String) throws {
+    public convenience init(path: String) throws {
+        try self.init(map: try MappedFile(path: path))
+    }
+
+    /// The file's bytes held in memory (tests, fuzzing).
+    public convenience init(data: Data, path: String = "gguf") throws {
+        try self.init(map: MappedFile(data: data, path: path))
+    }
+
+    init(map: MappedFile) throws {
+        let path = map.path
         self.path = path
-        map = try MappedFile(path: path)
+        self.map = map
         fileSize = map.bytes.count
         var c = Cursor(base: map.bytes.baseAddress.map(UnsafeRawPointer.init), end: map.bytes.count, path: path)
 
