@@ -24,6 +24,8 @@ struct Train: Configurable {
     var mode: TrainMode = defaults.mode
     @Option(help: "Built-in config (tiny, small, bench), a config.json, or a Hugging Face model directory (config.json + model.safetensors).")
     var model: String = defaults.model
+    @Option(name: .customLong("adapter-set"), help: ArgumentHelp("Train several adapters in one job on one base held once per node: NAME=DATA,NAME=DATA,... (no --data). The ranks split into groups, one per adapter (a rank trains several in turn when there are fewer ranks); every other flag is shared. Each adapter's run goes to RUN/adapters/NAME, with its PEFT adapter in RUN/adapters/NAME/adapter.", valueName: "name=data,..."))
+    var adapterSet: String?
     @Option(help: "A text file, a JSON Lines file (.jsonl: one JSON object per line, the text under --text-field), or a folder of .txt and .jsonl files. Default: the corpus tools/fetch-corpus.sh installs.")
     var data: String?
     @Option(help: "Optimizer steps.") var steps: Int = defaults.steps
@@ -83,7 +85,16 @@ struct Train: Configurable {
 
     /// Types and ranges, as the arguments are parsed (a recipe's bad value is reported at its line).
     func validate() throws {
-        try options().validate()
+        let o = try options()
+        try o.validate()
+        if let adapterSet {
+            try AdapterSet.check(o)
+            if data != nil { throw LoraDistError("--data with --adapter-set: each adapter names its data (NAME=DATA)") }
+            if exportMerged != nil {
+                throw LoraDistError("--export-merged with --adapter-set: each adapter is exported as PEFT to RUN/adapters/NAME/adapter; fold them with export --format merged")
+            }
+            _ = try AdapterSet.Spec.parse(adapterSet)
+        }
     }
 
     func run() throws {
@@ -91,6 +102,7 @@ struct Train: Configurable {
             if Invocation.speaks { print(Invocation.current.yaml(header: Self.printHeader), terminator: "") }
             return
         }
+        if let adapterSet { return try runAdapterSet(adapterSet) }
         var o = try options()
         o.data = data ?? CacheFolders.defaultCorpus
         if data == nil, !FileManager.default.fileExists(atPath: o.data) {
@@ -130,6 +142,52 @@ struct Train: Configurable {
         }
         print(Report.closing(s))
         print("run directory: \(runDir) (config.yaml, metrics.jsonl, TensorBoard events, summary.json)")
+    }
+
+    /// `--adapter-set`: K trainers on one shared base (AdapterSet). Each adapter's config.yaml is
+    /// the `train` recipe of that adapter alone, so `train --config RUN/adapters/NAME/config.yaml`
+    /// repeats it by itself; RUN/config.yaml is the set's.
+    func runAdapterSet(_ text: String) throws {
+        let shared = try options()
+        let specs = try AdapterSet.Spec.parse(text)
+        let perAdapter = specs.map { spec -> TrainOptions in
+            var o = AdapterSet.options(shared, for: spec)
+            o.configYAML = Train.configYAML(for: o)
+            return o
+        }
+        CollectiveTimeout.requested = collectiveTimeout
+        Preemption.install()
+        let cluster = Cluster()
+        let set = try AdapterSet(specs: specs, options: perAdapter, cluster: cluster)
+        if let resume {
+            _ = try cluster.agree { try set.trainers.map { try $0.resumable(resume) } }
+        }
+        if cluster.isRoot {
+            try Files.createDirectory(runDir)
+            try Files.writeAtomically(Data(Invocation.current.yaml(header: Self.runHeader(runDir), omitting: Self.perInvocationKeys).utf8),
+                                      to: runDir + "/config.yaml")
+            let m = set.trainers[0].model
+            let layout = AdapterSet.groups(ranks: cluster.size, adapters: specs.count)
+            FileHandle.standardError.write(Data("""
+                lora-dist: adapter set of \(specs.count) (\(specs.map(\.name).joined(separator: ", "))), \(mode.rawValue) on \(model), \
+                \(m.trainableParams.formatted()) of \(m.baseParams.formatted()) parameters trainable per adapter, one base per node
+                \(cluster.size) rank(s) on \(cluster.nodes) node(s) in \(layout.count) group(s), \(exchange.rawValue) exchange within each group
+
+                """.utf8))
+        }
+        let outcome = try set.run(runDir: runDir)
+        if outcome.preempted {
+            if cluster.isRoot {
+                FileHandle.standardError.write(Data("lora-dist: stopped; each adapter saved a checkpoint in \(runDir)/adapters/NAME/checkpoints; resume with --resume latest\n".utf8))
+            }
+            Foundation.exit(Preemption.exitCode)
+        }
+        guard cluster.isRoot else { return }
+        for a in outcome.record.adapters {
+            print(String(format: "%@: %ld steps, final loss %.4f, dev loss %.4f, %.0f tokens/s on %ld rank(s); PEFT adapter in %@",
+                         a.name, a.stepsDone, a.finalLoss, a.devLoss, a.tokensPerSecond, a.worldSize, "\(runDir)/\(a.runDir)/\(AdapterSet.peftFolder)"))
+        }
+        print("run directory: \(runDir) (adapter-set.json; adapters/NAME: config.yaml, metrics.jsonl, TensorBoard events, summary.json, checkpoints, adapter)")
     }
 
     /// The options the flags describe (without --data's default and the thread count, which

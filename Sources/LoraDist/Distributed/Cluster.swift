@@ -10,12 +10,22 @@ public final class Cluster {
     /// Every node runs the same number of ranks (hierarchical exchange needs it).
     public let uniform: Bool
 
-    public init() {
-        world = Communicator.world
+    public convenience init() { self.init(world: Communicator.world) }
+
+    /// The cluster whose world is `world` (the job's, or a group of it). Collective over `world`.
+    init(world: Communicator) {
+        self.world = world
         node = world.splitShared()
         cross = world.split(color: node.rank, key: world.rank)
         nodes = Int(world.allreduce([node.rank == 0 ? 1 : 0])[0])
         uniform = world.allreduceMax(Double(node.size)) == -world.allreduceMax(-Double(node.size))
+    }
+
+    /// The ranks of this cluster with the same `group` number, as a cluster of their own: its
+    /// world is the group, its node the group's ranks on this node (an adapter set trains each
+    /// adapter on a group). Collective over the world: every rank calls it, with its group.
+    public func group(_ group: Int) -> Cluster {
+        Cluster(world: world.split(color: group, key: world.rank, name: "adapter group"))
     }
 
     public var rank: Int { world.rank }

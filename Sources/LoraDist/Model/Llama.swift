@@ -73,7 +73,7 @@ public final class LlamaModel {
     }
 
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int, seqLen: Int,
-                allocate: ((Int) -> FPtr)? = nil) throws {
+                allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil) throws {
         try config.validate()
         guard seqLen >= 1, seqLen <= config.maxPositionEmbeddings else {
             throw LoraDistError("sequence length \(seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
@@ -82,7 +82,7 @@ public final class LlamaModel {
         self.lora = lora
         self.maxBatch = maxBatch
         self.seqLen = seqLen
-        store = ParameterStore(specs: try Self.specs(config: config, lora: lora, nf4Base: nf4Base), allocate: allocate)
+        store = ParameterStore(specs: try Self.specs(config: config, lora: lora, nf4Base: nf4Base), allocate: allocate, frozen: frozen)
         let n = maxBatch * seqLen
         let dequant = nf4Base ? NF4Matmul.Scratch(config: config) : nil
         embed = store["model.embed_tokens.weight"]

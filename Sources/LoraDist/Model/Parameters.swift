@@ -35,19 +35,25 @@ public final class ParameterStore {
     public let byName: [String: Param]
     public let frozenCount: Int
     public let trainableCount: Int
-    /// Values: trainable arena then frozen arena, one allocation (later a shared window).
+    /// The trainable arena's values; in a store of one allocation the frozen arena follows
+    /// them (`values + trainableCount`). Arena offsets are resolved with `slot(_:)`.
     public let values: FPtr
+    /// The frozen arena's values: right after the trainable ones, or (an adapter set: several
+    /// adapters on one base) a base held elsewhere and shared by several stores.
+    public let frozenValues: FPtr
     /// Gradients of the trainable arena, same layout.
     public let grads: FloatBuffer
     private let owned: FloatBuffer?
 
-    /// `allocate` hands back storage for `count` floats; by default a private buffer.
-    public init(specs: [ParamSpec], allocate: ((Int) -> FPtr)? = nil) {
+    /// `allocate` hands back storage for `count` floats; by default a private buffer. With
+    /// `frozen`, the frozen arena is that memory (`frozenSlots(specs)` floats, filled by its
+    /// owner) and `allocate` is asked for the trainable arena alone.
+    public init(specs: [ParamSpec], allocate: ((Int) -> FPtr)? = nil, frozen frozenBase: FPtr? = nil) {
         let trainable = specs.filter(\.trainable), frozen = specs.filter { !$0.trainable }
         precondition(!trainable.contains(where: \.nf4), "NF4 tensors are frozen")
         trainableCount = trainable.reduce(0) { $0 + $1.count }
         frozenCount = frozen.reduce(0) { $0 + $1.slots }
-        let total = trainableCount + frozenCount
+        let total = frozenBase == nil ? trainableCount + frozenCount : trainableCount
         if let allocate {
             values = allocate(total)
             owned = nil
@@ -56,11 +62,12 @@ public final class ParameterStore {
             values = b.ptr
             owned = b
         }
+        frozenValues = frozenBase ?? values + trainableCount
         grads = FloatBuffer(trainableCount)
         var list: [Param] = [], map: [String: Param] = [:]
         var off = 0
         for s in trainable + frozen {
-            let p = Param(spec: s, offset: off, value: values + off,
+            let p = Param(spec: s, offset: off, value: s.trainable ? values + off : frozenValues + (off - trainableCount),
                           grad: s.trainable ? grads.ptr + off : nil)
             list.append(p)
             map[s.name] = p
@@ -71,6 +78,12 @@ public final class ParameterStore {
     }
 
     public subscript(name: String) -> Param { byName[name]! }
+
+    /// Where arena offset `i` lives: the trainable arena below `trainableCount`, the frozen above.
+    public func slot(_ i: Int) -> FPtr { i < trainableCount ? values + i : frozenValues + (i - trainableCount) }
+
+    /// Floats of the frozen arena `specs` lay out (NF4 tensors in their byte slots).
+    public static func frozenSlots(_ specs: [ParamSpec]) -> Int { specs.filter { !$0.trainable }.reduce(0) { $0 + $1.slots } }
 
     /// Calls `fill(elements, destination)` for each part of `p` inside `owned`
     /// (arena offsets); `elements` is the range within the tensor, row-major.
@@ -97,7 +110,7 @@ public final class ParameterStore {
         }
         let span = p.offset..<(p.offset + p.count)
         for r in owned.map({ $0.clamped(to: span) }) where !r.isEmpty {
-            try fill((r.lowerBound - p.offset)..<(r.upperBound - p.offset), values + r.lowerBound)
+            try fill((r.lowerBound - p.offset)..<(r.upperBound - p.offset), slot(r.lowerBound))
         }
     }
 
@@ -114,7 +127,7 @@ public final class ParameterStore {
             }
             let span = p.offset..<(p.offset + p.count)
             for r in owned.map({ $0.clamped(to: span) }) where !r.isEmpty {
-                for i in r where !values[i].isFinite { return (p.name, i - p.offset) }
+                for i in r where !slot(i).pointee.isFinite { return (p.name, i - p.offset) }
             }
         }
         return nil

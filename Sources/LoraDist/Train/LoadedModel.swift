@@ -75,6 +75,8 @@ public final class LoadedModel {
     /// This rank's model; its weights are the node's shared window.
     public let model: LlamaModel
     let window: SharedWindow
+    /// An adapter set's frozen base (nil: the frozen arena is in `window`).
+    let base: SharedBase?
     /// More models on the same shared weights, each with its own activations and gradients;
     /// with `model` they split a training micro-batch over the rank's threads.
     let replicas: [LlamaModel]
@@ -108,36 +110,43 @@ public final class LoadedModel {
     /// anything is allocated), allocates the node's window, builds the rank's model (and
     /// replicas) on it, and fills the ranges this rank owns straight from the (memory-mapped)
     /// files; then publishes, so every rank sees the whole model. Collective.
-    public init(_ plan: Plan, cluster: Cluster) throws {
+    ///
+    /// With `base` (an adapter set) the frozen weights are that window's, held once per node for
+    /// every adapter of the set: this model's window holds its trainable arena alone, over the
+    /// ranks of `cluster` (the adapter's group) on this node. The set checks the memory of the
+    /// whole set, and publishes the base once every adapter is built.
+    public init(_ plan: Plan, cluster: Cluster, base: SharedBase? = nil) throws {
         let o = plan.options, source = plan.source, config = plan.source.config
         let lora = o.mode.hasAdapters ? o.lora : nil
         options = o
         self.cluster = cluster
         self.source = source
+        self.base = base
         let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
         let r = max(1, min(o.replicas ?? threads, o.maxBatch))
-        try cluster.agree {
-            let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
-                                      maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training)
-            try need.check(available: NodeMemory.availableBytes())
+        if base == nil {
+            try cluster.agree {
+                let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
+                                          maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training)
+                try need.check(available: NodeMemory.availableBytes())
+            }
         }
         // The weights live in the node's shared window; every rank maps all of it.
         var win: SharedWindow?
         let node = cluster.node
-        model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: o.maxBatch, seqLen: o.seqLen) {
-            win = SharedWindow(node: node, count: $0)
-            return win!.base
-        }
+        model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: o.maxBatch, seqLen: o.seqLen,
+                               allocate: { win = SharedWindow(node: node, count: $0); return win!.base },
+                               frozen: base?.window.base)
         window = win!
         let store = model.store
         budget = ThreadBudget(threads: threads, replicas: r)
         budget.claim()
         if r > 1 {
-            let values = store.values, perReplica = (o.maxBatch + r - 1) / r
+            let values = store.values, frozen = store.frozenValues, perReplica = (o.maxBatch + r - 1) / r
             var more: [LlamaModel] = []
             for _ in 1..<r {
                 more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perReplica,
-                                           seqLen: o.seqLen) { _ in values })
+                                           seqLen: o.seqLen, allocate: { _ in values }, frozen: frozen))
             }
             replicas = more
             replicaThreads = ReplicaThreads(extra: r - 1)
@@ -148,7 +157,9 @@ public final class LoadedModel {
             replicaLosses = .allocate(capacity: 1)
         }
         trainableShard = cluster.owned(store.trainableCount)
-        let frozenShard = cluster.owned(store.frozenCount)
+        // The frozen arena's share: this node's part i of it, or of the set's base (which the
+        // first adapter a rank builds fills; the others find it filled).
+        let frozenShard = base.map { $0.claim() } ?? cluster.owned(store.frozenCount)
         owned = [trainableShard, (store.trainableCount + frozenShard.lowerBound)..<(store.trainableCount + frozenShard.upperBound)]
         inputs = .allocate(capacity: o.maxBatch * o.seqLen)
         targets = .allocate(capacity: o.maxBatch * o.seqLen)
@@ -168,8 +179,9 @@ public final class LoadedModel {
     /// other ranks' (sync, barrier, sync). Collective over the node.
     public func publish() { window.publish() }
 
-    /// Bytes of the node's weight window: one copy of every parameter per node.
-    public var windowBytes: Int { window.count * 4 }
+    /// Bytes of the node's weight windows: one copy of every parameter per node (in an
+    /// adapter set, the shared base and this adapter).
+    public var windowBytes: Int { window.count * 4 + (base?.bytes ?? 0) }
 
     // MARK: evaluation
 
@@ -315,4 +327,31 @@ public final class LoadedModel {
         setOwnedTrainable(values)
         publish()
     }
+}
+
+/// The frozen base of an adapter set: one copy per node, in a window over every rank of the
+/// node, read by every adapter's model (LoadedModel's `base`). Local rank i of the node fills
+/// part i, once, through the first adapter it builds.
+public final class SharedBase {
+    let window: SharedWindow
+    /// The frozen arena range this rank fills.
+    let owned: Range<Int>
+    private var filled = false
+
+    /// `slots` floats (ParameterStore.frozenSlots) over the ranks of `cluster.node`. Collective over the node.
+    public init(cluster: Cluster, slots: Int) {
+        window = SharedWindow(node: cluster.node, count: slots)
+        owned = cluster.owned(slots)
+    }
+
+    public var bytes: Int { window.count * 4 }
+
+    /// The range the calling model fills: this rank's part the first time, nothing afterwards.
+    func claim() -> Range<Int> {
+        defer { filled = true }
+        return filled ? 0..<0 : owned
+    }
+
+    /// Shows every rank's part to the node (sync, barrier, sync). Collective over the node.
+    public func publish() { window.publish() }
 }

@@ -45,6 +45,20 @@ public struct MemoryNeed {
         tokensPerPass = maxBatch * seqLen
     }
 
+    /// The need of an adapter set whose adapters each have this need (`self`, counted for one
+    /// adapter trained alone): the frozen base (`frozenBytes`) once per node, every one of the
+    /// `adapters` adapters' weights and optimizer state on the node (an adapter's group may
+    /// span fewer ranks, but counting them all keeps the estimate on the safe side), and each
+    /// rank a model's working set for each of the `perRank` adapters it trains.
+    public func adapterSet(adapters: Int, perRank models: Int, frozenBytes: Double) -> MemoryNeed {
+        var n = self
+        let adapterWeights = weights - frozenBytes
+        n.weights = frozenBytes + Double(adapters) * adapterWeights
+        n.sharded = Double(adapters) * sharded
+        n.perRank = Double(models) * (perRank - Self.runtimeBytesPerRank) + Self.runtimeBytesPerRank
+        return n
+    }
+
     /// Throws one line when the node cannot hold the job: what it needs against what
     /// `available` (NodeMemory.availableBytes) says the node has. nil: unknown, not checked.
     public func check(available: Double?) throws {

@@ -140,28 +140,49 @@ public final class Trainer {
     /// first, on every rank, and the ranks agree on the outcome before the first
     /// collective that builds something, so a rank that fails never leaves the
     /// others waiting.
-    public init(options o: TrainOptions, cluster: Cluster) throws {
+    public convenience init(options o: TrainOptions, cluster: Cluster) throws {
+        let prepared = try cluster.agree { try Self.prepare(o, cluster: cluster) }
+        try self.init(prepared, cluster: cluster, loaded: try LoadedModel(prepared.plan, cluster: cluster))
+    }
+
+    /// What a run reads and checks before anything collective is built: the options, the model
+    /// plan, the corpus and its sampler.
+    public struct Prepared {
+        public let options: TrainOptions
+        public let plan: LoadedModel.Plan
+        public let corpus: Corpus
+        let sampler: Sampler
+        let micro: Int
+    }
+
+    /// Checks `o` and reads its model plan and corpus for a run on `cluster`. Not collective:
+    /// callers run it under `Cluster.agree`.
+    public static func prepare(_ o: TrainOptions, cluster: Cluster) throws -> Prepared {
         let maxShare = (o.batch + cluster.size - 1) / cluster.size
         let micro = max(1, min(o.microBatch ?? maxShare, maxShare))
-        let (plan, corpus, sampler) = try cluster.agree { () throws -> (LoadedModel.Plan, Corpus, Sampler) in
-            try Self.validate(o, cluster: cluster)
-            let plan = try LoadedModel.Plan(Self.modelOptions(o, maxBatch: micro))
-            let tokenizer = plan.source.tokenizer
-            let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: tokenizer, reading: o.corpusReading) }
-                ?? Corpus(path: o.data, tokenizer: tokenizer, devPercent: o.devPercent, reading: o.corpusReading)
-            let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
-            guard corpus.dev.count > o.seqLen else {
-                throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
-            }
-            return (plan, corpus, sampler)
+        try validate(o, cluster: cluster)
+        let plan = try LoadedModel.Plan(modelOptions(o, maxBatch: micro))
+        let tokenizer = plan.source.tokenizer
+        let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: tokenizer, reading: o.corpusReading) }
+            ?? Corpus(path: o.data, tokenizer: tokenizer, devPercent: o.devPercent, reading: o.corpusReading)
+        let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
+        guard corpus.dev.count > o.seqLen else {
+            throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
         }
+        return Prepared(options: o, plan: plan, corpus: corpus, sampler: sampler, micro: micro)
+    }
+
+    /// The trainer of `p` on a model already loaded on `cluster` (an adapter set builds its
+    /// adapters' models on a shared base). Collective over `cluster`.
+    public init(_ p: Prepared, cluster: Cluster, loaded: LoadedModel) throws {
+        let o = p.options
         options = o
         self.cluster = cluster
-        self.corpus = corpus
-        self.sampler = sampler
-        self.micro = micro
+        self.corpus = p.corpus
+        self.sampler = p.sampler
+        self.micro = p.micro
         share = Cluster.shard(o.batch, parts: cluster.size, index: cluster.rank)
-        loaded = try LoadedModel(plan, cluster: cluster)
+        self.loaded = loaded
         let store = loaded.model.store, config = loaded.config
         optimizer = AdamW(config: o.optimizer, store: store, range: loaded.trainableShard)
         exchange = try GradientExchange(strategy: o.exchange, cluster: cluster, grads: store.grads.ptr,
@@ -304,48 +325,89 @@ public final class Trainer {
     /// rank its shard.
     @discardableResult
     public func run() throws -> Outcome {
-        let o = options
-        let root = cluster.isRoot
-        var first = 1, tokens = 0, state: RunState?
-        if let which = o.resume {
-            let r = try resume(which)
-            first = r.step + 1
-            tokens = r.tokens
-            state = r.state
-        }
-        var metrics: MetricsLog?, events: EventFile?
-        if root {
-            do {
-                try Files.createDirectory(o.runDir)
-                if let yaml = o.configYAML { try Files.writeAtomically(Data(yaml.utf8), to: o.runDir + "/config.yaml") }
-                let kept = o.resume == nil ? nil : first - 1
-                metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl", keepingStepsUpTo: kept)
-                events = try EventFile(runDir: o.runDir, keepingStepsUpTo: kept)
-            } catch { cluster.abort("\(error)") }
-        }
-        let progress = Progress(total: o.steps, quiet: o.quiet || !root)
+        let r = try start()
+        while !r.done { try r.advance() }
+        return try r.finish()
+    }
+
+    /// A run begun (resumed if asked, files opened, the first evaluation done), advanced a step
+    /// at a time: `run()` drives one; an adapter set drives several in turn, round robin.
+    /// Collective over the cluster.
+    public func start(label: String = "") throws -> Run { try Run(self, label: label) }
+
+    public final class Run {
+        let trainer: Trainer
+        let first: Int
+        var s: Int
+        var tokens: Int
+        let metrics: MetricsLog?, events: EventFile?
+        let progress: Progress
         let start = Date()
-        let initialDev = state?.initialDevLoss ?? evaluate()
-        var devLoss = state?.devLoss ?? initialDev
-        var lastLoss = state?.finalLoss ?? .nan
-        var trainSeconds = state?.trainSeconds ?? 0, waitSeconds = state?.waitSeconds ?? 0
-        let bytes = exchangeBytes
+        let initialDev: Double
+        var devLoss: Double, lastLoss: Double
+        var trainSeconds: Double, waitSeconds: Double
+        let bytes: (intra: Double, inter: Double)
         var preempted = false, earlyStopped = false
-        var bestDev = state?.bestDevLoss ?? .infinity, bestStep = state?.bestStep ?? 0
-        var evalsSinceBest = state?.evalsSinceBest ?? 0
+        var bestDev: Double, bestStep: Int, evalsSinceBest: Int
+        /// No step is left: the last is done, or the run stopped (preempted, early stopping).
+        public private(set) var done = false
+
+        init(_ t: Trainer, label: String) throws {
+            trainer = t
+            let o = t.options
+            let root = t.cluster.isRoot
+            var first = 1, tokens = 0, state: RunState?
+            if let which = o.resume {
+                let r = try t.resume(which)
+                first = r.step + 1
+                tokens = r.tokens
+                state = r.state
+            }
+            var metrics: MetricsLog?, events: EventFile?
+            if root {
+                do {
+                    try Files.createDirectory(o.runDir)
+                    if let yaml = o.configYAML { try Files.writeAtomically(Data(yaml.utf8), to: o.runDir + "/config.yaml") }
+                    let kept = o.resume == nil ? nil : first - 1
+                    metrics = try MetricsLog(path: o.runDir + "/metrics.jsonl", keepingStepsUpTo: kept)
+                    events = try EventFile(runDir: o.runDir, keepingStepsUpTo: kept)
+                } catch { t.cluster.abort("\(error)") }
+            }
+            self.first = first
+            s = first
+            self.tokens = tokens
+            self.metrics = metrics
+            self.events = events
+            progress = Progress(total: o.steps, quiet: o.quiet || !root, label: label)
+            initialDev = state?.initialDevLoss ?? t.evaluate()
+            devLoss = state?.devLoss ?? initialDev
+            lastLoss = state?.finalLoss ?? .nan
+            trainSeconds = state?.trainSeconds ?? 0
+            waitSeconds = state?.waitSeconds ?? 0
+            bytes = t.exchangeBytes
+            bestDev = state?.bestDevLoss ?? .infinity
+            bestStep = state?.bestStep ?? 0
+            evalsSinceBest = state?.evalsSinceBest ?? 0
+            done = first > o.steps
+        }
+
         func runState() -> RunState {
             RunState(initialDevLoss: initialDev, devLoss: devLoss, finalLoss: lastLoss, trainSeconds: trainSeconds,
                      waitSeconds: waitSeconds, bestDevLoss: bestDev.finite, bestStep: bestStep, evalsSinceBest: evalsSinceBest)
         }
-        var s = first
-        while s <= o.steps {
-            let r = try step(s)
+
+        /// The next step: forward, backward, exchange, update, its metrics line, an evaluation
+        /// and a checkpoint when due. Collective.
+        public func advance() throws {
+            precondition(!done)
+            let t = trainer, o = t.options, model = t.model, cluster = t.cluster
+            let r = try t.step(s)
             trainSeconds += r.seconds
             waitSeconds += r.commWait
             tokens += o.batch * o.seqLen
             lastLoss = r.loss
             var rec = MetricsRecord(
-                step: s, loss: rounded(r.loss), lr: schedule.at(s).shortest, tokens: tokens,
+                step: s, loss: rounded(r.loss), lr: t.schedule.at(s).shortest, tokens: tokens,
                 tokensPerSecond: rounded(Double(o.batch * o.seqLen) / r.seconds, 1), stepSeconds: rounded(r.seconds),
                 gradNorm: rounded(r.gradNorm), trainableParams: model.trainableParams, mode: o.mode.rawValue,
                 exchangeBytes: Int(bytes.intra + bytes.inter), exchangeBytesIntra: Int(bytes.intra),
@@ -355,7 +417,7 @@ public final class Trainer {
             var newBest = false
             if s % o.evalEvery == 0 || s == o.steps {
                 CollectiveTimeout.phase = "the evaluation after step \(s)"
-                devLoss = evaluate()
+                devLoss = t.evaluate()
                 rec.devLoss = rounded(devLoss)
                 if o.patience != nil {
                     if devLoss < bestDev { bestDev = devLoss; bestStep = s; evalsSinceBest = 0; newBest = true }
@@ -371,46 +433,52 @@ public final class Trainer {
             preempted = r.stop || s == o.stopAfter
             if newBest || preempted || earlyStopped || s == o.steps || (o.saveEvery.map { s % $0 == 0 } ?? false) {
                 CollectiveTimeout.phase = "the checkpoint of step \(s)"
-                try saveCheckpoint(step: s, tokens: tokens, runState: runState(), best: newBest)
+                try t.saveCheckpoint(step: s, tokens: tokens, runState: runState(), best: newBest)
             }
-            if preempted || earlyStopped { break }
-            s += 1
+            if preempted || earlyStopped || s == o.steps { done = true } else { s += 1 }
         }
-        progress.finish()
-        // With early stopping the run ends on its best weights.
-        if o.patience != nil, bestStep > 0, bestStep != min(s, o.steps), !preempted {
-            _ = try resume(CheckpointFiles.stepName(bestStep), continuing: false)
-            devLoss = bestDev
+
+        /// Ends the run: back to the best weights under early stopping, summary.json written by
+        /// rank 0. `nodeMemory`: the node memory to report (an adapter set measures it once for
+        /// all its adapters); nil: measured here over the cluster. Collective.
+        public func finish(nodeMemory measured: Double? = nil) throws -> Outcome {
+            let t = trainer, o = t.options, model = t.model, cluster = t.cluster
+            progress.finish()
+            // With early stopping the run ends on its best weights.
+            if o.patience != nil, bestStep > 0, bestStep != min(s, o.steps), !preempted {
+                _ = try t.resume(CheckpointFiles.stepName(bestStep), continuing: false)
+                devLoss = bestDev
+            }
+            let nodeMemory = measured ?? cluster.largestNodeMemory()
+            let wall = Date().timeIntervalSince(start)
+            let perStep = bytes.intra + bytes.inter, fullPerStep = t.fullFineTuningExchangeBytes
+            let stepsDone = preempted || earlyStopped ? s : o.steps
+            let summary = RunSummary(
+                mode: o.mode.rawValue, model: o.model, steps: o.steps, batch: o.batch, seqLen: o.seqLen, seed: o.seed,
+                stepsDone: stepsDone, preempted: preempted, earlyStopped: earlyStopped, bestStep: o.patience != nil ? bestStep : nil,
+                tokens: tokens, finalLoss: rounded(lastLoss),
+                initialDevLoss: rounded(initialDev), initialDevPerplexity: rounded(Foundation.exp(initialDev), 3),
+                devLoss: rounded(devLoss), devPerplexity: rounded(Foundation.exp(devLoss), 3),
+                trainableParams: model.trainableParams, totalParams: model.totalParams,
+                baseParams: model.baseParams, weightBytes: model.store.valueBytes,
+                baseStorage: model.nf4Base ? "nf4" : "fp32", nf4: model.store.nf4Summary,
+                tokensPerSecond: rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), wallSeconds: rounded(wall, 3),
+                lora: o.mode.hasAdapters ? RunSummary.LoRASummary(o.lora!) : nil, lr: o.lr.shortest,
+                worldSize: cluster.size, nodes: cluster.nodes, ranksPerNode: cluster.node.size,
+                exchange: o.exchange.rawValue, blasThreads: t.loaded.blasThreadsPerReplica,
+                replicas: t.loaded.replicaCount,
+                exchangeBytesPerStep: Int(perStep), fullFTExchangeBytesPerStep: Int(fullPerStep),
+                exchangeRatio: fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : nil,
+                commWaitShare: rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
+                nodeMemoryBytes: Int(nodeMemory),
+                weightsBytesPerNode: t.loaded.windowBytes,
+                checkpoint: t.checkpointRoot + "/" + CheckpointFiles.stepName(stepsDone))
+            if cluster.isRoot {
+                do { try Files.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }
+                catch { cluster.abort("\(error)") }
+            }
+            return Outcome(summary: summary, preempted: preempted)
         }
-        let nodeMemory = cluster.largestNodeMemory()
-        let wall = Date().timeIntervalSince(start)
-        let perStep = bytes.intra + bytes.inter, fullPerStep = fullFineTuningExchangeBytes
-        let done = preempted || earlyStopped ? s : o.steps
-        let summary = RunSummary(
-            mode: o.mode.rawValue, model: o.model, steps: o.steps, batch: o.batch, seqLen: o.seqLen, seed: o.seed,
-            stepsDone: done, preempted: preempted, earlyStopped: earlyStopped, bestStep: o.patience != nil ? bestStep : nil,
-            tokens: tokens, finalLoss: rounded(lastLoss),
-            initialDevLoss: rounded(initialDev), initialDevPerplexity: rounded(Foundation.exp(initialDev), 3),
-            devLoss: rounded(devLoss), devPerplexity: rounded(Foundation.exp(devLoss), 3),
-            trainableParams: model.trainableParams, totalParams: model.totalParams,
-            baseParams: model.baseParams, weightBytes: model.store.valueBytes,
-            baseStorage: model.nf4Base ? "nf4" : "fp32", nf4: model.store.nf4Summary,
-            tokensPerSecond: rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), wallSeconds: rounded(wall, 3),
-            lora: o.mode.hasAdapters ? RunSummary.LoRASummary(o.lora!) : nil, lr: o.lr.shortest,
-            worldSize: cluster.size, nodes: cluster.nodes, ranksPerNode: cluster.node.size,
-            exchange: o.exchange.rawValue, blasThreads: loaded.blasThreadsPerReplica,
-            replicas: loaded.replicaCount,
-            exchangeBytesPerStep: Int(perStep), fullFTExchangeBytesPerStep: Int(fullPerStep),
-            exchangeRatio: fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : nil,
-            commWaitShare: rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
-            nodeMemoryBytes: Int(nodeMemory),
-            weightsBytesPerNode: loaded.windowBytes,
-            checkpoint: checkpointRoot + "/" + CheckpointFiles.stepName(done))
-        if root {
-            do { try Files.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }
-            catch { cluster.abort("\(error)") }
-        }
-        return Outcome(summary: summary, preempted: preempted)
     }
 }
 
@@ -419,10 +487,11 @@ public final class Trainer {
 final class Progress {
     let total: Int
     let quiet: Bool
+    let label: String  // names the adapter of an adapter set ("legal: ")
     let tty = isatty(2) != 0
     var lastPrint = Date.distantPast
 
-    init(total: Int, quiet: Bool) { self.total = total; self.quiet = quiet }
+    init(total: Int, quiet: Bool, label: String = "") { self.total = total; self.quiet = quiet; self.label = label }
 
     func update(step: Int, loss: Double, tokensPerSecond: Double, secondsPerStep: Double, commShare: Double) {
         guard !quiet else { return }
@@ -430,7 +499,7 @@ final class Progress {
         guard step == total || now.timeIntervalSince(lastPrint) >= (tty ? 0.2 : 5) else { return }
         lastPrint = now
         let eta = Double(total - step) * secondsPerStep
-        let line = String(format: "step %ld/%ld  loss %.4f  %.0f tok/s  comm %.0f%%  ETA %@", step, total, loss,
+        let line = label + String(format: "step %ld/%ld  loss %.4f  %.0f tok/s  comm %.0f%%  ETA %@", step, total, loss,
                           tokensPerSecond, 100 * commShare, Units.duration(eta))
         FileHandle.standardError.write(Data(((tty ? "\r\u{1B}[K" : "") + line + (tty ? "" : "\n")).utf8))
     }
