@@ -175,7 +175,8 @@ def decode(pb, ckpt):
             errors.append("%s: slices end at element %d of %d" % (key, at, total))
         flat = [x for _, v in parts for x in v]
         tensors[key] = {"shape": shapes[key], "elements": len(flat), "sum": math.fsum(flat), "first": list(flat[:4])}
-    names = {k.split("#")[0] for k in values}
+    # PowerSGD's Q (kind powersgd_q) is a tensor of its own, not a trainable one (docs/formats.md).
+    names = {k.split("#")[0] for k in values if k.split("#")[1] in KINDS + ("powersgd_error",)}
     for name in sorted(names):
         missing = [k for k in KINDS if name + "#" + k not in values]
         if missing:

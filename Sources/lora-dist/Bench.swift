@@ -53,12 +53,35 @@ struct BenchAllreduce: ParsableCommand {
     var sizes: String = "4096,65536,262144,1048576,16777216,67108864"
     @Option(name: .customLong("min-seconds"), help: "Measure each size for at least this long.")
     var minSeconds: Double = 0.2
+    @Option(name: .customLong("grad-compression"), help: "bf16 or fp16: also measure train's 16-bit exchange (on the world and cross-node communicators), beside fp32.")
+    var gradCompression: GradCompression = .none
+    @Option(help: ArgumentHelp("With bf16/fp16: instead of measuring, exchange --dump-count seeded values once and write each rank's input and result to DIR/rank-R.f32 (for the tests).", valueName: "dir"))
+    var dump: String?
+    @Option(name: .customLong("dump-count"), help: "Values --dump exchanges.") var dumpCount: Int = 1000
+
+    func validate() throws {
+        guard gradCompression == .none || gradCompression.half != nil else {
+            throw LoraDistError("bench allreduce --grad-compression: none, bf16 or fp16 (PowerSGD is measured by train), got \(gradCompression.rawValue)")
+        }
+        if dump != nil {
+            guard gradCompression.half != nil else { throw LoraDistError("--dump needs --grad-compression bf16 or fp16") }
+            guard (1...100_000_000).contains(dumpCount) else { throw LoraDistError("--dump-count must be in 1...100000000, got \(dumpCount)") }
+        }
+    }
 
     func run() throws {
         let parsed = sizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard parsed.allSatisfy({ ($0 ?? 0) >= 4 }) else { throw LoraDistError("--sizes must be byte counts of at least 4, got \(sizes)") }
         let cluster = Cluster()
-        let rows = AllreduceBenchmark.run(cluster: cluster, sizes: parsed.map { $0! }, minSeconds: minSeconds)
+        if let dump, let half = gradCompression.half {
+            try cluster.agree { if cluster.isRoot { try Files.createDirectory(dump) } }
+            try AllreduceBenchmark.dumpHalf(cluster: cluster, format: half, count: dumpCount, seed: 7, dir: dump)
+            return
+        }
+        var rows = AllreduceBenchmark.run(cluster: cluster, sizes: parsed.map { $0! }, minSeconds: minSeconds)
+        if let half = gradCompression.half {
+            rows += AllreduceBenchmark.runHalf(cluster: cluster, format: half, sizes: parsed.map { $0! }, minSeconds: minSeconds)
+        }
         guard cluster.isRoot else { return }
         print(AllreduceBenchmark.table(rows, cluster: cluster), terminator: "")
         // The node communicator's figures calibrate `lora-dist plan`.

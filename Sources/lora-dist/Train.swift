@@ -4,6 +4,7 @@ import LoraDist
 
 extension TrainMode: ExpressibleByArgument {}
 extension ExchangeStrategy: ExpressibleByArgument {}
+extension GradCompression: ExpressibleByArgument {}
 
 /// The library's defaults are the flags' defaults.
 private let defaults = TrainOptions()
@@ -53,6 +54,12 @@ struct Train: Configurable {
     var exchange: ExchangeStrategy = defaults.exchange
     @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB; each bucket is sent as soon as the backward completes it.")
     var bucketMB: Double = defaults.bucketMB
+    @Option(name: .customLong("grad-compression"), help: "How gradients travel: none (fp32), bf16 or fp16 (16-bit words, summed in fp32), or powersgd (low-rank factors with error feedback, from --powersgd-start-step on). Flat exchange compresses the world's exchange; hierarchical what crosses nodes (bf16/fp16) or the whole sum (powersgd).")
+    var gradCompression: GradCompression = defaults.compression.method
+    @Option(name: .customLong("powersgd-rank"), help: "PowerSGD's rank: each compressed tensor travels as rows × r + cols × r floats.")
+    var powerSGDRank: Int = defaults.compression.powerSGDRank
+    @Option(name: .customLong("powersgd-start-step"), help: "PowerSGD starts at this step; the steps before exchange plain fp32 gradients.")
+    var powerSGDStartStep: Int = defaults.compression.powerSGDStartStep
     @Option(help: "OpenBLAS threads per rank (default: env LORA_DIST_THREADS, else Slurm's SLURM_CPUS_PER_TASK, else the rank's cores shared among the node's ranks).")
     var threads: Int?
     @Option(name: .customLong("export-merged"), help: "At the end, write the trained model (adapters folded in) as a Hugging Face directory here.")
@@ -122,7 +129,7 @@ struct Train: Configurable {
             FileHandle.standardError.write(Data("""
                 lora-dist: \(mode.rawValue) on \(model), \(m.trainableParams.formatted()) of \(m.baseParams.formatted()) parameters trainable \
                 (\(String(format: "%.2f", 100 * Double(m.trainableParams) / Double(m.baseParams)))%)
-                \(cluster.size) rank(s) on \(cluster.nodes) node(s), \(exchange.rawValue) exchange, \(trainer.blasThreadsPerReplica) BLAS thread(s) per rank
+                \(cluster.size) rank(s) on \(cluster.nodes) node(s), \(exchange.rawValue) exchange\(Self.compressionNote(o.compression)), \(trainer.blasThreadsPerReplica) BLAS thread(s) per rank
                 corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens
 
                 """.utf8))
@@ -212,6 +219,8 @@ struct Train: Configurable {
         o.runDir = runDir; o.seed = seed; o.evalEvery = max(evalEvery, 1); o.evalSequences = evalSequences
         o.devPercent = devPercent; o.quiet = quiet
         o.exchange = exchange; o.bucketMB = bucketMB
+        o.compression.method = gradCompression
+        o.compression.powerSGDRank = powerSGDRank; o.compression.powerSGDStartStep = powerSGDStartStep
         o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
         o.devData = devData; o.patience = patience; o.replicas = replicas
         o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
@@ -236,6 +245,15 @@ struct Train: Configurable {
         }
     }
 
+    /// The header's words for --grad-compression (nothing for none).
+    static func compressionNote(_ c: CompressionOptions) -> String {
+        switch c.method {
+        case .none: ""
+        case .bf16, .fp16: " (\(c.method.rawValue) gradients)"
+        case .powersgd: " (PowerSGD rank \(c.powerSGDRank) from step \(c.powerSGDStartStep))"
+        }
+    }
+
     static var printHeader: [String] {
         ["The effective configuration of `lora-dist train` (\(BuildInfo.banner)): every option under",
          "its flag's name, defaults included; null: not set (the option's own default applies).",
@@ -255,6 +273,8 @@ struct Train: Configurable {
                  "--weight-decay=\(o.optimizer.weightDecay)", "--clip=\(o.optimizer.clipNorm)", "--run-dir=\(o.runDir)",
                  "--seed=\(o.seed)", "--eval-every=\(o.evalEvery)", "--eval-seqs=\(o.evalSequences)", "--dev-percent=\(o.devPercent)",
                  "--exchange=\(o.exchange.rawValue)", "--bucket-mb=\(o.bucketMB)", "--keep-last=\(o.keepLast)",
+                 "--grad-compression=\(o.compression.method.rawValue)", "--powersgd-rank=\(o.compression.powerSGDRank)",
+                 "--powersgd-start-step=\(o.compression.powerSGDStartStep)",
                  "--text-field=\(o.textField)", o.replaceInvalidUTF8 ? "--replace-invalid-utf8" : "--no-replace-invalid-utf8",
                  o.quiet ? "--quiet" : "--no-quiet"]
         if let l = o.lora, o.adapter == nil {

@@ -14,11 +14,20 @@ public enum ExchangeStrategy: String, Codable, CaseIterable {
 /// whatever that holds. Afterwards `shardGrads` is the summed gradient of the
 /// range this rank owns on its node (`shard`), the range its AdamW updates.
 ///
-/// Bytes are counted with the standard bandwidth-optimal model of each
-/// collective (what a ring or recursive-halving implementation sends per rank):
-/// allreduce 2(p−1)/p·n, reduce-scatter (p−1)/p·n.
+/// With `--grad-compression` what travels changes (GradientCompression.swift, PowerSGD.swift):
+/// bf16 / fp16 replace each fp32 allreduce that the strategy sends over the wire (flat: the
+/// world's; hierarchical: the cross-node one, the node's reduce-scatter staying fp32 in shared
+/// memory) by a 16-bit `HalfAllreduce`; PowerSGD, from its start step on, replaces the whole
+/// exchange by its factors' allreduces (flat, or hierarchical: reduce-scatter in the node,
+/// allreduce across nodes, allgather in the node) once the backward is done.
+///
+/// Bytes are counted as each collective is started (`bytesSent`): fp32 collectives with the
+/// standard bandwidth-optimal model of what one rank sends (a ring or recursive halving):
+/// allreduce 2(p−1)/p·n, reduce-scatter and allgather (p−1)/p·n; the 16-bit exchanges exactly
+/// (their blocks to each other rank).
 public final class GradientExchange {
     public let strategy: ExchangeStrategy
+    public let compression: CompressionOptions
     let cluster: Cluster
     let grads: FPtr
     public let count: Int
@@ -31,14 +40,27 @@ public final class GradientExchange {
     var crossRequests: [Request]
     var launched = 0
     var crossLaunched = 0
+    /// bf16 / fp16: each bucket's 16-bit sum (flat: the bucket over the world; hierarchical:
+    /// this rank's part of it over the cross-node ranks)
+    var halves: [HalfAllreduce] = []
+    /// powersgd: the compressor, and whether this step uses it (from its start step on)
+    public let powerSGD: PowerSGD?
+    var compressing = false
     // accounting, per step
     public private(set) var waitSeconds = 0.0
+    /// Bytes this rank has sent this step, inside its node and to other nodes.
+    public private(set) var bytesSent = (intra: 0.0, inter: 0.0)
 
-    public init(strategy: ExchangeStrategy, cluster: Cluster, grads: FPtr, count: Int, bucketElements: Int) throws {
+    /// `shapes`: each trainable tensor's arena offset and shape (PowerSGD's matrices); `seed`:
+    /// PowerSGD's first Q, the same on every rank.
+    public init(strategy: ExchangeStrategy, cluster: Cluster, grads: FPtr, count: Int, bucketElements: Int,
+                compression: CompressionOptions = CompressionOptions(), shapes: [(offset: Int, shape: [Int])] = [],
+                seed: UInt64 = 0) throws {
         if strategy == .hierarchical && !cluster.uniform {
             throw LoraDistError("--exchange hierarchical needs the same number of ranks on every node; use --exchange flat")
         }
         self.strategy = strategy
+        self.compression = compression
         self.cluster = cluster
         self.grads = grads
         self.count = count
@@ -48,10 +70,31 @@ public final class GradientExchange {
         reduced = strategy == .hierarchical ? FloatBuffer(shard.count) : nil
         requests = Array(repeating: Request(handle: nil), count: buckets.count)
         crossRequests = requests
+        powerSGD = compression.method == .powersgd
+            ? PowerSGD(shapes: shapes, count: count, rank: compression.powerSGDRank, worldSize: cluster.size, seed: seed) : nil
+        if let half = compression.method.half {
+            switch strategy {
+            case .flat:
+                // Which node each world rank is on, for the bytes that leave the node.
+                let leader = FloatBuffer(cluster.size)
+                var mine = Float(cluster.rank - cluster.node.rank)
+                cluster.world.allgather(&mine, count: 1, into: leader.ptr)
+                let nodeOf = leader.array.map { Int($0) }
+                let gather = cluster.world.duplicate(name: "world (allgather)")
+                halves = buckets.map { HalfAllreduce(comm: cluster.world, gatherComm: gather, format: half, data: grads + $0.lowerBound,
+                                                     count: $0.count, nodeOf: nodeOf) }
+            case .hierarchical:
+                let cross = cluster.cross, gather = cross.duplicate(name: "cross-node (allgather)")
+                halves = buckets.map { HalfAllreduce(comm: cross, gatherComm: gather, format: half, data: reducedSlot($0), count: mine($0),
+                                                     nodeOf: Array(0..<cross.size)) }
+            }
+        }
     }
 
     /// The summed gradient of this rank's shard (valid after `finish`).
-    public var shardGrads: UnsafePointer<Float> { UnsafePointer(reduced?.ptr ?? grads + shard.lowerBound) }
+    public var shardGrads: UnsafePointer<Float> {
+        compressing ? UnsafePointer(grads + shard.lowerBound) : UnsafePointer(reduced?.ptr ?? grads + shard.lowerBound)
+    }
 
     /// The L2 norm of the whole summed gradient (after `finish`): each rank squares the shard
     /// it holds, and the node's shards make the whole. Collective over the node.
@@ -60,14 +103,19 @@ public final class GradientExchange {
         return cluster.node.allreduce([squares])[0].squareRoot()
     }
 
-    public func begin() {
+    /// Before step `step`'s backward.
+    public func begin(step: Int = 1) {
         launched = 0
         crossLaunched = 0
         waitSeconds = 0
+        bytesSent = (0, 0)
+        compressing = powerSGD != nil && step >= compression.powerSGDStartStep
     }
 
     /// Gradients [0, upTo) are final: start every bucket that lies inside.
     public func ready(upTo: Int) {
+        // PowerSGD works on whole tensors once the backward is done (finish).
+        if compressing { return }
         while launched < buckets.count && buckets[launched].upperBound <= upTo {
             launch(launched)
             launched += 1
@@ -79,17 +127,73 @@ public final class GradientExchange {
 
     /// Starts what is left and waits for everything.
     public func finish() {
+        if let powerSGD, compressing {
+            // Its compute is counted as waiting too: none of it overlaps the backward.
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            powerSGD.run(grads: grads) { buf, n in self.sum(buf, count: n) }
+            waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            return
+        }
         ready(upTo: count)
         let t0 = DispatchTime.now().uptimeNanoseconds
         progress(block: true)
         waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
 
+    /// Blocking fp32 sum over every rank of `n` floats at `buf`, on every rank: a world allreduce
+    /// (flat), or reduce-scatter in the node, allreduce across nodes, allgather in the node.
+    func sum(_ buf: FPtr, count n: Int) {
+        guard n > 0 else { return }
+        switch strategy {
+        case .flat:
+            var r = cluster.world.iallreduce(buf, count: n)
+            countAllreduce(n, over: cluster.world.size, crossing: false)
+            r.wait()
+        case .hierarchical:
+            let node = cluster.node, L = node.size
+            let parts = (0..<L).map { Cluster.shard(n, parts: L, index: $0) }
+            let mine = parts[node.rank]
+            let part = FloatBuffer(mine.count)
+            node.reduceScatter(send: buf, recv: part.ptr, counts: parts.map { Int32($0.count) })
+            bytesSent.intra += L > 1 ? Double(L - 1) / Double(L) * 4 * Double(n) : 0
+            var r = cluster.cross.iallreduce(part.ptr, count: mine.count)
+            countAllreduce(mine.count, over: cluster.nodes, crossing: true)
+            r.wait()
+            (buf + mine.lowerBound).update(from: part.ptr, count: mine.count)
+            node.allgatherv(inPlace: buf, counts: parts.map { Int32($0.count) }, offsets: parts.map { Int32($0.lowerBound) })
+            bytesSent.intra += L > 1 ? Double(L - 1) / Double(L) * 4 * Double(n) : 0
+        }
+    }
+
+    /// An fp32 ring allreduce of `n` floats over `p` ranks: the world's (a share N/W of whose
+    /// links cross nodes), or the cross-node one.
+    private func countAllreduce(_ n: Int, over p: Int, crossing: Bool) {
+        guard p > 1 else { return }
+        let bytes = 2 * Double(p - 1) / Double(p) * 4 * Double(n)
+        if crossing { bytesSent.inter += bytes; return }
+        let inter = cluster.nodes > 1 ? bytes * Double(cluster.nodes) / Double(cluster.size) : 0
+        bytesSent.inter += inter
+        bytesSent.intra += bytes - inter
+    }
+
+    private func countHalf(_ h: HalfAllreduce, crossing: Bool) {
+        guard h.comm.size > 1 else { return }
+        let off = crossing ? Double(h.bytesSent) : Double(h.bytesSentOffNode)
+        bytesSent.inter += off
+        bytesSent.intra += Double(h.bytesSent) - off
+    }
+
     private func launch(_ b: Int) {
         let bucket = buckets[b]
         switch strategy {
         case .flat:
+            if !halves.isEmpty {
+                halves[b].start()
+                countHalf(halves[b], crossing: false)
+                return
+            }
             requests[b] = cluster.world.iallreduce(grads + bucket.lowerBound, count: bucket.count)
+            countAllreduce(bucket.count, over: cluster.size, crossing: false)
         case .hierarchical:
             let node = cluster.node
             let counts = (0..<node.size).map { r -> Int32 in
@@ -97,6 +201,7 @@ public final class GradientExchange {
                 return Int32(max(0, min(s.upperBound, bucket.upperBound) - max(s.lowerBound, bucket.lowerBound)))
             }
             requests[b] = node.ireduceScatter(send: grads + bucket.lowerBound, recv: reducedSlot(bucket), counts: counts)
+            bytesSent.intra += node.size > 1 ? Double(node.size - 1) / Double(node.size) * 4 * Double(bucket.count) : 0
         }
     }
 
@@ -110,6 +215,14 @@ public final class GradientExchange {
     }
 
     private func progress(block: Bool) {
+        if strategy == .flat && !halves.isEmpty {
+            // Each bucket's two phases, in bucket order on every rank.
+            for b in 0..<launched {
+                halves[b].advance(block: block)
+                if !block && !halves[b].isDone { break }
+            }
+            return
+        }
         for b in 0..<launched {
             if block { requests[b].wait() } else if !requests[b].test() { break }
         }
@@ -117,10 +230,23 @@ public final class GradientExchange {
         // Cross-node allreduce of each bucket's owned part, in bucket order on every rank.
         while crossLaunched < launched && requests[crossLaunched].isDone {
             let bucket = buckets[crossLaunched]
-            crossRequests[crossLaunched] = cluster.cross.iallreduce(reducedSlot(bucket), count: mine(bucket))
+            if !halves.isEmpty {
+                halves[crossLaunched].start()
+                countHalf(halves[crossLaunched], crossing: true)
+            } else {
+                crossRequests[crossLaunched] = cluster.cross.iallreduce(reducedSlot(bucket), count: mine(bucket))
+                countAllreduce(mine(bucket), over: cluster.nodes, crossing: true)
+            }
             crossLaunched += 1
         }
-        if block { for b in 0..<crossLaunched { crossRequests[b].wait() } }
+        if !halves.isEmpty {
+            for b in 0..<crossLaunched {
+                halves[b].advance(block: block)
+                if !block && !halves[b].isDone { break }
+            }
+        } else if block {
+            for b in 0..<crossLaunched { crossRequests[b].wait() }
+        }
     }
 
     // MARK: accounting

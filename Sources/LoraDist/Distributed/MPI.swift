@@ -192,6 +192,17 @@ public final class Communicator {
 
     public func barrier() { complete("barrier") { MPI_Ibarrier(comm, $0) } }
 
+    /// The same ranks in a communicator of their own, so that two streams of non-blocking
+    /// collectives (each started in the same order on every rank) cannot interleave differently
+    /// on different ranks. A timed barrier first.
+    public func duplicate(name: String) -> Communicator {
+        barrier()
+        var out: MPI_Comm?
+        MPI_Comm_dup(comm, &out)
+        return Communicator(out, owned: true, name: name)
+    }
+
+
     /// In-place sum over all ranks: a blocking MPI_Allreduce without the collective timeout,
     /// for `bench allreduce`, which measures this call.
     public func allreduce(_ buf: FPtr, count: Int) {
@@ -245,6 +256,44 @@ public final class Communicator {
     public func reduceScatter(send: UnsafePointer<Float>, recv: FPtr, counts: [Int32]) {
         var r = ireduceScatter(send: send, recv: recv, counts: counts)
         r.wait()
+    }
+
+    /// Personalised exchange of 16-bit words: block r of `send` (sendCounts[r] words at
+    /// sendOffsets[r]) goes to rank r; rank r's block for this one lands at recvOffsets[r].
+    /// The count arrays are copied into the request's schedule when it starts (libnbc).
+    public func ialltoallv(send: UnsafePointer<UInt16>, sendCounts: [Int32], sendOffsets: [Int32],
+                           recv: UnsafeMutablePointer<UInt16>, recvCounts: [Int32], recvOffsets: [Int32]) -> Request {
+        guard size > 1 else { return Request(handle: nil) }
+        return sendCounts.withUnsafeBufferPointer { sc in sendOffsets.withUnsafeBufferPointer { so in
+            recvCounts.withUnsafeBufferPointer { rc in recvOffsets.withUnsafeBufferPointer { ro in
+                request("alltoall") {
+                    MPI_Ialltoallv(send, sc.baseAddress, so.baseAddress, cmpi_uint16(), recv, rc.baseAddress, ro.baseAddress,
+                                   cmpi_uint16(), comm, $0)
+                }
+            } }
+        } }
+    }
+
+    /// Every rank's block of 16-bit words (counts[r] at offsets[r]) on every rank.
+    public func iallgatherv(send: UnsafePointer<UInt16>, count: Int, recv: UnsafeMutablePointer<UInt16>,
+                            counts: [Int32], offsets: [Int32]) -> Request {
+        guard size > 1 else { return Request(handle: nil) }
+        return counts.withUnsafeBufferPointer { c in offsets.withUnsafeBufferPointer { o in
+            request("allgather") {
+                MPI_Iallgatherv(send, Int32(count), cmpi_uint16(), recv, c.baseAddress, o.baseAddress, cmpi_uint16(), comm, $0)
+            }
+        } }
+    }
+
+    /// Every rank's block of floats (counts[r] at offsets[r]) on every rank, in place: this
+    /// rank's block is already at its offset in `buf`.
+    public func allgatherv(inPlace buf: FPtr, counts: [Int32], offsets: [Int32]) {
+        guard size > 1 else { return }
+        counts.withUnsafeBufferPointer { c in offsets.withUnsafeBufferPointer { o in
+            complete("allgather") {
+                MPI_Iallgatherv(cmpi_in_place(), 0, cmpi_float(), buf, c.baseAddress, o.baseAddress, cmpi_float(), comm, $0)
+            }
+        } }
     }
 
     public func ibarrier() -> Request { request("barrier") { MPI_Ibarrier(comm, $0) } }

@@ -37,9 +37,12 @@ public struct RunSummary: Codable, Equatable {
     public var exchange: String
     public var blasThreads: Int
     public var replicas: Int
-    public var exchangeBytesPerStep: Int
+    public var exchangeBytesPerStep: Int          // the mean over the steps done (PowerSGD's vary)
     public var fullFTExchangeBytesPerStep: Int
     @Nullable public var exchangeRatio: Double?  // null on one rank
+    public var exchangeBytesTotal: Int? = nil       // counted over every step of the run, resumed ones included
+    public var gradCompression: String? = nil
+    @Nullable public var powersgd: PowerSGDSummary? = nil   // null unless --grad-compression powersgd
     public var commWaitShare: Double
     public var nodeMemoryBytes: Int
     public var weightsBytesPerNode: Int
@@ -56,6 +59,25 @@ public struct RunSummary: Codable, Equatable {
         case worldSize = "world_size", ranksPerNode = "ranks_per_node", blasThreads = "blas_threads"
         case exchangeBytesPerStep = "exchange_bytes_per_step", fullFTExchangeBytesPerStep = "full_ft_exchange_bytes_per_step"
         case exchangeRatio = "exchange_ratio", nodeMemoryBytes = "node_memory_bytes"
+        case exchangeBytesTotal = "exchange_bytes_total", gradCompression = "grad_compression", powersgd
+    }
+
+    /// summary.json's `powersgd` object.
+    public struct PowerSGDSummary: Codable, Equatable {
+        public var rank: Int
+        public var startStep: Int
+        /// Trainable tensors sent as P and Q from the start step on, and those sent uncompressed.
+        public var compressedTensors: Int
+        public var uncompressedTensors: Int
+        /// Floats one compressed step allreduces (uncompressed tensors + P + Q), against the gradient's.
+        public var floatsPerStep: Int
+        public var gradientFloats: Int
+
+        enum CodingKeys: String, CodingKey {
+            case rank
+            case startStep = "start_step", compressedTensors = "compressed_tensors", uncompressedTensors = "uncompressed_tensors"
+            case floatsPerStep = "floats_per_step", gradientFloats = "gradient_floats"
+        }
     }
 
     /// summary.json's `lora` object: the adapter's shape in the summary's own words.
@@ -97,9 +119,11 @@ public struct MetricsRecord: Codable, Equatable {
     public var worldSize: Int
     public var exchange: String
     public var devLoss: Double?                  // only on evaluation steps (absent otherwise)
+    public var gradCompression: String? = nil     // none, bf16, fp16 or powersgd
 
     public enum CodingKeys: String, CodingKey {
         case step, loss, lr, tokens, mode, exchange
+        case gradCompression = "grad_compression"
         case tokensPerSecond = "tokens_per_s", stepSeconds = "step_s", commWaitSeconds = "comm_wait_s", computeSeconds = "compute_s"
         case gradNorm = "grad_norm", trainableParams = "trainable_params", exchangedParams = "exchanged_params"
         case exchangeBytes = "exchange_bytes", exchangeBytesIntra = "exchange_bytes_intra", exchangeBytesInter = "exchange_bytes_inter"
@@ -132,8 +156,17 @@ public struct RunState: Codable, Equatable {
     @Nullable public var bestDevLoss: Double?    // null before the first evaluation under --patience
     public var bestStep: Int
     public var evalsSinceBest: Int
+    /// Bytes the exchange sent up to the checkpoint (absent in checkpoints of older versions).
+    public var exchangeBytes: Double? = nil
+    /// The compression the checkpoint's run used, and PowerSGD's rank: its state (Q and the
+    /// error feedback) is in the checkpoint when `powersgdState` is true.
+    public var gradCompression: String? = nil
+    public var powersgdRank: Int? = nil
+    public var powersgdState: Bool? = nil
 
     enum CodingKeys: String, CodingKey {
+        case exchangeBytes = "exchange_bytes", gradCompression = "grad_compression", powersgdRank = "powersgd_rank"
+        case powersgdState = "powersgd_state"
         case initialDevLoss = "initial_dev_loss", devLoss = "dev_loss", finalLoss = "final_loss"
         case trainSeconds = "train_seconds", waitSeconds = "wait_seconds"
         case bestDevLoss = "best_dev_loss", bestStep = "best_step", evalsSinceBest = "evals_since_best"

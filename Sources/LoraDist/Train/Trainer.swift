@@ -34,6 +34,8 @@ public struct TrainOptions {
     public var patience: Int? = nil        // early stopping: evaluations without a new best dev loss
     public var exchange: ExchangeStrategy = .hierarchical
     public var bucketMB: Double = 4
+    /// --grad-compression, --powersgd-rank, --powersgd-start-step
+    public var compression = CompressionOptions()
     public var saveEvery: Int? = nil       // also saves at the end, always
     public var keepLast: Int = 3
     public var resume: String? = nil       // "latest", a step, or a checkpoint directory
@@ -103,6 +105,8 @@ extension TrainOptions {
         if let r = o.replicas { try int("--replicas", r, 1...1024) }
         if let t = o.threads { try int("--threads", t, 1...4096) }
         if let t = o.collectiveTimeout { try CollectiveTimeout.check(t, name: "--collective-timeout") }
+        try int("--powersgd-rank", o.compression.powerSGDRank, CompressionOptions.rankRange)
+        try int("--powersgd-start-step", o.compression.powerSGDStartStep, CompressionOptions.startRange)
     }
 }
 
@@ -186,7 +190,9 @@ public final class Trainer {
         let store = loaded.model.store, config = loaded.config
         optimizer = AdamW(config: o.optimizer, store: store, range: loaded.trainableShard)
         exchange = try GradientExchange(strategy: o.exchange, cluster: cluster, grads: store.grads.ptr,
-                                        count: store.trainableCount, bucketElements: Int(o.bucketMB * 1_048_576 / 4))
+                                        count: store.trainableCount, bucketElements: Int(o.bucketMB * 1_048_576 / 4),
+                                        compression: o.compression, shapes: store.trainable.map { ($0.offset, $0.spec.shape) },
+                                        seed: o.seed)
         var ready: [Int] = []
         var upTo = 0
         for l in 0..<config.numHiddenLayers {
@@ -235,6 +241,8 @@ public final class Trainer {
     public struct StepResult {
         public var loss: Double, gradNorm: Double, commWait: Double, seconds: Double
         public var stop: Bool  // some rank was asked to stop (SIGTERM)
+        /// Bytes this rank's exchange sent in the step, inside its node and to other nodes.
+        public var bytes = (intra: 0.0, inter: 0.0)
     }
 
     /// One optimizer step over the global batch. Collective.
@@ -245,7 +253,7 @@ public final class Trainer {
         let store = model.store
         let inputs = loaded.inputs, targets = loaded.targets
         loaded.zeroGradients()
-        exchange.begin()
+        exchange.begin(step: step)
         var lossSum = 0.0
         let scale = 1 / Float(options.batch * T)  // every position of a sampled sequence is labelled
         var first = share.lowerBound
@@ -303,7 +311,8 @@ public final class Trainer {
         }
         timed { loaded.publish() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds, stop: reduced[1] > 0)
+        return StepResult(loss: loss, gradNorm: norm, commWait: wait, seconds: seconds, stop: reduced[1] > 0,
+                          bytes: exchange.bytesSent)
     }
 
     /// What one step moves, for this model and for full fine-tuning of it.
@@ -346,7 +355,8 @@ public final class Trainer {
         let initialDev: Double
         var devLoss: Double, lastLoss: Double
         var trainSeconds: Double, waitSeconds: Double
-        let bytes: (intra: Double, inter: Double)
+        /// Bytes the exchange sent over the run's steps, resumed ones included.
+        var bytesTotal: Double
         var preempted = false, earlyStopped = false
         var bestDev: Double, bestStep: Int, evalsSinceBest: Int
         /// No step is left: the last is done, or the run stopped (preempted, early stopping).
@@ -384,7 +394,10 @@ public final class Trainer {
             lastLoss = state?.finalLoss ?? .nan
             trainSeconds = state?.trainSeconds ?? 0
             waitSeconds = state?.waitSeconds ?? 0
-            bytes = t.exchangeBytes
+            // Counted as sent; a checkpoint of an older version did not keep them: its steps are
+            // counted as fp32 exchanges (the only kind it had).
+            let perStep = t.exchangeBytes
+            bytesTotal = state?.exchangeBytes ?? Double(first - 1) * (perStep.intra + perStep.inter)
             bestDev = state?.bestDevLoss ?? .infinity
             bestStep = state?.bestStep ?? 0
             evalsSinceBest = state?.evalsSinceBest ?? 0
@@ -392,8 +405,12 @@ public final class Trainer {
         }
 
         func runState() -> RunState {
-            RunState(initialDevLoss: initialDev, devLoss: devLoss, finalLoss: lastLoss, trainSeconds: trainSeconds,
-                     waitSeconds: waitSeconds, bestDevLoss: bestDev.finite, bestStep: bestStep, evalsSinceBest: evalsSinceBest)
+            let o = trainer.options
+            return RunState(initialDevLoss: initialDev, devLoss: devLoss, finalLoss: lastLoss, trainSeconds: trainSeconds,
+                     waitSeconds: waitSeconds, bestDevLoss: bestDev.finite, bestStep: bestStep, evalsSinceBest: evalsSinceBest,
+                     exchangeBytes: bytesTotal, gradCompression: o.compression.method.rawValue,
+                     powersgdRank: o.compression.method == .powersgd ? o.compression.powerSGDRank : nil,
+                     powersgdState: trainer.exchange.powerSGD?.hasQ)
         }
 
         /// The next step: forward, backward, exchange, update, its metrics line, an evaluation
@@ -406,6 +423,8 @@ public final class Trainer {
             waitSeconds += r.commWait
             tokens += o.batch * o.seqLen
             lastLoss = r.loss
+            let bytes = (intra: r.bytes.intra.rounded(), inter: r.bytes.inter.rounded())
+            bytesTotal += bytes.intra + bytes.inter
             var rec = MetricsRecord(
                 step: s, loss: rounded(r.loss), lr: t.schedule.at(s).shortest, tokens: tokens,
                 tokensPerSecond: rounded(Double(o.batch * o.seqLen) / r.seconds, 1), stepSeconds: rounded(r.seconds),
@@ -413,7 +432,7 @@ public final class Trainer {
                 exchangeBytes: Int(bytes.intra + bytes.inter), exchangeBytesIntra: Int(bytes.intra),
                 exchangeBytesInter: Int(bytes.inter), exchangedParams: model.trainableParams,
                 commWaitSeconds: rounded(r.commWait), computeSeconds: rounded(max(r.seconds - r.commWait, 0)),
-                worldSize: cluster.size, exchange: o.exchange.rawValue)
+                worldSize: cluster.size, exchange: o.exchange.rawValue, gradCompression: o.compression.method.rawValue)
             var newBest = false
             if s % o.evalEvery == 0 || s == o.steps {
                 CollectiveTimeout.phase = "the evaluation after step \(s)"
@@ -451,8 +470,8 @@ public final class Trainer {
             }
             let nodeMemory = measured ?? cluster.largestNodeMemory()
             let wall = Date().timeIntervalSince(start)
-            let perStep = bytes.intra + bytes.inter, fullPerStep = t.fullFineTuningExchangeBytes
             let stepsDone = preempted || earlyStopped ? s : o.steps
+            let perStep = (bytesTotal / Double(max(stepsDone, 1))).rounded(), fullPerStep = t.fullFineTuningExchangeBytes
             let summary = RunSummary(
                 mode: o.mode.rawValue, model: o.model, steps: o.steps, batch: o.batch, seqLen: o.seqLen, seed: o.seed,
                 stepsDone: stepsDone, preempted: preempted, earlyStopped: earlyStopped, bestStep: o.patience != nil ? bestStep : nil,
@@ -469,6 +488,13 @@ public final class Trainer {
                 replicas: t.loaded.replicaCount,
                 exchangeBytesPerStep: Int(perStep), fullFTExchangeBytesPerStep: Int(fullPerStep),
                 exchangeRatio: fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : nil,
+                exchangeBytesTotal: Int(bytesTotal), gradCompression: o.compression.method.rawValue,
+                powersgd: t.exchange.powerSGD.map { p in
+                    let n = p.allreducedCounts, compressed = p.matrices.filter { $0.rank > 0 }.count
+                    return RunSummary.PowerSGDSummary(rank: p.rank, startStep: o.compression.powerSGDStartStep,
+                                                      compressedTensors: compressed, uncompressedTensors: p.matrices.count - compressed,
+                                                      floatsPerStep: n.uncompressed + n.p + n.q, gradientFloats: p.count)
+                },
                 commWaitShare: rounded(waitSeconds / max(trainSeconds, 1e-9), 4),
                 nodeMemoryBytes: Int(nodeMemory),
                 weightsBytesPerNode: t.loaded.windowBytes,

@@ -29,6 +29,10 @@ extension Trainer {
         return String(decoding: (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
     }
 
+    /// PowerSGD's state in a checkpoint (docs/formats.md): the error feedback summed over the
+    /// ranks, per trainable tensor, and every compressed tensor's Q in one tensor.
+    static let powerSGDErrorKind = "powersgd_error", powerSGDQKind = "powersgd_q", powerSGDQName = "powersgd.q"
+
     /// Saves the state after `step`. Collective; a failure on any rank fails every rank.
     public func saveCheckpoint(step: Int, tokens: Int, runState: RunState?, best: Bool = false) throws {
         let root = checkpointRoot, name = CheckpointFiles.stepName(step), dir = root + "/" + name
@@ -49,15 +53,32 @@ extension Trainer {
         }
         // One node's ranks hold every owned range; the other nodes hold copies.
         let writer = cluster.writesCheckpoints
+        let powerSGD = exchange.powerSGD.flatMap { $0.hasQ ? $0 : nil }
+        // PowerSGD's error feedback is saved as its sum over the ranks: the compressed result
+        // depends on the ranks' errors only through their sum (PowerSGD.swift), so a run
+        // resumed on any world size continues as it would have.
+        let errorSum = powerSGD.map { p -> FloatBuffer in
+            let b = FloatBuffer(p.count)
+            b.ptr.update(from: p.error.ptr, count: p.count)
+            exchange.sum(b.ptr, count: p.count)
+            return b
+        }
         let refs: [SliceRef] = try cluster.agree {
             guard writer else { return [] }
             let m = optimizer.m.ptr, v = optimizer.v.ptr, lo = optimizer.range.lowerBound
             var out: [CheckpointFiles.Outgoing] = []
             for (p, r, arena) in ownedPieces {
-                for (kind, ptr) in [("param", model.store.values + arena), ("adam_m", m + (arena - lo)), ("adam_v", v + (arena - lo))] {
+                var kinds = [("param", model.store.values + arena), ("adam_m", m + (arena - lo)), ("adam_v", v + (arena - lo))]
+                if let errorSum { kinds.append((Self.powerSGDErrorKind, errorSum.ptr + arena)) }
+                for (kind, ptr) in kinds {
                     out.append(.init(name: p.name, kind: kind, shape: p.spec.shape, start: r.lowerBound, count: r.count,
                                      values: ptr))
                 }
+            }
+            // Q is the same on every rank: rank 0 writes it.
+            if let powerSGD, cluster.isRoot, powerSGD.q.count > 0 {
+                out.append(.init(name: Self.powerSGDQName, kind: Self.powerSGDQKind, shape: [powerSGD.q.count], start: 0,
+                                 count: powerSGD.q.count, values: powerSGD.q.ptr))
             }
             return try CheckpointFiles.writeShard(dir: dir, file: CheckpointFiles.shardName(cluster.rank), slices: out)
         }
@@ -102,7 +123,20 @@ extension Trainer {
             throw LoraDistError("\(src) is a \(manifest.mode) checkpoint; this run is --mode \(options.mode.rawValue)")
         }
         try loaded.check(manifest, source: src)
+        _ = try powerSGDState(try RunState.from(json: manifest.runStateJSON, source: src), dir: dir)
         return (dir, manifest)
+    }
+
+    /// Whether the checkpoint carries PowerSGD state this run takes over. A checkpoint with such
+    /// state resumes only with PowerSGD at the same rank: another method or rank would drop the
+    /// error feedback (gradient not yet applied) without saying so.
+    func powerSGDState(_ state: RunState?, dir: String) throws -> Bool {
+        guard state?.powersgdState == true else { return false }
+        let r = state?.powersgdRank ?? 0, c = options.compression
+        guard c.method == .powersgd, c.powerSGDRank == r else {
+            throw LoraDistError("\(dir) holds PowerSGD state (rank \(r): error feedback and Q); resume it with --grad-compression powersgd --powersgd-rank \(r)")
+        }
+        return true
     }
 
     /// Loads a checkpoint into this run (any world size). Collective. Everything
@@ -111,12 +145,27 @@ extension Trainer {
     /// Returns (step, tokens seen, run state).
     /// With `continuing` (a resumed run) `latest` is pointed at the loaded checkpoint.
     public func resume(_ which: String, continuing: Bool = true) throws -> (step: Int, tokens: Int, state: RunState?) {
-        let (manifest, values, m, v) = try cluster.agree { () throws -> (Manifest, [Float], [Float], [Float]) in
+        let (manifest, values, m, v, state, compression) = try cluster.agree {
+            () throws -> (Manifest, [Float], [Float], [Float], RunState?, (error: [Float], q: [Float])?) in
             let (dir, manifest) = try resumable(which)
-            let read = try loaded.readOwned(["param", "adam_m", "adam_v"], manifest: manifest, dir: dir)
-            return (manifest, read[0], read[1], read[2])
+            let state = try RunState.from(json: manifest.runStateJSON, source: "checkpoint \(which)")
+            let withPowerSGD = try powerSGDState(state, dir: dir)
+            let read = try loaded.readOwned(["param", "adam_m", "adam_v"] + (withPowerSGD ? [Self.powerSGDErrorKind] : []),
+                                            manifest: manifest, dir: dir)
+            var compression: ([Float], [Float])?
+            if withPowerSGD, let p = exchange.powerSGD {
+                var q = [Float](repeating: 0, count: p.q.count)
+                if !q.isEmpty {
+                    try q.withUnsafeMutableBufferPointer {
+                        try CheckpointFiles.gather(Self.powerSGDQName, kind: Self.powerSGDQKind, range: 0..<p.q.count,
+                                                   into: $0.baseAddress!, manifest: manifest,
+                                                   reader: CheckpointFiles.Reader(dir: dir), index: CheckpointFiles.index(manifest))
+                    }
+                }
+                compression = (read[3], q)
+            }
+            return (manifest, read[0], read[1], read[2], state, compression)
         }
-        let state = try cluster.agree { try RunState.from(json: manifest.runStateJSON, source: "checkpoint \(which)") }
         // From here this run continues from that checkpoint: `latest` names it, so
         // saves of later steps may replace checkpoints newer than it.
         try cluster.agree {
@@ -135,6 +184,18 @@ extension Trainer {
         m.withUnsafeBufferPointer { optimizer.m.ptr.update(from: $0.baseAddress!, count: range.count) }
         v.withUnsafeBufferPointer { optimizer.v.ptr.update(from: $0.baseAddress!, count: range.count) }
         optimizer.setStep(manifest.optimizerStep)
+        if let p = exchange.powerSGD {
+            p.hasQ = compression != nil
+            p.hasError = compression != nil
+            p.error.zero()
+            if let (error, q) = compression {
+                q.withUnsafeBufferPointer { p.q.ptr.update(from: $0.baseAddress!, count: q.count) }
+                // One node's owners hold the sum; the others start from zero: the sum is what counts.
+                if cluster.writesCheckpoints {
+                    error.withUnsafeBufferPointer { (p.error.ptr + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }
+                }
+            }
+        }
         loaded.publish()
         return (manifest.step, manifest.tokensSeen, state)
     }

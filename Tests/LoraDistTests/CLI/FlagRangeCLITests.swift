@@ -11,6 +11,7 @@ import Testing
         (["--lr", "nan"], "--lr"), (["--lr", "1e30"], "--lr"), (["--alpha", "0"], "alpha"), (["--alpha", "nan"], "alpha"),
         (["--warmup=-1"], "--warmup"), (["--seq", "0"], "--seq"), (["--micro-batch", "9"], "--micro-batch"),
         (["--keep-last", "0"], "--keep-last"), (["--steps", "0"], "--steps"), (["--dropout", "1"], "dropout"),
+        (["--powersgd-rank", "0"], "--powersgd-rank"), (["--powersgd-start-step", "0"], "--powersgd-start-step"),
     ]
 
     @Test("train refuses an out-of-range flag value in one line, creating nothing", arguments: cases.indices)
