@@ -40,6 +40,8 @@ struct CompareCommand: Configurable {
     @Flag(inversion: .prefixedNo, help: "A tiny base pretrained on the spot and small budgets: a few minutes.") var quick = false
     @Flag(name: .customLong("render-only"), inversion: .prefixedNo, help: "Only render report.md and the charts again from --out's report.json.")
     var renderOnly = false
+    @Option(help: ArgumentHelp("Continual adaptation instead: train on these domains one after another (comma-separated, e.g. technical,legal,medical) with full fine-tuning continued, one LoRA adapter continued, one adapter per domain switched, and an adapter merged after each stage; report perplexity and accuracy on every domain so far and general text after each stage, forgetting and cost. Uses the first of --ranks, --targets, --lr-lora and --lr-full; --full and --qlora do not apply.", valueName: "domains"))
+    var continual: String?
 
     static let perInvocationKeys: Set<String> = ["render-only"]
 
@@ -54,11 +56,22 @@ struct CompareCommand: Configurable {
             return
         }
         if renderOnly {
-            try CompareReport.rerender(out)
+            if continual != nil { try ContinualReport.rerender(out) } else { try CompareReport.rerender(out) }
             print("rendered \(out)/report.md")
             return
         }
         var o = CompareOptions()
+        if let continual {
+            let stages = continual.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            if let bad = stages.first(where: { $0.isEmpty || $0.contains("/") }) {
+                throw LoraDistError("--continual: '\(bad)' is not a domain name (give comma-separated domains, e.g. technical,legal,medical)")
+            }
+            if let twice = stages.first(where: { d in stages.filter { $0 == d }.count > 1 }) {
+                throw LoraDistError("--continual: domain '\(twice)' is given twice")
+            }
+            if stages.contains("general") { throw LoraDistError("--continual: general is the held-out text forgetting is measured on, not a stage") }
+            o.continual = stages
+        }
         if quick { o.makeQuick() }
         o.base = quick ? "tiny" : base
         o.domain = domain
@@ -95,6 +108,16 @@ struct CompareCommand: Configurable {
         }
         let cluster = Cluster()
         let log: (String) -> Void = { if cluster.isRoot { FileHandle.standardError.write(Data("compare: \($0)\n".utf8)) } }
+        if !o.continual.isEmpty {
+            if o.ranks.count > 1 || o.targetSets.count > 1 || o.loraLRs.count > 1 || o.fullLRs.count > 1 {
+                log("--continual uses one setting per method: LoRA r=\(o.ranks[0]) on \(o.targetSets[0]), lr \(o.loraLRs[0]); full fine-tuning lr \(o.fullLRs[0]) (the first of each list)")
+            }
+            let report = try cluster.agree { try ContinualCompare.run(o, cluster: cluster, log: log) }
+            guard cluster.isRoot else { return }
+            print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
+            print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report.wallSeconds)) s)")
+            return
+        }
         let report = try cluster.agree { try Compare.run(o, cluster: cluster, log: log) }
         guard cluster.isRoot else { return }
         print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")

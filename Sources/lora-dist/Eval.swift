@@ -21,6 +21,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Windows, spread evenly over the text.") var windows: Int = 64
     @Option(help: "Windows per forward pass.") var batch: Int = 4
     @Option(help: "Seed of a built-in model's random initialisation (as in training).") var seed: UInt64 = 1234
+    @Flag(help: "One JSON object per line (model, data, loss, perplexity, accuracy, windows, seq_len) instead of the sentence.")
+    var json = false
 
     func run() throws {
         guard (1...1_000_000).contains(windows) else { throw LoraDistError("--windows must be in 1...1000000, got \(windows)") }
@@ -69,7 +71,8 @@ struct Eval: ParsableCommand {
             : zip(adapterArgs, set).map { ($0.named ? $0.name : "\(model) + \($0.dir)", $1) }
         for (i, run) in runs.enumerated() {
             if let adapter = run.adapter { try loaded.use(adapter) }
-            let loss = loaded.evaluate(tokens: tokens, windows: windows)
+            let result = loaded.evaluation(tokens: tokens, windows: windows)
+            let loss = result.loss
             // Every rank has the same (reduced) loss, so every rank stops alike. Name the weight at fault.
             guard loss.isFinite else {
                 if let bad = loaded.model.store.firstNonFinite(owned: loaded.model.store.all) {
@@ -79,9 +82,26 @@ struct Eval: ParsableCommand {
             }
             guard cluster.isRoot else { continue }
             if i == 0 { FileHandle.standardError.write(Data(corpusNotes(corpus, reading: reading).utf8)) }
-            print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f (%ld windows of %ld tokens)",
-                         run.label, data, loss, Foundation.exp(loss), windows, seqLen))
+            if json {
+                let record = EvalRecord(model: run.label, data: data, loss: loss, perplexity: result.perplexity,
+                                        accuracy: result.accuracy, windows: windows, seqLen: seqLen)
+                print(String(decoding: try JSONCoding.encode(record, pretty: false), as: UTF8.self))
+            } else {
+                print(String(format: "%@ on %@: loss %.4f nats/token, perplexity %.2f, next-token accuracy %.2f %% (%ld windows of %ld tokens)",
+                             run.label, data, loss, result.perplexity, 100 * result.accuracy, windows, seqLen))
+            }
             fflush(stdout)
         }
+    }
+}
+
+/// One line of `eval --json`: what the sentence says, as numbers. Accuracy is top-1 next-token
+/// accuracy (a fraction) over the same windows as the loss.
+struct EvalRecord: Encodable {
+    var model: String, data: String
+    var loss: Double, perplexity: Double, accuracy: Double
+    var windows: Int, seqLen: Int
+    enum CodingKeys: String, CodingKey {
+        case model, data, loss, perplexity, accuracy, windows, seqLen = "seq_len"
     }
 }

@@ -23,6 +23,8 @@ public struct CompareOptions {
     public var reading = CorpusReading()   // how the corpora's files are read (JSON Lines field, invalid UTF-8)
     public var seed: UInt64 = 1234
     public var quick = false
+    /// `--continual`: the domains to adapt to one after another (ContinualCompare); empty: a plain comparison.
+    public var continual: [String] = []
     /// compare's configuration as YAML (`compare --print-config`), written by rank 0 as
     /// DIR/config.yaml so that `compare --config DIR/config.yaml` repeats the comparison.
     public var configYAML: String? = nil
@@ -40,6 +42,7 @@ public struct CompareOptions {
         loraLRs = [1e-2]; fullLRs = [3e-3]
         evalEvery = 20; patience = 2
         evalSequences = 16; testSequences = 24
+        if !continual.isEmpty { steps = 40 }   // 4 methods × the stages: keep the whole run short
     }
 }
 
@@ -95,7 +98,7 @@ public enum Compare {
         }
         if o.full { candidates.append(Candidate(name: "full", label: "full fine-tuning", mode: .full, lora: nil, lrs: o.fullLRs)) }
 
-        var baseline: [String: Double]?
+        var baseline: [String: LoadedModel.Evaluation]?
         var tests: [String: [Int32]]?  // every run reads text with the base's tokenizer
         var rows: [CompareResults.Row] = []
         var sweep: [CompareResults.SweepPoint] = []
@@ -127,15 +130,15 @@ public enum Compare {
                 }
                 if baseline == nil {
                     // Before training a model is its base (LoRA's B = 0): the reference for forgetting.
-                    baseline = perplexities(trainer, tests: tests!, windows: o.testSequences)
+                    baseline = evaluations(trainer, tests: tests!, windows: o.testSequences)
                 }
                 // A QLoRA run starts from the quantized base: what quantization alone costs.
-                let quantized = c.mode.nf4Base ? perplexities(trainer, tests: tests!, windows: o.testSequences) : nil
+                let quantized = c.mode.nf4Base ? evaluations(trainer, tests: tests!, windows: o.testSequences) : nil
                 log("\(c.label), lr \(lr): training up to \(o.steps) steps")
                 let s = try trainer.run().summary
-                let ppl = perplexities(trainer, tests: tests!, windows: o.testSequences)
-                var row = result(c, lr: lr, summary: s, ppl: ppl, baseline: baseline!, domain: o.domain, runDir: t.runDir)
-                row.nf4BasePerplexity = quantized?.finiteValues
+                let evals = evaluations(trainer, tests: tests!, windows: o.testSequences)
+                var row = result(c, lr: lr, summary: s, evals: evals, baseline: baseline!, domain: o.domain, runDir: t.runDir)
+                row.nf4BasePerplexity = quantized?.mapValues(\.perplexity).finiteValues
                 sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, bestDevLoss: s.devLoss.finite))
                 if best == nil || (row.bestDevLoss ?? .nan) < (best!.bestDevLoss ?? .nan) { best = row }
             }
@@ -147,7 +150,8 @@ public enum Compare {
             budget: .init(steps: o.steps, batch: o.batch, seqLen: o.seqLen, tokens: o.steps * o.batch * o.seqLen),
             earlyStopping: .init(evalEvery: o.evalEvery, patience: o.patience),
             lrGrid: .init(lora: o.loraLRs.map(\.shortest), full: o.fullLRs.map(\.shortest)),
-            basePerplexity: (baseline ?? [:]).finiteValues, runs: rows, sweep: sweep, quick: o.quick,
+            basePerplexity: (baseline ?? [:]).mapValues(\.perplexity).finiteValues,
+            baseAccuracy: (baseline ?? [:]).mapValues(\.accuracy).finiteValues, runs: rows, sweep: sweep, quick: o.quick,
             wallSeconds: Date().timeIntervalSince(start))
         if cluster.isRoot { try CompareReport.write(report, to: o.out) }
         return report
@@ -183,18 +187,25 @@ public enum Compare {
         return (out, (bytes, surrogates))
     }
 
-    static func perplexities(_ t: Trainer, tests: [String: [Int32]], windows: Int) -> [String: Double] {
-        var out: [String: Double] = [:]
-        for (d, tokens) in tests.sorted(by: { $0.key < $1.key }) { out[d] = Foundation.exp(t.evaluate(tokens: tokens, windows: windows)) }
+    /// Loss and top-1 accuracy on every domain's test windows (in domain order: the collectives match on every rank).
+    static func evaluations(_ t: Trainer, tests: [String: [Int32]], windows: Int) -> [String: LoadedModel.Evaluation] {
+        var out: [String: LoadedModel.Evaluation] = [:]
+        for (d, tokens) in tests.sorted(by: { $0.key < $1.key }) { out[d] = t.evaluation(tokens: tokens, windows: windows) }
         return out
     }
 
-    static func result(_ c: Candidate, lr: Float, summary s: RunSummary, ppl: [String: Double],
-                       baseline: [String: Double], domain: String, runDir: String) -> CompareResults.Row {
-        let ood = ppl.filter { $0.key != domain && $0.key != general }
-        let oodMean = ood.isEmpty ? Double.nan : ood.values.reduce(0, +) / Double(ood.count)
-        let baseOOD = baseline.filter { $0.key != domain && $0.key != general }
-        let baseOODMean = baseOOD.isEmpty ? Double.nan : baseOOD.values.reduce(0, +) / Double(baseOOD.count)
+    static func mean(_ values: some Collection<Double>) -> Double {
+        values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count)
+    }
+
+    static func result(_ c: Candidate, lr: Float, summary s: RunSummary, evals: [String: LoadedModel.Evaluation],
+                       baseline baseEvals: [String: LoadedModel.Evaluation], domain: String, runDir: String) -> CompareResults.Row {
+        let ppl = evals.mapValues(\.perplexity), baseline = baseEvals.mapValues(\.perplexity)
+        let acc = evals.mapValues(\.accuracy)
+        let isOOD: (String) -> Bool = { $0 != domain && $0 != general }
+        let ood = ppl.filter { isOOD($0.key) }, oodAcc = acc.filter { isOOD($0.key) }
+        let oodMean = mean(ood.values)
+        let baseOODMean = mean(baseline.filter { isOOD($0.key) }.values)
         let steps = s.stepsDone
         let trainSeconds = Double(s.tokens) / max(s.tokensPerSecond, 1e-9)
         return CompareResults.Row(
@@ -209,6 +220,8 @@ public enum Compare {
             inDomainPerplexity: ppl[domain]?.finite, baseInDomainPerplexity: baseline[domain]?.finite,
             outOfDomainPerplexity: ood.finiteValues, outOfDomainMean: oodMean.finite, baseOutOfDomainMean: baseOODMean.finite,
             generalPerplexity: ppl[general]?.finite,
+            inDomainAccuracy: acc[domain]?.finite, outOfDomainAccuracy: oodAcc.finiteValues,
+            outOfDomainAccuracyMean: mean(oodAcc.values).finite, generalAccuracy: acc[general]?.finite,
             forgetting: ((ppl[general] ?? .nan) - (baseline[general] ?? .nan)).finite,
             runDir: runDir)
     }

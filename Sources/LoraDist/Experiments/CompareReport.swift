@@ -72,14 +72,21 @@ public enum CompareReport {
         md += "each row is the best learning rate of the grid (LoRA \(lrs(r.lrGrid.lora)), full \(lrs(r.lrGrid.full))) by dev loss.\n\n"
         md += "Base perplexity: in-domain \(f(basePPL[domain] ?? nil)), general \(f(basePPL[r.general] ?? nil))"
         for d in r.outOfDomain { md += ", \(d) \(f(basePPL[d] ?? nil))" }
-        md += ".\n\n"
-        md += "| run | trainable params | lr | steps (best) | in-domain ppl | out-of-domain ppl | forgetting (Δ ppl general) | bytes exchanged / step | node memory | s / step |\n"
-        md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        md += "."
+        if let acc = r.baseAccuracy {
+            md += " Base next-token accuracy: in-domain \(percent(acc[domain] ?? nil)), general \(percent(acc[r.general] ?? nil))"
+            for d in r.outOfDomain { md += ", \(d) \(percent(acc[d] ?? nil))" }
+            md += "."
+        }
+        md += "\n\n"
+        md += "| run | trainable params | lr | steps (best) | in-domain ppl | in-domain acc | out-of-domain ppl | out-of-domain acc | forgetting (Δ ppl general) | general acc | bytes exchanged / step | node memory | s / step |\n"
+        md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         for row in runs {
             let trainable = row.trainableParams, total = max(row.totalParams, 1)
             md += "| \(row.label) | \(trainable.formatted()) (\(String(format: "%.2f", 100 * Double(trainable) / Double(total))) %) "
             md += "| \(row.lr) | \(row.stepsDone) (\(row.bestStep.map(String.init) ?? "-")) "
-            md += "| \(f(row.inDomainPerplexity)) | \(f(row.outOfDomainMean)) | \(signed(row.forgetting)) "
+            md += "| \(f(row.inDomainPerplexity)) | \(percent(row.inDomainAccuracy)) | \(f(row.outOfDomainMean)) "
+            md += "| \(percent(row.outOfDomainAccuracyMean)) | \(signed(row.forgetting)) | \(percent(row.generalAccuracy)) "
             md += "| \(Units.bytes(Double(row.exchangeBytesPerStep))) "
             md += "| \(Units.bytes(Double(row.nodeMemoryBytes))) | \(f(row.secondsPerStep, 3)) |\n"
         }
@@ -87,7 +94,8 @@ public enum CompareReport {
         md += "## Against the published comparison\n\nPublished: \(published).\n\n"
         md += (verdicts(runs) + qloraVerdicts(runs, base: basePPL, domain: domain)).map { "- \($0)" }.joined(separator: "\n") + "\n"
         md += "\nPerplexities are exp(mean cross-entropy) over up to the configured number of test windows of each domain's test split "
-        md += "(documents never seen in training or early stopping). Out-of-domain is the mean over the other specialised domains; "
+        md += "(documents never seen in training or early stopping); accuracy (acc) is top-1 next-token accuracy on the same windows. "
+        md += "Out-of-domain is the mean over the other specialised domains; "
         md += "forgetting is the rise of perplexity on held-out general text over the base's. Bytes are per rank and step, "
         md += "from the collective's cost model (docs/metrics.md).\n"
         return md
@@ -95,6 +103,12 @@ public enum CompareReport {
 
     static func lrs(_ grid: [Double]) -> String {
         grid.map { "\($0)" }.joined(separator: ", ")
+    }
+
+    /// A fraction as a percentage with one decimal; n/a when absent (reports from before accuracy was measured).
+    static func percent(_ v: Double?) -> String {
+        guard let d = v, d.isFinite else { return "n/a" }
+        return String(format: "%.1f %%", 100 * d)
     }
 
     static func signed(_ v: Double?) -> String {

@@ -15,6 +15,8 @@ public struct CompareResults: Codable {
     public var earlyStopping: EarlyStopping
     public var lrGrid: LRGrid
     public var basePerplexity: [String: Double?]
+    /// The base's top-1 next-token accuracy per domain (absent in reports written before it was measured).
+    public var baseAccuracy: [String: Double?]?
     public var runs: [Row]
     public var sweep: [SweepPoint]
     public var quick: Bool
@@ -22,7 +24,7 @@ public struct CompareResults: Codable {
 
     enum CodingKeys: String, CodingKey {
         case base, domain, general, nodes, exchange, budget, runs, sweep, quick
-        case outOfDomain = "out_of_domain", basePerplexity = "base_perplexity"
+        case outOfDomain = "out_of_domain", basePerplexity = "base_perplexity", baseAccuracy = "base_accuracy"
         case worldSize = "world_size", earlyStopping = "early_stopping", lrGrid = "lr_grid", wallSeconds = "wall_s"
     }
 
@@ -80,6 +82,11 @@ public struct CompareResults: Codable {
         @Nullable public var outOfDomainMean: Double?
         @Nullable public var baseOutOfDomainMean: Double?
         @Nullable public var generalPerplexity: Double?
+        /// Top-1 next-token accuracy (fraction) on the same test windows as the perplexities.
+        @Nullable public var inDomainAccuracy: Double?
+        public var outOfDomainAccuracy: [String: Double?]?
+        @Nullable public var outOfDomainAccuracyMean: Double?
+        @Nullable public var generalAccuracy: Double?
         @Nullable public var forgetting: Double?
         public var runDir: String
         /// QLoRA only: the NF4 base's perplexities before training (absent on other rows).
@@ -97,6 +104,8 @@ public struct CompareResults: Codable {
             case outOfDomainPerplexity = "out_of_domain_perplexity", outOfDomainMean = "out_of_domain_mean"
             case baseOutOfDomainMean = "base_out_of_domain_mean", generalPerplexity = "general_perplexity"
             case nf4BasePerplexity = "nf4_base_perplexity"
+            case inDomainAccuracy = "in_domain_accuracy", outOfDomainAccuracy = "out_of_domain_accuracy"
+            case outOfDomainAccuracyMean = "out_of_domain_accuracy_mean", generalAccuracy = "general_accuracy"
         }
     }
 }

@@ -182,8 +182,8 @@ public final class LlamaModel {
         return a.logits.ptr
     }
 
-    /// Σ cross-entropy and labelled-token count of the last forward.
-    public func loss(targets: UnsafePointer<Int32>, batch: Int) -> (sum: Double, count: Int) {
+    /// Σ cross-entropy, labelled-token count and top-1 hits of the last forward.
+    public func loss(targets: UnsafePointer<Int32>, batch: Int) -> (sum: Double, count: Int, correct: Int) {
         Profile.measure(.elementwise) {
             CrossEntropy.forward(logits: acts.logits.ptr, targets: targets, n: batch * seqLen, vocab: config.vocabSize)
         }

@@ -3,18 +3,21 @@ import Foundation
 /// Softmax cross-entropy over the vocabulary. Targets < 0 are ignored (Hugging
 /// Face's -100 convention), so a sequence's last position can carry no label.
 public enum CrossEntropy {
-    /// Returns (Σ loss over labelled rows, number of labelled rows) for logits[n, V].
+    /// Returns (Σ loss over labelled rows, number of labelled rows, rows whose target is the
+    /// top-1 prediction) for logits[n, V]. The prediction is the first index of the largest
+    /// logit (torch.argmax's choice on ties), so a tie with an earlier index is a miss.
     public static func forward(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
-                               n: Int, vocab: Int) -> (sum: Double, count: Int) {
-        var total = 0.0, count = 0
+                               n: Int, vocab: Int) -> (sum: Double, count: Int, correct: Int) {
+        var total = 0.0, count = 0, correct = 0
         for i in 0..<n where targets[i] >= 0 {
             let row = logits + i * vocab
-            var mx = -Float.infinity
-            for j in 0..<vocab { mx = max(mx, row[j]) }
+            var mx = -Float.infinity, top = 0
+            for j in 0..<vocab where row[j] > mx { mx = row[j]; top = j }
             total += Double(Foundation.log(sumExpShifted(row, vocab, shift: mx)) + mx - row[Int(targets[i])])
             count += 1
+            if top == Int(targets[i]) { correct += 1 }
         }
-        return (total, count)
+        return (total, count, correct)
     }
 
     /// dlogits = scale · (softmax(logits) − onehot(target)); zero on unlabelled rows.

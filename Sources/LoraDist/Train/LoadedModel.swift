@@ -189,13 +189,27 @@ public final class LoadedModel {
     /// windows of `options.seqLen` tokens of `tokens` (evenly spread over it), split among the
     /// ranks; NaN when `tokens` holds no whole window. Collective.
     public func evaluate(tokens: [Int32], windows limit: Int) -> Double {
+        evaluation(tokens: tokens, windows: limit).loss
+    }
+
+    /// What `evaluate` measures, with the top-1 next-token accuracy on the same windows.
+    public struct Evaluation: Equatable, Sendable {
+        public var loss: Double       // mean cross-entropy, nats per token
+        public var accuracy: Double   // fraction of tokens whose most likely prediction is the next token
+        public var perplexity: Double { Foundation.exp(loss) }
+        public init(loss: Double, accuracy: Double) { self.loss = loss; self.accuracy = accuracy }
+        public static let undefined = Evaluation(loss: .nan, accuracy: .nan)
+    }
+
+    /// Loss and top-1 accuracy over the windows `evaluate` reads. Collective.
+    public func evaluation(tokens: [Int32], windows limit: Int) -> Evaluation {
         let T = options.seqLen, maxBatch = options.maxBatch
         let available = (tokens.count - 1) / T
-        guard available > 0 else { return .nan }
+        guard available > 0 else { return .undefined }
         let windows = max(1, min(limit, available))
         let stride = available / windows  // spread the windows over the whole text
         let mine = Cluster.shard(windows, parts: cluster.size, index: cluster.rank)
-        var sum = 0.0, count = 0.0
+        var sum = 0.0, count = 0.0, correct = 0.0
         var w = mine.lowerBound
         while w < mine.upperBound {
             let b = min(maxBatch, mine.upperBound - w)
@@ -210,10 +224,11 @@ public final class LoadedModel {
             let l = model.loss(targets: targets, batch: b)
             sum += l.sum
             count += Double(l.count)
+            correct += Double(l.correct)
             w += b
         }
-        let total = cluster.sum([sum, count])
-        return total[0] / max(total[1], 1)
+        let total = cluster.sum([sum, count, correct])
+        return Evaluation(loss: total[0] / max(total[1], 1), accuracy: total[2] / max(total[1], 1))
     }
 
     // MARK: training passes (Trainer.step)

@@ -238,6 +238,11 @@ public final class Trainer {
     /// non-overlapping windows of `tokens` (evenly spread over it). Collective.
     public func evaluate(tokens: [Int32], windows limit: Int) -> Double { loaded.evaluate(tokens: tokens, windows: limit) }
 
+    /// Loss and top-1 next-token accuracy over the same windows. Collective.
+    public func evaluation(tokens: [Int32], windows limit: Int) -> LoadedModel.Evaluation {
+        loaded.evaluation(tokens: tokens, windows: limit)
+    }
+
     public struct StepResult {
         public var loss: Double, gradNorm: Double, commWait: Double, seconds: Double
         public var stop: Bool  // some rank was asked to stop (SIGTERM)

@@ -33,6 +33,10 @@ import Testing
                 let v = try #require(row[key] as? Double, "\(row["run"]!): \(key) missing or not finite")
                 #expect(v.isFinite)
             }
+            for key in ["in_domain_accuracy", "out_of_domain_accuracy_mean", "general_accuracy"] {
+                let v = try #require(row[key] as? Double, "\(row["run"]!): \(key) missing or not finite")
+                #expect(v > 0 && v < 1, "\(row["run"]!): \(key) \(v)")
+            }
             let trainable = row["trainable_params"] as! Int
             // hierarchical, one node, 2 ranks: a reduce-scatter sends half the gradient
             #expect(row["exchange_bytes_per_step"] as? Int == 4 * trainable / 2, "\(row["run"]!)")
@@ -49,7 +53,10 @@ import Testing
         #expect(qlora["trainable_params"] as? Int == twin["trainable_params"] as? Int)
         let nf4Base = try #require(qlora["nf4_base_perplexity"] as? [String: Double])
         #expect(nf4Base["general"].map { $0.isFinite && $0 > 1 } == true)
+        let baseAccuracy = try #require(report["base_accuracy"] as? [String: Double])
+        #expect(Set(baseAccuracy.keys) == ["general", "legal", "medical", "technical"] && baseAccuracy.values.allSatisfy { $0 > 0 && $0 < 1 })
         let md = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
+        #expect(md.contains("| in-domain acc |") && md.contains("Base next-token accuracy"))
         #expect(md.contains("QLoRA vs LoRA r=4 (all linear)"))
         #expect(md.contains("Against the published comparison"))
         #expect(md.components(separatedBy: "as published").count + md.components(separatedBy: "disagrees").count - 2 >= 3)

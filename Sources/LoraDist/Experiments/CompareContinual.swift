@@ -1,0 +1,192 @@
+import Foundation
+
+/// `lora-dist compare --continual D1,D2,...`: adaptation in stages, one domain after another,
+/// by four methods, each stage starting from what the previous one left (a model directory or
+/// a PEFT adapter exported at its end):
+///   (a) full     full fine-tuning continued stage by stage (stage k starts from stage k−1's weights);
+///   (b) lora     one LoRA adapter continued stage by stage on the frozen base;
+///   (c) switch   a fresh adapter per stage on the frozen base, kept and switched in by domain:
+///                each domain is evaluated with its own adapter, general text with the base alone;
+///   (d) merge    the adapter folded into the weights after each stage, a fresh one trained on top.
+/// After each stage every method is evaluated (perplexity and top-1 next-token accuracy) on the
+/// test split of every domain trained so far and of general text. Forgetting of a domain is its
+/// perplexity after the last stage minus its perplexity right after its own stage.
+public enum ContinualCompare {
+    public enum Method: String, CaseIterable, Codable {
+        case full, lora, switched = "switch", merged = "merge"
+
+        var label: String {
+            switch self {
+            case .full: return "(a) full fine-tuning, continued"
+            case .lora: return "(b) one LoRA adapter, continued"
+            case .switched: return "(c) one adapter per domain, switched"
+            case .merged: return "(d) adapter merged after each stage, new one on top"
+            }
+        }
+    }
+
+    /// What one stage of one method starts from.
+    struct Start {
+        var model: String          // base or a model directory exported by the previous stage
+        var adapter: String?       // (b): the previous stage's adapter
+    }
+
+    @discardableResult
+    public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> ContinualResults {
+        let stages = o.continual
+        let general = Compare.general
+        let have = try FileManager.default.contentsOfDirectory(atPath: o.corpora).filter {
+            FileManager.default.fileExists(atPath: o.corpora + "/" + $0 + "/train")
+        }.sorted()
+        for d in stages where !have.contains(d) {
+            throw LoraDistError("--continual: domain '\(d)' not found in \(o.corpora) (have: \(have.joined(separator: ", "))); run tools/fetch-corpora.sh")
+        }
+        guard have.contains(general) else { throw LoraDistError("\(o.corpora) has no general domain to measure forgetting on") }
+        let rank = o.ranks[0], targets = o.targetSets[0]
+        let lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets])
+        let loraLR = o.loraLRs[0], fullLR = o.fullLRs[0]
+        let start = Date()
+        if let yaml = o.configYAML {
+            try cluster.agree {
+                guard cluster.isRoot else { return }
+                try Files.createDirectory(o.out)
+                try Files.writeAtomically(Data(yaml.utf8), to: o.out + "/config.yaml")
+            }
+        }
+        var base = o.base
+        if o.quick {
+            base = o.out + "/base"
+            log("pretraining a tiny base on \(general) text (full training from random initialisation)")
+            try Compare.pretrain(o, into: base, cluster: cluster)
+        }
+        try checkTokenizerTravels(base)
+
+        // The base once: its test tokens (every model here reads text with its tokenizer) and scores.
+        let evalDomains = stages + [general]
+        let basePlan = try cluster.agree { () throws -> LoadedModel.Plan in
+            var m = LoadedModel.Options.base(base)
+            m.seqLen = o.seqLen; m.maxBatch = evalBatch(o, cluster); m.seed = o.seed
+            return try LoadedModel.Plan(m)
+        }
+        let tests = try cluster.agree { try Compare.testSets(evalDomains, o: o, tokenizer: basePlan.source.tokenizer).0 }
+        let baseScores = try { () throws -> [String: LoadedModel.Evaluation] in
+            let model = try LoadedModel(basePlan, cluster: cluster)
+            return scores(evalDomains, tests: tests, windows: o.testSequences) { model.evaluation(tokens: $0, windows: $1) }
+        }()
+
+        var methods: [ContinualResults.MethodResult] = []
+        for method in Method.allCases {
+            var from = Start(model: base, adapter: nil)
+            var adapters: [String] = []     // (c): every stage's adapter so far
+            var done: [ContinualResults.Stage] = []
+            for (k, domain) in stages.enumerated() {
+                let dir = o.out + "/runs/\(method.rawValue)/\(k + 1)-\(domain)"
+                var t = TrainOptions()
+                t.mode = method == .full ? .full : .lora
+                t.lora = method == .full ? nil : lora
+                t.model = from.model; t.adapter = from.adapter
+                t.data = o.corpora + "/\(domain)/train"; t.devData = o.corpora + "/\(domain)/dev"
+                t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen
+                t.lr = method == .full ? fullLR : loraLR
+                t.warmup = max(1, o.steps / 20)
+                t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
+                t.exchange = o.exchange; t.seed = o.seed;  // one seed: a built-in base is the same model at every stage
+                t.keepLast = 1; t.quiet = true
+                t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
+                t.runDir = dir + "/run"
+                t.configYAML = o.runConfig?(t)
+                log("\(method.label), stage \(k + 1) (\(domain)): training up to \(o.steps) steps")
+                let seen = Array(stages[...k]) + [general]
+                var stage: ContinualResults.Stage
+                // The trainer lives in this closure, so its weights are freed before the next model loads.
+                let (summary, trainedScores) = try { () throws -> (RunSummary, [String: LoadedModel.Evaluation]?) in
+                    let trainer = try Trainer(options: t, cluster: cluster)
+                    let s = try trainer.run().summary
+                    let model = trainer.model
+                    switch method {
+                    case .full, .merged:
+                        // The next stage starts from these weights (adapters folded in), saved as a model directory.
+                        try cluster.agree { if cluster.isRoot { try saveModel(model, base: base, to: dir + "/model") } }
+                        from = Start(model: dir + "/model", adapter: nil)
+                    case .lora, .switched:
+                        try cluster.agree { if cluster.isRoot { try HuggingFace.savePEFT(model, baseModel: base, to: dir + "/adapter") } }
+                        if method == .lora { from = Start(model: base, adapter: dir + "/adapter") }
+                        adapters.append(dir + "/adapter")
+                    }
+                    guard method != .switched else { return (s, nil) }
+                    return (s, scores(seen, tests: tests, windows: o.testSequences) { trainer.evaluation(tokens: $0, windows: $1) })
+                }()
+                let evals = try trainedScores ?? switchedScores(adapters: adapters, domains: stages, base: base,
+                                                                  baseScores: baseScores, tests: tests, o: o, cluster: cluster)
+                stage = ContinualResults.Stage(summary: summary, stage: k + 1, domain: domain, runDir: t.runDir,
+                                                scores: evals.mapValues(ContinualResults.Score.init))
+                done.append(stage)
+            }
+            methods.append(ContinualResults.MethodResult(method: method, stages: done, general: general,
+                                                          base: baseScores.mapValues(ContinualResults.Score.init)))
+        }
+        let report = ContinualResults(
+            base: base, stages: stages, general: general, worldSize: cluster.size, nodes: cluster.nodes,
+            exchange: o.exchange.rawValue,
+            budget: .init(steps: o.steps, batch: o.batch, seqLen: o.seqLen, tokens: o.steps * o.batch * o.seqLen),
+            earlyStopping: .init(evalEvery: o.evalEvery, patience: o.patience),
+            lora: .init(rank: rank, alpha: Double(2 * rank), targets: lora.targets, lr: loraLR.shortest), fullLR: fullLR.shortest,
+            testWindows: o.testSequences, baseScores: baseScores.mapValues(ContinualResults.Score.init),
+            methods: methods, quick: o.quick, wallSeconds: Date().timeIntervalSince(start))
+        if cluster.isRoot { try ContinualReport.write(report, to: o.out) }
+        return report
+    }
+
+    /// Sequences per forward pass when evaluating: the batch shared among the ranks.
+    static func evalBatch(_ o: CompareOptions, _ cluster: Cluster) -> Int { (o.batch + cluster.size - 1) / cluster.size }
+
+    /// Loss and accuracy on each of `domains` (in this order on every rank: the evaluations are collective).
+    static func scores(_ domains: [String], tests: [String: [Int32]], windows: Int,
+                       _ evaluate: ([Int32], Int) -> LoadedModel.Evaluation) -> [String: LoadedModel.Evaluation] {
+        var out: [String: LoadedModel.Evaluation] = [:]
+        for d in domains { out[d] = evaluate(tests[d]!, windows) }
+        return out
+    }
+
+    /// (c) after a stage: the base loaded once with slots for the adapters, each domain trained so far
+    /// evaluated with its own adapter (read back from its export), general text with the base alone
+    /// (the scores measured on the base before any stage: no adapter is switched in for it).
+    static func switchedScores(adapters dirs: [String], domains: [String], base: String,
+                               baseScores: [String: LoadedModel.Evaluation], tests: [String: [Int32]],
+                               o: CompareOptions, cluster: Cluster) throws -> [String: LoadedModel.Evaluation] {
+        let (plan, set) = try cluster.agree { () throws -> (LoadedModel.Plan, [PEFTAdapter]) in
+            let set = try dirs.enumerated().map { try PEFTAdapter(name: domains[$0.offset], dir: $0.element) }
+            var m = LoadedModel.Options.base(base)
+            m.lora = try AdapterSwitching.layout(set)
+            m.seed = o.seed; m.seqLen = o.seqLen; m.maxBatch = evalBatch(o, cluster)
+            return (try LoadedModel.Plan(m), set)
+        }
+        let model = try LoadedModel(plan, cluster: cluster)
+        var out: [String: LoadedModel.Evaluation] = [Compare.general: baseScores[Compare.general]!]
+        for (adapter, domain) in zip(set, domains) {
+            try model.use(adapter)
+            out[domain] = model.evaluation(tokens: tests[domain]!, windows: o.testSequences)
+        }
+        return out
+    }
+
+    /// A stage's weights as a model directory the next stage loads: config, merged weights, and
+    /// the base's tokenizer.json when it has one (a byte-level base needs none).
+    static func saveModel(_ model: LlamaModel, base: String, to dir: String) throws {
+        try HuggingFace.saveMerged(model, to: dir)
+        let tokenizer = base + "/tokenizer.json"
+        if FileManager.default.fileExists(atPath: tokenizer) {
+            try Files.writeAtomically(try Data(contentsOf: URL(fileURLWithPath: tokenizer)), to: dir + "/tokenizer.json")
+        }
+    }
+
+    /// (a) and (d) hand weights from stage to stage as model directories, which carry a
+    /// tokenizer.json but cannot carry a GGUF file's tokenizer: refuse such a base up front
+    /// rather than let later stages read text as bytes.
+    static func checkTokenizerTravels(_ base: String) throws {
+        var isDir: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: base, isDirectory: &isDir)
+        guard exists, !isDir.boolValue, base.lowercased().hasSuffix(".gguf") else { return }
+        throw LoraDistError("--continual: \(base) is a GGUF file, whose tokenizer the stages' model directories cannot carry; give a Hugging Face model directory (with tokenizer.json) as --base")
+    }
+}
