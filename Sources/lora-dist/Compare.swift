@@ -23,6 +23,9 @@ struct CompareCommand: Configurable {
     @Option(help: "LoRA target sets, separated by ';' (each a comma-separated list or all-linear).") var targets: String?
     @Flag(inversion: .prefixedNo, help: "Full fine-tuning as a candidate (--no-full: skip it).") var full = true
     @Flag(inversion: .prefixedNo, help: "QLoRA as a candidate: NF4 base, first rank, all linear layers (--no-qlora: skip it).") var qlora = true
+    @Flag(inversion: .prefixedNo, help: "Full fine-tuning with compressed gradients as candidates: bf16, and PowerSGD at each --powersgd-ranks (--no-compressed: skip them; with --no-full they are skipped too). Under hierarchical exchange on one node bf16 has nothing to compress (nothing crosses a wire): use --exchange flat there.")
+    var compressed = true
+    @Option(name: .customLong("powersgd-ranks"), help: "PowerSGD ranks of the compressed candidates, comma-separated.") var powerSGDRanks: String?
     @Option(help: "Optimizer steps per run (the token budget, with --batch and --seq).") var steps: Int?
     @Option(help: "Sequences per step.") var batch: Int?
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int?
@@ -89,6 +92,13 @@ struct CompareCommand: Configurable {
         if let l = try list(lrFull, { Float($0) }, "lr-full") { o.fullLRs = l }
         o.full = full
         o.qlora = qlora
+        o.compressed = compressed
+        if let r = try list(powerSGDRanks, { Int($0) }, "powersgd-ranks") {
+            guard r.allSatisfy({ CompressionOptions.rankRange.contains($0) }) else {
+                throw LoraDistError("--powersgd-ranks must be in \(CompressionOptions.rankRange.lowerBound)...\(CompressionOptions.rankRange.upperBound), got \(powerSGDRanks!)")
+            }
+            o.powerSGDRanks = r
+        }
         if let steps { o.steps = steps }
         if let batch { o.batch = batch }
         if let seqLen { o.seqLen = seqLen }

@@ -23,6 +23,9 @@ struct Plan: ParsableCommand {
     @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB.") var bucketMB: Double = 4
     @Option(name: .customLong("node-counts"), help: "Also tabulate these node counts, comma-separated (e.g. 8,16,32,64).")
     var nodeCounts: String?
+    @Flag(help: "Also model full fine-tuning with compressed gradients (train --grad-compression): bf16 (fp16 sends the same bytes) and PowerSGD at each --powersgd-ranks.")
+    var compressed = false
+    @Option(name: .customLong("powersgd-ranks"), help: "PowerSGD ranks for --compressed, comma-separated.") var powerSGDRanks: String = "4,16"
 
     func run() throws {
         guard nodes >= 1, ranksPerNode >= 1, (bandwidth ?? 1) > 0, (latency ?? 0) >= 0 else {
@@ -30,6 +33,18 @@ struct Plan: ParsableCommand {
         }
         let counts = try nodeCounts.map { s in try s.split(separator: ",").map { guard let n = Int($0), n >= 1 else {
             throw LoraDistError("--node-counts: cannot read '\(s)'") }; return n } } ?? [nodes]
+        let psgdRanks = try powerSGDRanks.split(separator: ",").map { s -> Int in
+            guard let r = Int(s), CompressionOptions.rankRange.contains(r) else { throw LoraDistError("--powersgd-ranks: cannot read '\(powerSGDRanks)' (ranks in 1...1024)") }
+            return r
+        }
+        var methods: [CompressionOptions] = []
+        if compressed {
+            var c = CompressionOptions()
+            c.method = .bf16
+            methods.append(c)
+            for r in psgdRanks { c.method = .powersgd; c.powerSGDRank = r; methods.append(c) }
+        }
+        let width = compressed ? 12 : 5
         let source = try ModelSource(model)
         var p = Planner(config: source.config, lora: try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]))
         p.nodes = nodes; p.ranksPerNode = ranksPerNode
@@ -52,10 +67,12 @@ struct Plan: ParsableCommand {
         var rows: [String] = []
         for n in counts {
             p.nodes = n
-            for m in [TrainMode.lora, .full] {
-                let e = try p.estimate(lora: m == .lora)
+            let estimates = try [TrainMode.lora, .full].map { m in (m, try p.estimate(lora: m == .lora)) }
+                + methods.map { (TrainMode.full, try p.estimate(full: $0)) }
+            for (m, e) in estimates {
+                let label = e.mode == m.rawValue ? m.rawValue + (m == mode ? "*" : " ") : e.mode
                 rows.append(String(format: "%5d  %@ %12@  %11.3f  %13@  %10.3f  %7.3f  %9.0f  %11@  %@",
-                                   n, (m.rawValue + (m == mode ? "*" : " ")).padding(toLength: 5, withPad: " ", startingAt: 0),
+                                   n, label.padding(toLength: width, withPad: " ", startingAt: 0),
                                    e.trainable.formatted(), e.computeSeconds, Units.bytes(e.exchangeBytes), e.exchangeSeconds,
                                    e.stepSeconds, Double(batch * seqLen) / e.stepSeconds, Units.bytes(e.memoryPerNode),
                                    e.exchangeBoundAt.map { "\($0) nodes" } ?? "never (≤ 4096)"))
@@ -68,7 +85,7 @@ struct Plan: ParsableCommand {
         print("\(model): \(batch) × \(seqLen) tokens per step, \(ranksPerNode) rank(s) and \(p.coresPerNode) core(s) per node, "
               + "\(exchange.rawValue) exchange, network \(net), \(lat)\(ranksPerNode > 1 ? intra : "")")
         print("compute: \(cal.computeSummary), from \(Calibration.path)")
-        print("nodes  mode   trainable        compute s  exchange/rank  exchange s  step s   tokens/s   memory/node  exchange-bound at")
+        print("nodes  " + "mode".padding(toLength: width, withPad: " ", startingAt: 0) + "  trainable        compute s  exchange/rank  exchange s  step s   tokens/s   memory/node  exchange-bound at")
         for r in rows { print(r) }
     }
 }

@@ -81,6 +81,23 @@ public final class PowerSGD {
         work = FloatBuffer(max(64 * widest, 1))
     }
 
+    /// What a step of PowerSGD at `rank` allreduces for tensors of these shapes (uncompressed
+    /// tensors whole, compressed ones as P and Q), and the FLOPs of its products per rank
+    /// (P = M·Q, Q = Mᵀ·P, M ≈ P·Qᵀ): the planner's model, by the rule `init` applies.
+    public static func floats(shapes: [[Int]], rank: Int) -> (floats: Int, flops: Double) {
+        var floats = 0, flops = 0.0
+        for shape in shapes {
+            let rows = shape.first ?? 1, cols = shape.dropFirst().reduce(1, *), r = min(rows, cols, rank)
+            if 2 * (rows + cols) * r < rows * cols {
+                floats += (rows + cols) * r
+                flops += 3 * 2 * Double(rows) * Double(cols) * Double(r)
+            } else {
+                floats += rows * cols
+            }
+        }
+        return (floats, flops)
+    }
+
     /// Floats one step puts into allreduces: the uncompressed tensors, then P, then Q.
     public var allreducedCounts: (uncompressed: Int, p: Int, q: Int) { (uncompressedCount, p.count, q.count) }
 

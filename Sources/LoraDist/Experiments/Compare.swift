@@ -14,6 +14,10 @@ public struct CompareOptions {
     public var targetSets = [TrainOptions.attentionTargets, TrainOptions.defaultTargets]
     public var full = true
     public var qlora = true                // QLoRA (NF4 base) at the first rank on all linear layers
+    /// Full fine-tuning with compressed gradients beside it (CompareCompression.swift): bf16, and
+    /// PowerSGD at each of these ranks.
+    public var compressed = true
+    public var powerSGDRanks = [4, 16]
     public var steps = 300, batch = 8, seqLen = 128
     public var loraLRs: [Float] = [1e-3, 3e-3]
     public var fullLRs: [Float] = [3e-4, 1e-3]
@@ -55,6 +59,7 @@ public enum Compare {
         let mode: TrainMode
         let lora: LoRAConfig?
         let lrs: [Float]
+        var compression = CompressionOptions()
     }
 
     /// Runs everything on every rank of `cluster`; rank 0 writes DIR/report.{md,json} and the charts.
@@ -97,6 +102,7 @@ public enum Compare {
                                         lrs: o.loraLRs))
         }
         if o.full { candidates.append(Candidate(name: "full", label: "full fine-tuning", mode: .full, lora: nil, lrs: o.fullLRs)) }
+        if o.full && o.compressed { candidates += compressedCandidates(o) }
 
         var baseline: [String: LoadedModel.Evaluation]?
         var tests: [String: [Int32]]?  // every run reads text with the base's tokenizer
@@ -112,6 +118,7 @@ public enum Compare {
                 t.warmup = max(1, o.steps / 20)
                 t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
                 t.exchange = o.exchange; t.seed = o.seed; t.keepLast = 1; t.quiet = true
+                t.compression = c.compression
                 t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                 t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)"
                 t.configYAML = o.runConfig?(t)
@@ -139,6 +146,7 @@ public enum Compare {
                 let evals = evaluations(trainer, tests: tests!, windows: o.testSequences)
                 var row = result(c, lr: lr, summary: s, evals: evals, baseline: baseline!, domain: o.domain, runDir: t.runDir)
                 row.nf4BasePerplexity = quantized?.mapValues(\.perplexity).finiteValues
+                row.gradCompression = c.compression.method.rawValue
                 sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, bestDevLoss: s.devLoss.finite))
                 if best == nil || (row.bestDevLoss ?? .nan) < (best!.bestDevLoss ?? .nan) { best = row }
             }

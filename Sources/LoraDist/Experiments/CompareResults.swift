@@ -91,6 +91,8 @@ public struct CompareResults: Codable {
         public var runDir: String
         /// QLoRA only: the NF4 base's perplexities before training (absent on other rows).
         public var nf4BasePerplexity: [String: Double?]?
+        /// How the run's gradients travelled: none, bf16, fp16 or powersgd (absent in older reports).
+        public var gradCompression: String?
 
         enum CodingKeys: String, CodingKey {
             case run, label, mode, lr, rank, forgetting
@@ -103,7 +105,7 @@ public struct CompareResults: Codable {
             case inDomainPerplexity = "in_domain_perplexity", baseInDomainPerplexity = "base_in_domain_perplexity"
             case outOfDomainPerplexity = "out_of_domain_perplexity", outOfDomainMean = "out_of_domain_mean"
             case baseOutOfDomainMean = "base_out_of_domain_mean", generalPerplexity = "general_perplexity"
-            case nf4BasePerplexity = "nf4_base_perplexity"
+            case nf4BasePerplexity = "nf4_base_perplexity", gradCompression = "grad_compression"
             case inDomainAccuracy = "in_domain_accuracy", outOfDomainAccuracy = "out_of_domain_accuracy"
             case outOfDomainAccuracyMean = "out_of_domain_accuracy_mean", generalAccuracy = "general_accuracy"
         }
