@@ -4,7 +4,7 @@ import LoraDist
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed.", subcommands: [BenchStep.self, BenchAllreduce.self, BenchCheckpoint.self])
+        abstract: "Measure speed.", subcommands: [BenchStep.self, BenchAllreduce.self, BenchCheckpoint.self, BenchTokenizer.self])
 }
 
 struct BenchStep: ParsableCommand {
@@ -126,3 +126,23 @@ struct BenchCheckpoint: ParsableCommand {
     }
 }
 
+
+struct BenchTokenizer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer",
+        abstract: "Our BPE against Hugging Face tokenizers: one thread each, the same text and tokenizer.json, rounds alternating.")
+
+    @Option(help: "A tokenizer.json (for SmolLM2: tools/smollm2-tokenizer-json.py writes one).") var tokenizer: String
+    @Option(help: "A text file or a folder of .txt files (default: the corpora tools/fetch-corpora.sh installs).")
+    var text: String = CacheFolders.corpora
+    @Option(help: "Megabytes of the text to encode.") var megabytes: Double = 20
+    @Option(help: "Rounds (each side once per round; the best is reported).") var rounds: Int = 3
+    @Option(help: "The Python with the tokenizers package.") var python: String = "python3"
+
+    func run() throws {
+        guard rounds >= 1, megabytes > 0 else { throw LoraDistError("--rounds must be at least 1 and --megabytes above 0") }
+        let r = try TokenizerBenchmark.run(tokenizerJSON: tokenizer, text: text, megabytes: megabytes, rounds: rounds, python: python)
+        print(r.report)
+        if !r.identical { throw LoraDistError("the two tokenizers gave different ids") }
+    }
+}

@@ -130,7 +130,8 @@ struct Train: Configurable {
                 lora-dist: \(mode.rawValue) on \(model), \(m.trainableParams.formatted()) of \(m.baseParams.formatted()) parameters trainable \
                 (\(String(format: "%.2f", 100 * Double(m.trainableParams) / Double(m.baseParams)))%)
                 \(cluster.size) rank(s) on \(cluster.nodes) node(s), \(exchange.rawValue) exchange\(Self.compressionNote(o.compression)), \(trainer.blasThreadsPerReplica) BLAS thread(s) per rank
-                corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens
+                corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens \
+                (token file \(trainer.corpus.files.map { "\($0.reused ? "reused" : "built"): \($0.path)" }.joined(separator: ", ")))
 
                 """.utf8))
             FileHandle.standardError.write(Data(corpusNotes(trainer.corpus, reading: o.corpusReading).utf8))
@@ -302,7 +303,7 @@ struct Train: Configurable {
 
 /// Rank 0's lines on how a corpus was read: with --replace-invalid-utf8, how much was
 /// replaced; data files a folder held that were not read.
-func corpusNotes(_ c: Corpus, reading: CorpusReading) -> String {
+func corpusNotes(_ c: CorpusCounts, reading: CorpusReading) -> String {
     var s = ""
     if reading.replaceInvalidUTF8 {
         let surrogates = c.replacedSurrogates > 0 ? " and \(c.replacedSurrogates.formatted()) lone surrogate escape(s)" : ""

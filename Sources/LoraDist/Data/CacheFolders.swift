@@ -15,6 +15,12 @@ public enum CacheFolders {
         environment["LORA_DIST_MODELS"] ?? (environment["HOME"] ?? ".") + "/.cache/lora-dist/models"
     }
 
+    /// $LORA_DIST_TOKENS, else ~/.cache/lora-dist/tokens: corpora tokenised once (TokenFile), rebuilt
+    /// when a source file or the tokenizer changes. Safe to delete.
+    public static var tokens: String {
+        environment["LORA_DIST_TOKENS"] ?? (environment["HOME"] ?? ".") + "/.cache/lora-dist/tokens"
+    }
+
     /// The default job's corpus (tools/fetch-corpus.sh).
     public static var defaultCorpus: String { data + "/shakespeare" }
 

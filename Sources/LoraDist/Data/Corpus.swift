@@ -69,101 +69,42 @@ public struct Corpus {
     }
 
     public init(path: String, tokenizer: Tokenizer, devPercent: Int = 5, reading: CorpusReading = CorpusReading()) throws {
-        let listing = try Self.list(path)
+        let text = try CorpusText(path: path, reading: reading, devPercent: devPercent)
         var train: [Int32] = [], dev: [Int32] = []
-        var bytes = 0, documents = 0, replacedBytes = 0, replacedSurrogates = 0
-        let field = Array(reading.textField.utf8)
-        for (file, format) in listing.files {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw LoraDistError("cannot read corpus file \(file)")
-            }
-            bytes += data.count
-            let name = (file as NSString).lastPathComponent
-            let text: [UInt8] = try data.withUnsafeBytes { raw in
-                let b = raw.bindMemory(to: UInt8.self)
-                if let bad = UTF8Check.firstInvalid(b) {
-                    guard reading.replaceInvalidUTF8 else {
-                        let line = b[..<bad].reduce(1) { $0 + ($1 == 0x0A ? 1 : 0) }
-                        let hex = String(b[bad], radix: 16, uppercase: true)
-                        throw LoraDistError("\(file): not valid UTF-8 at byte offset \(bad) (line \(line), byte 0x\(hex.count < 2 ? "0" : "")\(hex)); "
-                            + "pass --replace-invalid-utf8 to read invalid bytes as U+FFFD")
-                    }
-                    let r = UTF8Check.replacing(b)
-                    replacedBytes += r.replaced
-                    return r.bytes
-                }
-                return Array(b)
-            }
-            switch format {
-            case .text:
-                documents += 1
-                for (block, ids) in Self.blocks(text, tokenizer: tokenizer).enumerated() {
-                    if Self.isDev(name, block, devPercent) { dev += ids } else { train += ids }
-                }
-            case .jsonLines:
-                try text.withUnsafeBufferPointer { b in
-                    var start = b.count >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF ? 3 : 0  // a BOM
-                    var lineNumber = 0, record = 0
-                    while start < b.count {
-                        lineNumber += 1
-                        var end = start
-                        while end < b.count, b[end] != 0x0A { end += 1 }
-                        let line = UnsafeBufferPointer(rebasing: b[start..<end])
-                        start = end + 1
-                        if JSONLines.isBlank(line) { continue }
-                        let doc: [UInt8]
-                        do throws(JSONLines.Refusal) {
-                            let r = try JSONLines.field(field, of: line, replaceLoneSurrogates: reading.replaceInvalidUTF8)
-                            doc = r.text
-                            replacedSurrogates += r.replaced
-                        } catch {
-                            throw LoraDistError("\(file):\(lineNumber): \(error.message)")
-                        }
-                        documents += 1
-                        let ids = Self.blocks(doc, tokenizer: tokenizer).joined()
-                        if Self.isDev(name, record, devPercent) { dev += ids } else { train += ids }
-                        record += 1
-                    }
-                }
-            }
-        }
-        guard bytes > 0 else { throw LoraDistError("corpus at \(path) is empty") }
-        guard !train.isEmpty || !dev.isEmpty else {   // JSON Lines of blank lines or empty texts
-            throw LoraDistError("corpus at \(path) holds no text (\(documents) document(s), all empty)")
-        }
+        let replacedSurrogates = try text.tokenize(text.units.indices, tokenizer: tokenizer, train: &train, dev: &dev)
+        guard !train.isEmpty || !dev.isEmpty else { throw text.holdsNoText }
         if dev.isEmpty && devPercent > 0 {  // a tiny corpus: hold out its last tenth
-            let cut = train.count - max(train.count / 10, 1)
+            let cut = Self.tinyCut(train.count)
             dev = Array(train[cut...])
             train = Array(train[..<cut])
         }
         self.train = train
         self.dev = dev
-        self.documents = documents
-        self.bytes = bytes
-        self.replacedBytes = replacedBytes
+        self.documents = text.documents
+        self.bytes = text.bytes
+        self.replacedBytes = text.replacedBytes
         self.replacedSurrogates = replacedSurrogates
-        self.skipped = listing.skipped
+        self.skipped = text.listing.skipped
     }
+
+    /// Where a corpus with no dev block is cut: its last tenth (at least one token) becomes dev.
+    static func tinyCut(_ count: Int) -> Int { count - max(count / 10, 1) }
 
     static func isDev(_ name: String, _ unit: Int, _ devPercent: Int) -> Bool {
         Int(fnv1a("\(name)#\(unit)") % 100) < devPercent
     }
 
-    /// A document's tokens in blocks: each block ends after the first line end at or past
-    /// `blockBytes`, or at 2 × `blockBytes` when a line is longer (moved on to the next
-    /// character boundary, so a character is never cut in two). BOS opens the first block,
-    /// EOS closes the last; an empty document has no blocks.
-    static func blocks(_ utf8: [UInt8], tokenizer: Tokenizer) -> [[Int32]] {
-        var out: [[Int32]] = []
+    /// A document's blocks: each block ends after the first line end at or past `blockBytes`,
+    /// or at 2 × `blockBytes` when a line is longer (moved on to the next character boundary,
+    /// so a character is never cut in two). An empty document has no blocks.
+    static func blockRanges(_ utf8: UnsafeBufferPointer<UInt8>) -> [Range<Int>] {
+        var out: [Range<Int>] = []
         var start = 0
         while start < utf8.count {
             var end = min(start + blockBytes, utf8.count)
             while end < utf8.count, utf8[end - 1] != UInt8(ascii: "\n"), end - start < 2 * blockBytes { end += 1 }
             while end < utf8.count, utf8[end] & 0xC0 == 0x80 { end += 1 }
-            var ids = tokenizer.encode(String(decoding: utf8[start..<end], as: UTF8.self))
-            if start == 0 { ids.insert(tokenizer.bos, at: 0) }
-            if end == utf8.count { ids.append(tokenizer.eos) }
-            out.append(ids)
+            out.append(start..<end)
             start = end
         }
         return out
@@ -268,11 +209,15 @@ public struct Corpus {
 /// starts at a position drawn from its own random stream. Which rank computes a
 /// sequence does not change the sequence, so results do not depend on world size.
 public struct Sampler {
-    public let tokens: [Int32]
+    public let tokens: TokenIDs
     public let seqLen: Int
     public let seed: UInt64
 
     public init(tokens: [Int32], seqLen: Int, seed: UInt64) throws {
+        try self.init(tokens: TokenIDs(tokens), seqLen: seqLen, seed: seed)
+    }
+
+    public init(tokens: TokenIDs, seqLen: Int, seed: UInt64) throws {
         guard tokens.count > seqLen + 1 else {
             throw LoraDistError("training split has \(tokens.count) tokens, fewer than one sequence of \(seqLen + 1)")
         }

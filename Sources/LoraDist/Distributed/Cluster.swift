@@ -77,6 +77,9 @@ public final class Cluster {
     /// Waits for every rank.
     public func barrier() { world.barrier() }
 
+    /// This node's ranks, for work they split among themselves (building a token file).
+    public var nodeGroup: NodeGroup { NodeRanks(node: node) }
+
     /// Whether this rank writes the shards it owns into a checkpoint: the ranks of one node
     /// own every range between them (`owned(_:)`); the other nodes' ranks hold copies.
     public var writesCheckpoints: Bool { cross.rank == 0 }
@@ -104,6 +107,15 @@ public final class Cluster {
         }
         throw ClusterFailure()
     }
+}
+
+/// A node's ranks as a `NodeGroup`.
+struct NodeRanks: NodeGroup {
+    let node: Communicator
+    var rank: Int { node.rank }
+    var size: Int { node.size }
+    func sum(_ values: [Double]) -> [Double] { node.allreduce(values) }
+    func allgather(_ s: String) -> [String] { node.allgather(string: s, maxBytes: 1024) }
 }
 
 /// A failure already reported by `Cluster.agree`: exit non-zero without printing again.

@@ -374,8 +374,8 @@ final class DecoderLayer {
 }
 
 /// FNV-1a, for stable name hashes (Swift's Hasher is seeded per process).
-public func fnv1a(_ s: String) -> UInt64 {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+public func fnv1a(_ s: String, seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+    var h = seed
     for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
     return h
 }

@@ -188,7 +188,7 @@ public final class LoadedModel {
     /// Mean cross-entropy of next-token prediction over up to `windows` non-overlapping
     /// windows of `options.seqLen` tokens of `tokens` (evenly spread over it), split among the
     /// ranks; NaN when `tokens` holds no whole window. Collective.
-    public func evaluate(tokens: [Int32], windows limit: Int) -> Double {
+    public func evaluate<C: RandomAccessCollection>(tokens: C, windows limit: Int) -> Double where C.Element == Int32, C.Index == Int {
         evaluation(tokens: tokens, windows: limit).loss
     }
 
@@ -202,7 +202,7 @@ public final class LoadedModel {
     }
 
     /// Loss and top-1 accuracy over the windows `evaluate` reads. Collective.
-    public func evaluation(tokens: [Int32], windows limit: Int) -> Evaluation {
+    public func evaluation<C: RandomAccessCollection>(tokens: C, windows limit: Int) -> Evaluation where C.Element == Int32, C.Index == Int {
         let T = options.seqLen, maxBatch = options.maxBatch
         let available = (tokens.count - 1) / T
         guard available > 0 else { return .undefined }

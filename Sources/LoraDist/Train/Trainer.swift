@@ -119,7 +119,7 @@ public final class Trainer {
     public let cluster: Cluster
     /// The model on this node's ranks: weights, ownership, replicas, evaluation.
     public let loaded: LoadedModel
-    public let corpus: Corpus
+    public let corpus: TrainingCorpus
     let sampler: Sampler
     let optimizer: AdamW
     let exchange: GradientExchange
@@ -154,21 +154,22 @@ public final class Trainer {
     public struct Prepared {
         public let options: TrainOptions
         public let plan: LoadedModel.Plan
-        public let corpus: Corpus
+        public let corpus: TrainingCorpus
         let sampler: Sampler
         let micro: Int
     }
 
-    /// Checks `o` and reads its model plan and corpus for a run on `cluster`. Not collective:
-    /// callers run it under `Cluster.agree`.
+    /// Checks `o` and reads its model plan and corpus for a run on `cluster`. Collective over the
+    /// node's ranks of `cluster` only through the token file (TokenFile, whose every outcome they
+    /// agree on); callers run it under `Cluster.agree`.
     public static func prepare(_ o: TrainOptions, cluster: Cluster) throws -> Prepared {
         let maxShare = (o.batch + cluster.size - 1) / cluster.size
         let micro = max(1, min(o.microBatch ?? maxShare, maxShare))
         try validate(o, cluster: cluster)
         let plan = try LoadedModel.Plan(modelOptions(o, maxBatch: micro))
-        let tokenizer = plan.source.tokenizer
-        let corpus = try o.devData.map { try Corpus(train: o.data, dev: $0, tokenizer: tokenizer, reading: o.corpusReading) }
-            ?? Corpus(path: o.data, tokenizer: tokenizer, devPercent: o.devPercent, reading: o.corpusReading)
+        // The node's ranks tokenise the corpus once, together, into a token file they all map.
+        let corpus = try TrainingCorpus(data: o.data, devData: o.devData, devPercent: o.devPercent, tokenizer: plan.source.tokenizer,
+                                        reading: o.corpusReading, group: cluster.nodeGroup)
         let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
         guard corpus.dev.count > o.seqLen else {
             throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
@@ -236,10 +237,12 @@ public final class Trainer {
 
     /// Mean cross-entropy of next-token prediction over up to `windows`
     /// non-overlapping windows of `tokens` (evenly spread over it). Collective.
-    public func evaluate(tokens: [Int32], windows limit: Int) -> Double { loaded.evaluate(tokens: tokens, windows: limit) }
+    public func evaluate<C: RandomAccessCollection>(tokens: C, windows limit: Int) -> Double where C.Element == Int32, C.Index == Int {
+        loaded.evaluate(tokens: tokens, windows: limit)
+    }
 
     /// Loss and top-1 next-token accuracy over the same windows. Collective.
-    public func evaluation(tokens: [Int32], windows limit: Int) -> LoadedModel.Evaluation {
+    public func evaluation<C: RandomAccessCollection>(tokens: C, windows limit: Int) -> LoadedModel.Evaluation where C.Element == Int32, C.Index == Int {
         loaded.evaluation(tokens: tokens, windows: limit)
     }
 

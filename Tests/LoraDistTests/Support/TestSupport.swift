@@ -27,6 +27,9 @@ enum TestPaths {
         return repo + "/.build/debug/lora-dist"
     }
 
+    /// Where this test process's runs keep their token files (not the user's cache).
+    static let tokenFolder = NSTemporaryDirectory() + "lora-dist-test-tokens-\(getpid())"
+
     static func tempDir(_ name: String) -> String {
         let d = NSTemporaryDirectory() + "lora-dist-test-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
@@ -95,14 +98,19 @@ func runProcess(_ path: String, _ args: [String], env: [String: String]? = nil) 
 /// The environment without what a singleton MPI_Init left in this process
 /// (OMPI_*/PMIX_* variables make a child mpirun or MPI program fail); OMPI_ALLOW_* stays.
 func cleanEnvironment() -> [String: String] {
-    ProcessInfo.processInfo.environment.filter { key, _ in
+    var env = ProcessInfo.processInfo.environment.filter { key, _ in
         key.hasPrefix("OMPI_ALLOW") || !(key.hasPrefix("OMPI_") || key.hasPrefix("PMIX_") || key.hasPrefix("OPAL_"))
     }
+    env["LORA_DIST_TOKENS"] = TestPaths.tokenFolder
+    return env
 }
 
 /// One cluster for the whole test process (a world of one; MPI_Init runs once).
 enum TestCluster {
-    nonisolated(unsafe) static let shared = Cluster()
+    nonisolated(unsafe) static let shared: Cluster = {
+        setenv("LORA_DIST_TOKENS", TestPaths.tokenFolder, 1)  // in-process trainers' token files
+        return Cluster()
+    }()
 }
 
 func makeTrainer(_ o: TrainOptions) throws -> Trainer {

@@ -28,6 +28,9 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
     public let preTokenizer: String
     /// Added tokens (matched whole in text), content → id.
     public let addedTokens: [String: Int32]
+    /// FNV-1a over everything encoding depends on: vocabulary, merges, added tokens, pre-tokenizer,
+    /// special ids and flags.
+    public let identity: String
 
     let tokenBytes: [[UInt8]]
     let byteIDs: [Int32]
@@ -77,6 +80,11 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         bos = Int32(p.bos ?? -1)
         eos = Int32(p.eos ?? -1)
         preTokenizer = p.preName
+        var h = fnv1a("bpe|\(p.preName)|\(p.unk ?? -1)|\(p.fuseUnk)|\(p.ignoreMerges)|\(p.byteLevelRegex)|\(p.addPrefixSpace)|\(p.bos ?? -1)|\(p.eos ?? -1)")
+        for t in p.tokens { h = fnv1a(t, seed: h ^ 0x1F) }
+        for (a, b) in p.merges { h = fnv1a(b, seed: fnv1a(a, seed: h ^ 0x2F)) }
+        for a in p.added { h = fnv1a("\(a.id)|\(a.normalized)|" + a.content, seed: h ^ 0x3F) }
+        identity = "bpe " + String(format: "%016llx", h) + " (\(n) tokens, \(p.merges.count) merges)"
         steps = p.steps
         byteLevelRegex = p.byteLevelRegex
         addPrefixSpace = p.addPrefixSpace

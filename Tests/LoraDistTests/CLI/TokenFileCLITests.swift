@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// The token file under mpirun: a node's ranks build it together, each tokenising its share,
+/// into the file one process would have written; the next run maps it instead.
+@Suite(.serialized, .tags(.cli)) struct TokenFileCLITests {
+    static func train(_ ranks: Int, data: String, folder: String) throws -> (Int32, String, String) {
+        var env = cleanEnvironment()
+        env["LORA_DIST_TOKENS"] = folder
+        let run = TestPaths.tempDir("tokfile-run") + "/run"
+        return try runProcess(MultiRankCLITests.mpirun, ["--allow-run-as-root", "--oversubscribe", "-n", "\(ranks)", TestPaths.binary,
+                                                         "train", "--model", "tiny", "--data", data, "--steps", "1", "--batch", "4",
+                                                         "--seq", "24", "--eval-seqs", "2", "--quiet", "--run-dir", run], env: env)
+    }
+
+    @Test("4 ranks build the file one process would: same ids, reused by the next run")
+    func fourRanksBuildOneFile() throws {
+        let data = try TokenFileTests.corpus(), folder = TestPaths.tempDir("tokens-cli")
+        let (s1, _, e1) = try Self.train(4, data: data, folder: folder)
+        try #require(s1 == 0, "\(e1)")
+        #expect(e1.contains("(token file built: \(folder)/"), "\(e1)")
+        let (s2, _, e2) = try Self.train(3, data: data, folder: folder)
+        try #require(s2 == 0, "\(e2)")
+        #expect(e2.contains("(token file reused: \(folder)/"), "\(e2)")
+        // One process accepts the 4-rank file as its own (checksums, header) and reads Corpus's ids from it.
+        let f = try TokenFile.open(path: data, tokenizer: ByteTokenizer(), devPercent: 5, reading: CorpusReading(), folder: folder)
+        let c = try Corpus(path: data, tokenizer: ByteTokenizer(), devPercent: 5)
+        #expect(f.reused && Array(f.train) == c.train && Array(f.dev) == c.dev)
+        #expect((try FileManager.default.contentsOfDirectory(atPath: folder)).count == 1)
+    }
+
+    @Test("a record that cannot be read: one line naming it, every rank exits non-zero, no file left")
+    func badRecordOnOneRank() throws {
+        let data = try TokenFileTests.corpus(), folder = TestPaths.tempDir("tokens-cli")
+        // A bad record near the end: the last rank's share.
+        var lines = (0..<400).map { "{\"text\": \"record \($0)\"}" }
+        lines[390] = "{\"text\": 390}"
+        try lines.joined(separator: "\n").write(toFile: data + "/r.jsonl", atomically: true, encoding: .utf8)
+        let (status, _, err) = try Self.train(4, data: data, folder: folder)
+        #expect(status != 0)
+        let errors = err.split(separator: "\n").filter { $0.contains("error") }
+        #expect(errors.count == 1 && errors.first?.contains("r.jsonl:391: ") == true, "\(err)")
+        #expect((try FileManager.default.contentsOfDirectory(atPath: folder)).isEmpty)
+    }
+}
