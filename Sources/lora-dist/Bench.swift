@@ -23,12 +23,15 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Model replicas per rank (default: one per thread, each with one BLAS thread; 1: one model on all threads).")
     var replicas: Int?
     @Flag(help: "Print one JSON object as the last line (for tools/bench-vs-pytorch.sh).") var json = false
+    @Flag(help: "Activation checkpointing per layer (train --recompute).") var recompute = false
+    @Option(name: .customLong("micro-batch"), help: "Sequences per forward/backward pass of a rank (train --micro-batch).") var microBatch: Int?
 
     func run() throws {
         guard steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(steps)") }
         let cluster = Cluster()
         var o = StepBenchmark.Options()
         o.model = model; o.mode = mode; o.batch = batch; o.seqLen = seqLen; o.steps = steps; o.replicas = replicas
+        o.recompute = recompute; o.microBatch = microBatch
         o.threads = try cluster.threads(requested: threads)
         if mode.hasAdapters { o.lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) }
         let r = try StepBenchmark.run(o, cluster: cluster)

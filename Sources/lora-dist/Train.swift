@@ -33,6 +33,8 @@ struct Train: Configurable {
     @Option(help: "Sequences per optimizer step (the global batch).") var batch: Int = defaults.batch
     @Option(name: .customLong("micro-batch"), help: "Sequences per forward/backward pass; gradients accumulate over batch / micro-batch passes. Default: the whole batch.")
     var microBatch: Int?
+    @Flag(inversion: .prefixedNo, help: "Activation checkpointing per layer: keep each layer's input and recompute its forward in the backward (less memory, more compute, the same gradients).")
+    var recompute = defaults.recompute
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = defaults.seqLen
     @Option(help: "Peak learning rate.") var lr: Float = defaults.lr
     @Option(name: .customLong("min-lr-ratio"), help: "Cosine decay ends at lr × this.") var minLRRatio: Float = defaults.minLRRatio
@@ -205,7 +207,7 @@ struct Train: Configurable {
         o.mode = mode
         o.model = model
         o.data = data ?? ""
-        o.steps = steps; o.batch = batch; o.microBatch = microBatch; o.seqLen = seqLen
+        o.steps = steps; o.batch = batch; o.microBatch = microBatch; o.seqLen = seqLen; o.recompute = recompute
         o.lr = lr; o.minLRRatio = minLRRatio; o.warmup = warmup
         o.optimizer.weightDecay = weightDecay; o.optimizer.clipNorm = clipNorm
         if let adapter {
@@ -277,7 +279,7 @@ struct Train: Configurable {
                  "--grad-compression=\(o.compression.method.rawValue)", "--powersgd-rank=\(o.compression.powerSGDRank)",
                  "--powersgd-start-step=\(o.compression.powerSGDStartStep)",
                  "--text-field=\(o.textField)", o.replaceInvalidUTF8 ? "--replace-invalid-utf8" : "--no-replace-invalid-utf8",
-                 o.quiet ? "--quiet" : "--no-quiet"]
+                 o.quiet ? "--quiet" : "--no-quiet", o.recompute ? "--recompute" : "--no-recompute"]
         if let l = o.lora, o.adapter == nil {
             a += ["--rank=\(l.rank)", "--alpha=\(l.alpha)", "--lora-dropout=\(l.dropout)",
                   "--targets=\(l.targets.joined(separator: ","))", l.useRSLoRA ? "--rslora" : "--no-rslora"]

@@ -14,6 +14,8 @@ public struct StepBenchmark {
         public var replicas: Int?              // per rank (TrainOptions.replicas)
         public var threads: Int?               // per rank (TrainOptions.threads)
         public var yardstick = true            // also time a 1024³ sgemm (sgemmGflops)
+        public var recompute = false           // TrainOptions.recompute
+        public var microBatch: Int?            // TrainOptions.microBatch
         public init() {}
     }
 
@@ -43,7 +45,7 @@ public struct StepBenchmark {
         t.mode = o.mode; t.lora = o.lora; t.model = o.model; t.data = corpus
         t.batch = o.batch; t.seqLen = o.seqLen; t.steps = o.steps + 1; t.warmup = 1; t.lr = 1e-4
         t.runDir = NSTemporaryDirectory() + "lora-dist-bench-run-\(getpid())"; t.quiet = true
-        t.replicas = o.replicas; t.threads = o.threads
+        t.replicas = o.replicas; t.threads = o.threads; t.recompute = o.recompute; t.microBatch = o.microBatch
         let trainer = try Trainer(options: t, cluster: cluster)
 
         var r = StepBenchmark()

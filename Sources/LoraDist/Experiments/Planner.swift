@@ -73,6 +73,12 @@ public struct Planner {
     public var exchange = ExchangeStrategy.hierarchical
     public var bucketMB = 4.0
     public var calibration = Calibration()
+    /// Sequences per forward/backward pass of a rank (train --micro-batch); nil: its whole share.
+    public var microBatch: Int?
+    /// Activation checkpointing per layer (train --recompute).
+    public var recompute = false
+    /// Bytes a node has for the job (--node-memory); nil: no fit is proposed.
+    public var nodeMemory: Double?
 
     public init(config: ModelConfig, lora: LoRAConfig) { self.config = config; self.lora = lora }
 
@@ -87,10 +93,25 @@ public struct Planner {
         public var memoryPerNode = 0.0
         public var gflopsPerCore = 0.0
         public var exchangeBoundAt: Int?        // nodes at which exchange time reaches compute time
+        public var microBatch = 1               // sequences per pass of a rank, as planned
+        /// With nodeMemory: the largest micro-batch that fits (without recompute when one does,
+        /// else with it); nil when nothing fits, not even one sequence per pass with recompute.
+        public var fit: Fit?
     }
 
+    public struct Fit: Equatable {
+        public var microBatch: Int
+        public var recompute: Bool
+        public var memoryPerNode: Double
+    }
+
+    /// Sequences each rank computes per step on `N` nodes (its share of the batch, rounded up).
+    func share(nodes N: Int) -> Int { (batch + N * ranksPerNode - 1) / (N * ranksPerNode) }
+
     /// Training FLOPs of one step over the global batch (the matrix products; what bench counts).
-    public func flops(lora: Bool) -> Double {
+    public func flops(lora: Bool) -> Double { flops(lora: lora, recompute: recompute) }
+
+    public func flops(lora: Bool, recompute: Bool) -> Double {
         let c = config, tokens = Double(batch * seqLen)
         let q = Double(c.numAttentionHeads * c.headDim), kv = Double(c.numKeyValueHeads * c.headDim)
         let C = Double(c.hiddenSize), I = Double(c.intermediateSize)
@@ -106,13 +127,18 @@ public struct Planner {
         // matrix is kept) and forms dP, dV, dQ and dK: 2 and 5 products of 2·rows·keys·D FLOPs
         let attention = 2 * 2 * Double(batch * pairs) * q * Double(c.numHiddenLayers)
         let forward = matmul + attention
-        if !lora { return forward + 2 * matmul + 2.5 * attention }  // backward: input and weight gradients
         var adapters = 0.0
-        for (name, out, inp) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
-            adapters += 2 * tokens * Double(self.lora.rank) * Double(out + inp) * Double(c.numHiddenLayers)
+        if lora {
+            for (name, out, inp) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
+                adapters += 2 * tokens * Double(self.lora.rank) * Double(out + inp) * Double(c.numHiddenLayers)
+            }
         }
+        // recompute: the backward runs every layer's forward again but the last one's (no head)
+        let L = Double(c.numHiddenLayers)
+        let again = recompute ? (L - 1) / L * (2 * tokens * L * perLayer + attention + adapters) : 0
+        if !lora { return forward + 2 * matmul + 2.5 * attention + again }  // backward: input and weight gradients
         // backward: input gradients only through frozen weights, attention's five products, adapters three times
-        return forward + (matmul + 2.5 * attention) + 3 * adapters
+        return forward + (matmul + 2.5 * attention) + 3 * adapters + again
     }
 
     func exchangeSeconds(bytes n: Double, nodes N: Int) -> Double {
@@ -139,9 +165,28 @@ public struct Planner {
     /// (MemoryNeed), for this plan's share of the batch per rank and the trainer's default of
     /// one model replica per thread (the node's cores shared among its ranks).
     func memoryPerNode(lora isLoRA: Bool, nodes N: Int) throws -> Double {
-        let micro = (batch + N * ranksPerNode - 1) / (N * ranksPerNode)
-        return try MemoryNeed(config: config, lora: isLoRA ? lora : nil, ranksPerNode: ranksPerNode, maxBatch: micro,
-                              replicas: max(1, coresPerNode / ranksPerNode), seqLen: seqLen, training: true).perNode
+        try memoryPerNode(lora: isLoRA, micro: min(microBatch ?? share(nodes: N), share(nodes: N)), recompute: recompute)
+    }
+
+    func memoryPerNode(lora isLoRA: Bool, micro: Int, recompute: Bool) throws -> Double {
+        try MemoryNeed(config: config, lora: isLoRA ? lora : nil, ranksPerNode: ranksPerNode, maxBatch: micro,
+                       replicas: max(1, coresPerNode / ranksPerNode), seqLen: seqLen, training: true, recompute: recompute).perNode
+    }
+
+    /// The largest micro-batch (at most the rank's share) whose memory fits `nodeMemory`: without
+    /// recompute if one does, else with it. nil when none does or no node memory is given.
+    public func largestFit(lora isLoRA: Bool, nodes N: Int) throws -> Fit? {
+        guard let room = nodeMemory else { return nil }
+        for recompute in [false, true] {
+            // memory grows with the micro-batch: the largest that fits, by bisection
+            var lo = 0, hi = share(nodes: N)
+            while lo < hi {
+                let mid = (lo + hi + 1) / 2
+                if try memoryPerNode(lora: isLoRA, micro: mid, recompute: recompute) <= room { lo = mid } else { hi = mid - 1 }
+            }
+            if lo > 0 { return Fit(microBatch: lo, recompute: recompute, memoryPerNode: try memoryPerNode(lora: isLoRA, micro: lo, recompute: recompute)) }
+        }
+        return nil
     }
 
     public func estimate(lora isLoRA: Bool) throws -> Estimate {
@@ -164,6 +209,8 @@ public struct Planner {
         e.exchangeBytes = b.intra + b.inter
         e.exchangeSeconds = exchangeSeconds(bytes: n, nodes: nodes)
         e.memoryPerNode = try memoryPerNode(lora: isLoRA, nodes: nodes)
+        e.microBatch = min(microBatch ?? share(nodes: nodes), share(nodes: nodes))
+        e.fit = try largestFit(lora: isLoRA, nodes: nodes)
         e.exchangeBoundAt = (1...4096).first { exchangeSeconds(bytes: n, nodes: $0) >= compute($0) }
         return e
     }

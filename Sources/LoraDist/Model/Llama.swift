@@ -21,6 +21,11 @@ public final class LlamaModel {
     let lmHead: Linear
     let rope: RoPE
     let acts: Activations
+    /// Activation checkpointing per layer (`train --recompute`): one layer's saved activations
+    /// instead of every layer's, for one more forward of each layer but the last in the backward.
+    public let recompute: Bool
+    /// The dropout seeds of the last forward, for the backward's recomputed forwards.
+    var lastDropoutSeeds: UnsafePointer<UInt64>?
 
     /// The parameters a model of this config has, and which of them train.
     /// lora == nil means full fine-tuning: everything trains. `nf4Base` (QLoRA)
@@ -73,7 +78,7 @@ public final class LlamaModel {
     }
 
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int, seqLen: Int,
-                allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil) throws {
+                recompute: Bool = false, allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil) throws {
         try config.validate()
         guard seqLen >= 1, seqLen <= config.maxPositionEmbeddings else {
             throw LoraDistError("sequence length \(seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
@@ -89,9 +94,14 @@ public final class LlamaModel {
         finalNorm = store["model.norm.weight"]
         var linearIndex = 0
         var layers: [DecoderLayer] = []
+        // With recompute the layers share one set of saved activations: the backward re-runs a
+        // layer's forward from its input (kept in the residual stream) before its backward.
+        self.recompute = recompute
+        let shared = recompute ? LayerActivations(config: config, rows: n, batch: maxBatch, seqLen: seqLen) : nil
         for i in 0..<config.numHiddenLayers {
             layers.append(DecoderLayer(index: i, config: config, store: store, lora: lora, rows: n,
-                                       batch: maxBatch, seqLen: seqLen, dequant: dequant, linearIndex: &linearIndex))
+                                       batch: maxBatch, seqLen: seqLen, dequant: dequant, linearIndex: &linearIndex,
+                                       saved: shared ?? LayerActivations(config: config, rows: n, batch: maxBatch, seqLen: seqLen)))
         }
         self.layers = layers
         lmHead = Linear(name: "lm_head", inDim: config.hiddenSize, outDim: config.vocabSize, store: store,
@@ -110,7 +120,7 @@ public final class LlamaModel {
     /// `init` allocates, buffer for buffer (ModelMemoryTests checks it on built models), in
     /// Double so that sizes which would overflow an Int are measured, not trapped on.
     public static func workingFloats(config c: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int,
-                                     seqLen: Int) throws -> Double {
+                                     seqLen: Int, recompute: Bool = false) throws -> Double {
         let specs = try specs(config: c, lora: lora, nf4Base: nf4Base)
         let n = Double(maxBatch) * Double(seqLen), T = Double(seqLen), B = Double(maxBatch)
         let C = Double(c.hiddenSize), I = Double(c.intermediateSize), V = Double(c.vocabSize), L = Double(c.numHiddenLayers)
@@ -121,7 +131,7 @@ public final class LlamaModel {
         // Activations: residual stream (L+1), final norm, logits, backward scratch, one attention block
         let shared = (L + 1) * n * C + n * C + n + n * V + 2 * n * C + 2 * n * q + 2 * n * kv + qk * (n * q + n * kv)
             + 3 * n * I + 2 * Double(Attention.block) * T
-        // DecoderLayer: x1, rstd1, q/k/v, (raw q/k and their rstd), lse, attOut, mid, x2, rstd2, gate/up/act, tmp
+        // LayerActivations (one set under recompute, else one per layer): x1, rstd1, q/k/v, (raw q/k and their rstd), lse, attOut, mid, x2, rstd2, gate/up/act, tmp
         let perLayer = n * C + n + n * q + 2 * n * kv + qk * (n * q + n * kv + n * H + n * KV) + B * H * T + n * q
             + n * C + n * C + n + 3 * n * I + n * C
         var adapters = 0.0
@@ -132,7 +142,7 @@ public final class LlamaModel {
         }
         let dequant = nf4Base ? Double(max(NF4Matmul.tileFloats, c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim)) : 0
         let rope = T * Double(c.headDim / 2) * 2
-        return grads + shared + L * (perLayer + adapters) + dequant + rope
+        return grads + shared + (recompute ? 1 : L) * perLayer + L * adapters + dequant + rope
     }
 
     public var totalParams: Int { store.elementCount }
@@ -171,6 +181,7 @@ public final class LlamaModel {
     public func forward(ids: UnsafePointer<Int32>, batch: Int, dropoutSeeds: UnsafePointer<UInt64>? = nil) -> FPtr {
         precondition(batch <= maxBatch)
         let n = batch * seqLen, C = config.hiddenSize, a = acts
+        lastDropoutSeeds = dropoutSeeds
         Embedding.forward(out: a.res[0].ptr, ids: ids, table: embed.value, n: n, dim: C)
         for (l, layer) in layers.enumerated() {
             layer.forward(resIn: a.res[l].ptr, resOut: a.res[l + 1].ptr, batch: batch, rope: rope,
@@ -204,6 +215,12 @@ public final class LlamaModel {
         RMSNorm.backward(dx: a.dRes.ptr, dw: finalNorm.grad, dout: a.dLn.ptr, x: a.res[layers.count].ptr,
                          w: finalNorm.value, rstd: a.lnfRstd.ptr, n: n, dim: C)
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
+            // The last layer's activations are still there from the forward; the others' are
+            // recomputed from the layer's input, bit for bit what the forward saved.
+            if recompute && l < layers.count - 1 {
+                layers[l].forward(resIn: a.res[l].ptr, resOut: a.res[l + 1].ptr, batch: batch, rope: rope,
+                                  dropoutSeeds: lastDropoutSeeds, scratch: a.attScratch.ptr)
+            }
             layers[l].backward(resIn: a.res[l].ptr, batch: batch, rope: rope, a: a)
             afterLayer?(l)
         }
@@ -244,14 +261,9 @@ final class Activations {
     }
 }
 
-/// One block: x + attn(norm(x)), then + mlp(norm(·)). Holds what its backward needs.
-final class DecoderLayer {
-    let c: ModelConfig
-    let ln1: Param, ln2: Param
-    let qNorm: Param?, kNorm: Param?                 // Qwen3: RMSNorm over each head's D
-    let q: Linear, k: Linear, v: Linear, o: Linear, gate: Linear, up: Linear, down: Linear
-    let seqLen: Int
-    // Saved activations, N = maxBatch·T rows.
+/// What one layer's backward needs of its forward, N = maxBatch·T rows: every layer's own, or
+/// one set all layers share under recompute.
+final class LayerActivations {
     let x1: FloatBuffer, rstd1: FloatBuffer          // norm1 out [N, C], [N]
     let qa: FloatBuffer, ka: FloatBuffer, va: FloatBuffer  // after RoPE: [N, H·D], [N, KV·D] ×2
     let qRaw: FloatBuffer?, kRaw: FloatBuffer?       // before the q/k norms: [N, H·D], [N, KV·D]
@@ -263,12 +275,58 @@ final class DecoderLayer {
     let gateA: FloatBuffer, upA: FloatBuffer, act: FloatBuffer  // [N, I]
     let tmp: FloatBuffer                             // [N, C] projection outputs before the residual add
 
+    init(config c: ModelConfig, rows n: Int, batch: Int, seqLen: Int) {
+        let qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim
+        x1 = FloatBuffer(n * c.hiddenSize); rstd1 = FloatBuffer(n)
+        qa = FloatBuffer(n * qd); ka = FloatBuffer(n * kvd); va = FloatBuffer(n * kvd)
+        qRaw = c.qkNorm ? FloatBuffer(n * qd) : nil
+        kRaw = c.qkNorm ? FloatBuffer(n * kvd) : nil
+        qRstd = c.qkNorm ? FloatBuffer(n * c.numAttentionHeads) : nil
+        kRstd = c.qkNorm ? FloatBuffer(n * c.numKeyValueHeads) : nil
+        lse = FloatBuffer(batch * c.numAttentionHeads * seqLen)
+        attOut = FloatBuffer(n * qd)
+        mid = FloatBuffer(n * c.hiddenSize)
+        x2 = FloatBuffer(n * c.hiddenSize); rstd2 = FloatBuffer(n)
+        gateA = FloatBuffer(n * c.intermediateSize); upA = FloatBuffer(n * c.intermediateSize)
+        act = FloatBuffer(n * c.intermediateSize)
+        tmp = FloatBuffer(n * c.hiddenSize)
+    }
+}
+
+/// One block: x + attn(norm(x)), then + mlp(norm(·)). Its backward reads `saved`.
+final class DecoderLayer {
+    let c: ModelConfig
+    let ln1: Param, ln2: Param
+    let qNorm: Param?, kNorm: Param?                 // Qwen3: RMSNorm over each head's D
+    let q: Linear, k: Linear, v: Linear, o: Linear, gate: Linear, up: Linear, down: Linear
+    let seqLen: Int
+    let saved: LayerActivations
+    var x1: FloatBuffer { saved.x1 }
+    var rstd1: FloatBuffer { saved.rstd1 }
+    var qa: FloatBuffer { saved.qa }
+    var ka: FloatBuffer { saved.ka }
+    var va: FloatBuffer { saved.va }
+    var qRaw: FloatBuffer? { saved.qRaw }
+    var kRaw: FloatBuffer? { saved.kRaw }
+    var qRstd: FloatBuffer? { saved.qRstd }
+    var kRstd: FloatBuffer? { saved.kRstd }
+    var lse: FloatBuffer { saved.lse }
+    var attOut: FloatBuffer { saved.attOut }
+    var mid: FloatBuffer { saved.mid }
+    var x2: FloatBuffer { saved.x2 }
+    var rstd2: FloatBuffer { saved.rstd2 }
+    var gateA: FloatBuffer { saved.gateA }
+    var upA: FloatBuffer { saved.upA }
+    var act: FloatBuffer { saved.act }
+    var tmp: FloatBuffer { saved.tmp }
+
     var linears: [Linear] { [q, k, v, o, gate, up, down] }
 
     init(index i: Int, config c: ModelConfig, store: ParameterStore, lora: LoRAConfig?, rows n: Int,
-         batch: Int, seqLen: Int, dequant: NF4Matmul.Scratch?, linearIndex: inout Int) {
+         batch: Int, seqLen: Int, dequant: NF4Matmul.Scratch?, linearIndex: inout Int, saved: LayerActivations) {
         self.c = c
         self.seqLen = seqLen
+        self.saved = saved
         let p = "model.layers.\(i)."
         ln1 = store[p + "input_layernorm.weight"]
         ln2 = store[p + "post_attention_layernorm.weight"]
@@ -287,19 +345,6 @@ final class DecoderLayer {
         gate = lin("mlp.gate_proj", c.hiddenSize, c.intermediateSize)
         up = lin("mlp.up_proj", c.hiddenSize, c.intermediateSize)
         down = lin("mlp.down_proj", c.intermediateSize, c.hiddenSize)
-        x1 = FloatBuffer(n * c.hiddenSize); rstd1 = FloatBuffer(n)
-        qa = FloatBuffer(n * qd); ka = FloatBuffer(n * kvd); va = FloatBuffer(n * kvd)
-        qRaw = c.qkNorm ? FloatBuffer(n * qd) : nil
-        kRaw = c.qkNorm ? FloatBuffer(n * kvd) : nil
-        qRstd = c.qkNorm ? FloatBuffer(n * c.numAttentionHeads) : nil
-        kRstd = c.qkNorm ? FloatBuffer(n * c.numKeyValueHeads) : nil
-        lse = FloatBuffer(batch * c.numAttentionHeads * seqLen)
-        attOut = FloatBuffer(n * qd)
-        mid = FloatBuffer(n * c.hiddenSize)
-        x2 = FloatBuffer(n * c.hiddenSize); rstd2 = FloatBuffer(n)
-        gateA = FloatBuffer(n * c.intermediateSize); upA = FloatBuffer(n * c.intermediateSize)
-        act = FloatBuffer(n * c.intermediateSize)
-        tmp = FloatBuffer(n * c.hiddenSize)
     }
 
     func shape(_ batch: Int) -> Attention.Shape {

@@ -20,6 +20,7 @@ public final class LoadedModel {
         public var threads: Int? = nil        // per rank; nil: Cluster.threads' default
         public var replicas: Int? = 1         // models per rank (nil: one per thread, for training)
         public var training = false           // the optimizer's state counts too (MemoryNeed)
+        public var recompute = false          // activation checkpointing per layer (LlamaModel.recompute)
         public init() {}
 
         /// The base model alone, for evaluation or generation. A rank-1 adapter on q_proj
@@ -127,7 +128,8 @@ public final class LoadedModel {
         if base == nil {
             try cluster.agree {
                 let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
-                                          maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training)
+                                          maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training,
+                                          recompute: o.recompute)
                 try need.check(available: NodeMemory.availableBytes())
             }
         }
@@ -135,6 +137,7 @@ public final class LoadedModel {
         var win: SharedWindow?
         let node = cluster.node
         model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: o.maxBatch, seqLen: o.seqLen,
+                               recompute: o.recompute,
                                allocate: { win = SharedWindow(node: node, count: $0); return win!.base },
                                frozen: base?.window.base)
         window = win!
@@ -146,7 +149,7 @@ public final class LoadedModel {
             var more: [LlamaModel] = []
             for _ in 1..<r {
                 more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perReplica,
-                                           seqLen: o.seqLen, allocate: { _ in values }, frozen: frozen))
+                                           seqLen: o.seqLen, recompute: o.recompute, allocate: { _ in values }, frozen: frozen))
             }
             replicas = more
             replicaThreads = ReplicaThreads(extra: r - 1)

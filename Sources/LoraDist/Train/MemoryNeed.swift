@@ -30,14 +30,15 @@ public struct MemoryNeed {
     /// `replicas` models (the rank's own and replicas − 1 more); `training` adds the
     /// optimizer's state.
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, ranksPerNode: Int, maxBatch: Int,
-                replicas: Int = 1, seqLen: Int, training: Bool) throws {
+                replicas: Int = 1, seqLen: Int, training: Bool, recompute: Bool = false) throws {
         let specs = try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4Base)
         let trainable = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
         weights = 4 * Double(specs.reduce(0) { $0 + $1.slots })
         let r = max(1, min(replicas, maxBatch))
-        let main = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base, maxBatch: maxBatch, seqLen: seqLen)
+        let main = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base, maxBatch: maxBatch, seqLen: seqLen,
+                                                recompute: recompute)
         let replica = r > 1 ? try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base,
-                                                           maxBatch: (maxBatch + r - 1) / r, seqLen: seqLen) : 0
+                                                           maxBatch: (maxBatch + r - 1) / r, seqLen: seqLen, recompute: recompute) : 0
         let tokens = 2 * Double(maxBatch) * Double(seqLen)  // inputs and targets, Int32
         perRank = 4 * (main + Double(r - 1) * replica + tokens) + Self.runtimeBytesPerRank
         sharded = training ? 4 * 3 * trainable : 0

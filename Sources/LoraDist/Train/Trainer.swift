@@ -55,6 +55,9 @@ public struct TrainOptions {
     /// Seconds a collective may wait for a rank that stopped responding before the job ends
     /// (CollectiveTimeout); nil: LORA_DIST_COLLECTIVE_TIMEOUT, else 300. Set before MPI starts.
     public var collectiveTimeout: Double? = nil
+    /// Activation checkpointing per layer: keep each layer's input only and recompute its forward
+    /// in the backward (less memory, about one more forward of compute; the same gradients).
+    public var recompute = false
 
     public init() {}
 
@@ -219,6 +222,7 @@ public final class Trainer {
         m.seqLen = o.seqLen; m.maxBatch = maxBatch; m.seed = o.seed
         m.threads = o.threads; m.replicas = o.replicas
         m.training = true
+        m.recompute = o.recompute
         return m
     }
 

@@ -25,6 +25,37 @@ import Testing
         if let bound = full.exchangeBoundAt, let loraBound = lora.exchangeBoundAt { #expect(loraBound > bound) }
         #expect(full.exchangeBoundAt != nil)
     }
+
+    /// The case: llama-7b, 32 ranks on a 64-core node, 64 × 2048 tokens. As given it needs
+    /// terabytes; on a 256 GiB node the plan proposes the largest micro-batch that fits, with
+    /// recompute only when no micro-batch fits without it.
+    @Test("plan proposes the largest micro-batch (and recompute) that fits the node")
+    func largestFit() throws {
+        var p = Planner(config: ModelConfig.builtIn["llama-7b"]!, lora: try LoRAConfig(rank: 8, alpha: 16, targets: ["all-linear"]))
+        p.calibration.compute["lora"] = .init(gflopsPerCore: 20, model: "test", threads: 1, measured: "")
+        p.calibration.compute["full"] = .init(gflopsPerCore: 20, model: "test", threads: 1, measured: "")
+        p.ranksPerNode = 32; p.coresPerNode = 64; p.batch = 64; p.seqLen = 2048
+        let room = 256.0 * 1_073_741_824
+        p.nodeMemory = room
+        let e = try p.estimate(lora: true)
+        #expect(e.memoryPerNode > 1e12 && e.microBatch == 2)
+        let fit = try #require(e.fit)
+        #expect(fit.memoryPerNode <= room)
+        #expect(try p.memoryPerNode(lora: true, micro: 1, recompute: false) > room)  // so recompute is needed
+        #expect(fit.recompute && fit.microBatch >= 1 && fit.microBatch <= 2)
+        if fit.microBatch < 2 { #expect(try p.memoryPerNode(lora: true, micro: fit.microBatch + 1, recompute: true) > room) }
+        // the plan with the proposal fits, and its step does more FLOPs (the recomputed forwards)
+        p.microBatch = fit.microBatch; p.recompute = fit.recompute
+        let planned = try p.estimate(lora: true)
+        #expect(planned.memoryPerNode == fit.memoryPerNode && planned.flopsPerStep > e.flopsPerStep)
+        // a node too small for anything
+        p.nodeMemory = 1e9
+        #expect(try p.estimate(lora: true).fit == nil)
+        // a large node: the whole share fits without recompute
+        p.nodeMemory = 1e15
+        #expect(try p.estimate(lora: true).fit == Planner.Fit(microBatch: 2, recompute: false,
+                                                              memoryPerNode: try p.memoryPerNode(lora: true, micro: 2, recompute: false)))
+    }
 }
 
 /// `bench step` in a process of its own.
@@ -34,19 +65,22 @@ extension PlanTests {
         /// The planner's closed form against the FLOPs counted in a real step (`bench step`
         /// runs in its own process, so no other test's sgemm calls are counted).
         @Test("the FLOP model equals the FLOPs a step sends to sgemm",
-              arguments: [("full", "all-linear", 128), ("lora", "q_proj,v_proj", 128), ("lora", "all-linear", 64), ("full", "all-linear", 200)])
-        func flops(mode: String, targets: String, seq: Int) throws {
+              arguments: [("full", "all-linear", 128, false), ("lora", "q_proj,v_proj", 128, false), ("lora", "all-linear", 64, false),
+                          ("full", "all-linear", 200, false), ("full", "all-linear", 100, true), ("lora", "all-linear", 64, true)])
+        func flops(mode: String, targets: String, seq: Int, recompute: Bool) throws {
             let cal = TestPaths.tempDir("plan") + "/cal.json"
             var env = cleanEnvironment()
             env["LORA_DIST_CALIBRATION"] = cal
             let (status, out, err) = try runProcess(TestPaths.binary, ["bench", "step", "--model", "tiny", "--steps", "1", "--mode", mode,
-                                                                       "--targets", targets, "--rank", "4", "--batch", "2", "--seq", "\(seq)"], env: env)
+                                                                       "--targets", targets, "--rank", "4", "--batch", "2", "--seq", "\(seq)"]
+                                                  + (recompute ? ["--recompute"] : []), env: env)
             try #require(status == 0, "\(err)")
             let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("sgemm FLOPs per step:") })
             let counted = try #require(Double(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)))
             var p = Planner(config: ModelConfig.builtIn["tiny"]!, lora: try LoRAConfig(rank: 4, alpha: 8, targets: [targets]))
             p.batch = 2
             p.seqLen = seq
+            p.recompute = recompute
             let predicted = p.flops(lora: mode == "lora")
             #expect(abs(predicted - counted) <= 1e-9 * counted, "predicted \(predicted), counted \(counted)")
             // and bench saved its rate for plan

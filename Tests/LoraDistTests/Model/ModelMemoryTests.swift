@@ -33,8 +33,8 @@ import Testing
                                        numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, maxPositionEmbeddings: 256, tieWordEmbeddings: true,
                                        qkNorm: true, bosTokenId: 1, eosTokenId: 2)
 
-    @Test(arguments: ["lora", "lora-dropout", "qlora", "full", "qwen3"])
-    func workingFloatsMatchTheBuffers(_ kind: String) throws {
+    @Test(arguments: ["lora", "lora-dropout", "qlora", "full", "qwen3"], [false, true])
+    func workingFloatsMatchTheBuffers(_ kind: String, recompute: Bool) throws {
         var config = ModelConfig.builtIn["tiny"]!
         var lora: LoRAConfig? = try LoRAConfig(rank: 4, alpha: 8, targets: ["all-linear"])
         var nf4 = false
@@ -47,10 +47,21 @@ import Testing
         }
         for (batch, seq) in [(1, 8), (3, 40), (2, 130)] {
             let weights = FloatBuffer(try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4).reduce(0) { $0 + $1.slots })
-            let model = try LlamaModel(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq) { _ in weights.ptr }
-            let estimate = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq)
-            #expect(estimate == Double(Self.allocatedFloats(model)), "\(kind) batch \(batch) seq \(seq)")
+            let model = try LlamaModel(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq,
+                                       recompute: recompute) { _ in weights.ptr }
+            let estimate = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq,
+                                                        recompute: recompute)
+            #expect(estimate == Double(Self.allocatedFloats(model)), "\(kind) batch \(batch) seq \(seq) recompute \(recompute)")
         }
+    }
+
+    /// Recompute keeps one layer's activations instead of every layer's: with the tiny model's
+    /// layers at seq 512, far less.
+    @Test func recomputeHoldsOneLayer() throws {
+        let tiny = ModelConfig.builtIn["tiny"]!
+        let with = try LlamaModel.workingFloats(config: tiny, lora: nil, maxBatch: 4, seqLen: 512, recompute: true)
+        let without = try LlamaModel.workingFloats(config: tiny, lora: nil, maxBatch: 4, seqLen: 512)
+        #expect(with < without && tiny.numHiddenLayers > 1)
     }
 
     @Test func needAddsUpAndRefuses() throws {
