@@ -10,7 +10,7 @@
 #   tools/fuzz.sh --list               list the targets
 #   FUZZ_TIME=60 tools/fuzz.sh         seconds per target (default 600)
 #   FUZZ_OUT=.build-fuzz               build and work folder (default .build-fuzz, gitignored)
-#   FUZZ_NICE=10                       nice level of the fuzzing processes
+#   FUZZ_NICE=10                       niceness of the builds and fuzzers (absolute)
 #   FUZZ_ARGS="-jobs=2 -workers=2"     extra libFuzzer flags
 #
 # A crash is written to $FUZZ_OUT/artifacts/<target>/crash-*; reproduce it with
@@ -25,7 +25,9 @@ out=${FUZZ_OUT:-.build-fuzz}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 time_per=${FUZZ_TIME:-600}
-nice_level=${FUZZ_NICE:-10}
+# FUZZ_NICE is the niceness the builds and fuzzers run at, whatever this script was started at
+# (a `nice tools/fuzz.sh` would otherwise add its 10 to this one's and starve the fuzzer).
+nice_level=$(( ${FUZZ_NICE:-10} > $(nice) ? ${FUZZ_NICE:-10} - $(nice) : 0 ))
 extra=${FUZZ_ARGS:-}
 export SWIFT_BACKTRACE=enable=no   # the backtracer stalls libFuzzer's crash handling
 export LSAN_OPTIONS="suppressions=$root/tools/sanitizers/lsan.supp:print_suppressions=0"
