@@ -34,13 +34,13 @@ public struct StepBenchmark {
     public var gflops: Double { Double(flopsPerStep) / (stepMs * 1e6) }
 
     public static func run(_ o: Options, cluster: Cluster) throws -> StepBenchmark {
-        // A corpus of random bytes: the bench config has a byte vocabulary, and the
-        // speed of a step does not depend on what the tokens say.
-        let corpus = NSTemporaryDirectory() + "lora-dist-bench-\(getpid()).txt"
+        // A corpus of random bytes: the bench config has a byte vocabulary, and the speed of a
+        // step does not depend on what the tokens say. Its path and content are the same on every
+        // rank and in every run of this size, so the ranks share one token file, reused next time.
         var g = SplitMix64(seed: 7)
         let bytes = (0..<max(64 * o.seqLen * 20, 1 << 16)).map { _ in UInt8(32 + g.below(95)) }
-        try Data(bytes).write(to: URL(fileURLWithPath: corpus))
-        defer { try? FileManager.default.removeItem(atPath: corpus) }
+        let corpus = NSTemporaryDirectory() + "lora-dist-bench-corpus-\(bytes.count).txt"
+        try Files.writeAtomically(Data(bytes), to: corpus)
         var t = TrainOptions()
         t.mode = o.mode; t.lora = o.lora; t.model = o.model; t.data = corpus
         t.batch = o.batch; t.seqLen = o.seqLen; t.steps = o.steps + 1; t.warmup = 1; t.lr = 1e-4

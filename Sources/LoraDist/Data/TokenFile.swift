@@ -262,22 +262,34 @@ public final class TokenFile {
         while bounds.count <= group.size { bounds.append(text.units.count) }
         bounds[group.size] = text.units.count
         let mine = bounds[group.rank]..<bounds[group.rank + 1]
-        var train: [Int32] = [], dev: [Int32] = []
-        var failed: Int?
-        var surrogates = 0
-        do { surrogates = try text.tokenize(mine, tokenizer: tokenizer, train: &train, dev: &dev) } catch {
-            // The first unit that fails, so every rank reports the same one.
-            var scratch = 0
-            failed = mine.first { (try? text.encode($0, tokenizer: tokenizer, replaced: &scratch)) == nil }
+
+        // Rank 0 names the build's temporary files. Each rank streams its ids into two parts of its
+        // own (train, dev), a few MiB at a time: a rank holds a buffer, not its share of the corpus.
+        let folder = (file as NSString).deletingLastPathComponent
+        let prefix = try agreed(group) { () throws -> String in
+            guard group.rank == 0 else { return "" }
+            try Files.createDirectory(folder)
+            return folder + "/." + (file as NSString).lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         }
-        let bad = train.first { $0 < 0 || Int($0) >= tokenizer.vocabSize } ?? dev.first { $0 < 0 || Int($0) >= tokenizer.vocabSize }
-        // Per rank: train ids, dev ids, first failing unit + 1, replaced surrogates, an id outside the vocabulary + 1.
+        let tmp = group.allgather(prefix)[0]
+        let parts = [tmp + ".part\(group.rank)-train", tmp + ".part\(group.rank)-dev"]
+        defer { for p in parts { unlink(p) } }
+        let mineCounts = try agreed(group) { () throws -> [Double] in
+            let writers = try parts.map { try PartWriter(path: $0, width: width) }
+            var failed: Int?, surrogates = 0, bad: Int32?
+            for i in mine {
+                // The first unit that fails, so every rank reports the same one.
+                guard let ids = try? text.encode(i, tokenizer: tokenizer, replaced: &surrogates) else { failed = i; break }
+                if bad == nil { bad = ids.first { $0 < 0 || Int($0) >= tokenizer.vocabSize } }
+                try writers[text.units[i].dev ? 1 : 0].append(ids)
+            }
+            try writers.forEach { try $0.finish() }
+            // train ids, dev ids, first failing unit + 1, replaced surrogates, an id outside the vocabulary + 2^33
+            return [Double(writers[0].count), Double(writers[1].count), failed.map { Double($0 + 1) } ?? 0, Double(surrogates),
+                    bad.map { Double(Int($0) + (1 << 33)) } ?? 0]
+        }
         var counts = [Double](repeating: 0, count: 5 * group.size)
-        counts[5 * group.rank] = Double(train.count)
-        counts[5 * group.rank + 1] = Double(dev.count)
-        counts[5 * group.rank + 2] = failed.map { Double($0 + 1) } ?? 0
-        counts[5 * group.rank + 3] = Double(surrogates)
-        counts[5 * group.rank + 4] = bad.map { Double(Int($0) + (1 << 33)) } ?? 0
+        for k in 0..<5 { counts[5 * group.rank + k] = mineCounts[k] }
         counts = group.sum(counts)
         if let unit = (0..<group.size).map({ Int(counts[5 * $0 + 2]) }).first(where: { $0 > 0 }) {
             var scratch = 0
@@ -296,28 +308,23 @@ public final class TokenFile {
                        replacedBytes: text.replacedBytes,
                        replacedSurrogates: (0..<group.size).reduce(0) { $0 + Int(counts[5 * $1 + 3]) }, sources: sources)
 
-        // Rank 0 makes the temporary file at its full size; every rank writes its ids at their place.
-        let folder = (file as NSString).deletingLastPathComponent
-        let tmpName = try agreed(group) { () throws -> String in
-            guard group.rank == 0 else { return "" }
-            try Files.createDirectory(folder)
-            let tmp = folder + "/." + (file as NSString).lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-            let fd = openFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            guard fd >= 0 else { throw Files.ioError("cannot create", tmp) }
-            defer { close(fd) }
-            guard ftruncate(fd, off_t(h.fileBytes)) == 0 else { unlink(tmp); throw Files.ioError("cannot size", tmp) }
-            return tmp
-        }
-        let tmp = group.allgather(tmpName)[0]
+        // Rank 0 makes the file at its full size; every rank copies its parts to their place.
         do {
+            try agreed(group) {
+                guard group.rank == 0 else { return }
+                let fd = openFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                guard fd >= 0 else { throw Files.ioError("cannot create", tmp) }
+                defer { close(fd) }
+                guard ftruncate(fd, off_t(h.fileBytes)) == 0 else { throw Files.ioError("cannot size", tmp) }
+            }
             try agreed(group) {
                 let fd = openFile(tmp, O_WRONLY)
                 guard fd >= 0 else { throw Files.ioError("cannot open", tmp) }
                 defer { close(fd) }
-                try write(train, width: width, to: fd, at: headerBytes + width * trainAt, path: tmp)
-                try write(dev, width: width, to: fd, at: headerBytes + width * (trainTotal + devAt), path: tmp)
+                try copy(parts[0], to: fd, at: headerBytes + width * trainAt, path: tmp)
+                try copy(parts[1], to: fd, at: headerBytes + width * (trainTotal + devAt), path: tmp)
             }
-            train = []; dev = []
+            for p in parts { unlink(p) }
             // The ids' checksums, split among the ranks; rank 0 writes them and the header last.
             let m = try agreed(group) { try MappedFile(path: tmp) }
             var crcs = [Double](repeating: 0, count: h.chunks)
@@ -348,11 +355,55 @@ public final class TokenFile {
         }
     }
 
-    static func write(_ ids: [Int32], width: Int, to fd: Int32, at offset: Int, path: String) throws {
-        if width == 4 {
-            try ids.withUnsafeBytes { try write(raw: $0, to: fd, at: offset, path: path) }
-        } else {
-            try ids.map { UInt16(truncatingIfNeeded: $0) }.withUnsafeBytes { try write(raw: $0, to: fd, at: offset, path: path) }
+    /// A rank's ids of one split, appended to a file of its own in `width`-byte ids.
+    final class PartWriter {
+        let fd: Int32, width: Int, path: String
+        var buffer: [Int32] = []
+        private(set) var count = 0
+
+        init(path: String, width: Int) throws {
+            fd = openFile(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            guard fd >= 0 else { throw Files.ioError("cannot create", path) }
+            self.width = width
+            self.path = path
+            buffer.reserveCapacity(1 << 20)
+        }
+        deinit { close(fd) }
+
+        func append(_ ids: [Int32]) throws {
+            buffer += ids
+            if buffer.count >= 1 << 20 { try flush() }
+        }
+
+        func finish() throws { try flush() }
+
+        private func flush() throws {
+            let at = count * width
+            if width == 4 {
+                try buffer.withUnsafeBytes { try TokenFile.write(raw: $0, to: fd, at: at, path: path) }
+            } else {
+                try buffer.map { UInt16(truncatingIfNeeded: $0) }.withUnsafeBytes { try TokenFile.write(raw: $0, to: fd, at: at, path: path) }
+            }
+            count += buffer.count
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// All of file `part` into `fd` at `offset`, 8 MiB at a time.
+    static func copy(_ part: String, to fd: Int32, at offset: Int, path: String) throws {
+        let input = openFile(part, O_RDONLY)
+        guard input >= 0 else { throw Files.ioError("cannot open", part) }
+        defer { close(input) }
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 << 20, alignment: 16)
+        defer { chunk.deallocate() }
+        var done = 0
+        while true {
+            let n = read(input, chunk.baseAddress!, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw Files.ioError("cannot read", part) }
+            if n == 0 { return }
+            try write(raw: UnsafeRawBufferPointer(rebasing: chunk[0..<n]), to: fd, at: offset + done, path: path)
+            done += n
         }
     }
 

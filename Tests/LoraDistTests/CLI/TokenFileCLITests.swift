@@ -43,4 +43,21 @@ import Testing
         #expect(errors.count == 1 && errors.first?.contains("r.jsonl:391: ") == true, "\(err)")
         #expect((try FileManager.default.contentsOfDirectory(atPath: folder)).isEmpty)
     }
+
+    /// bench step's corpus has one path on every rank and in every run of a size: 2 ranks share
+    /// one token file, and the next run reuses it (no file per run piles up in the cache).
+    @Test("bench step on 2 ranks: one token file, reused by the next run")
+    func benchStepSharesOneFile() throws {
+        let folder = TestPaths.tempDir("tokens-bench")
+        var env = cleanEnvironment()
+        env["LORA_DIST_TOKENS"] = folder
+        env["LORA_DIST_CALIBRATION"] = folder + "/cal.json"
+        for _ in 0..<2 {
+            let (status, _, err) = try runProcess(MultiRankCLITests.mpirun, ["--allow-run-as-root", "--oversubscribe", "-n", "2",
+                                                                             TestPaths.binary, "bench", "step", "--model", "tiny", "--steps", "1",
+                                                                             "--batch", "2", "--seq", "16"], env: env)
+            try #require(status == 0, "\(err)")
+        }
+        #expect((try FileManager.default.contentsOfDirectory(atPath: folder)).filter { $0.hasSuffix(".tokens") }.count == 1)
+    }
 }
