@@ -35,6 +35,8 @@ struct CompareCommand: Configurable {
     @Option(help: "Early stopping patience, in evaluations.") var patience: Int?
     @Option(name: .customLong("eval-seqs"), help: "Dev windows per evaluation (early stopping).") var evalSequences: Int?
     @Option(name: .customLong("test-seqs"), help: "Test windows per domain for the final perplexities.") var testSequences: Int?
+    @Option(help: "Repeat every run with this many seeds (1234, 1235, ...: initialisation, data order, dropout); quality figures become means with 95 % intervals and the verdicts follow the intervals.")
+    var seeds: Int?
     @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
     @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record (.jsonl files in the corpora) that holds its text.")
     var textField: String = "text"
@@ -106,6 +108,11 @@ struct CompareCommand: Configurable {
         if let patience { o.patience = patience }
         if let evalSequences { o.evalSequences = evalSequences }
         if let testSequences { o.testSequences = testSequences }
+        if let seeds {
+            guard (1...100).contains(seeds) else { throw LoraDistError("--seeds must be in 1...100, got \(seeds)") }
+            guard o.continual.isEmpty || seeds == 1 else { throw LoraDistError("--seeds with --continual is not implemented (one seed per stage)") }
+            o.seeds = seeds
+        }
         o.exchange = exchange
         o.reading = CorpusReading(textField: textField, replaceInvalidUTF8: replaceInvalidUTF8)
         o.configYAML = Invocation.current.yaml(header: [

@@ -27,6 +27,9 @@ public struct CompareOptions {
     public var reading = CorpusReading()   // how the corpora's files are read (JSON Lines field, invalid UTF-8)
     public var seed: UInt64 = 1234
     public var quick = false
+    /// `--seeds N`: every run repeated with seeds seed, seed+1, ..., seed+N−1 (initialisation, data
+    /// order, dropout); quality figures are means with 95 % intervals, verdicts drawn from them.
+    public var seeds = 1
     /// `--continual`: the domains to adapt to one after another (ContinualCompare); empty: a plain comparison.
     public var continual: [String] = []
     /// compare's configuration as YAML (`compare --print-config`), written by rank 0 as
@@ -104,50 +107,58 @@ public enum Compare {
         if o.full { candidates.append(Candidate(name: "full", label: "full fine-tuning", mode: .full, lora: nil, lrs: o.fullLRs)) }
         if o.full && o.compressed { candidates += compressedCandidates(o) }
 
-        var baseline: [String: LoadedModel.Evaluation]?
+        var baselines: [UInt64: [String: LoadedModel.Evaluation]] = [:]  // per seed: a built-in base depends on it
         var tests: [String: [Int32]]?  // every run reads text with the base's tokenizer
         var rows: [CompareResults.Row] = []
         var sweep: [CompareResults.SweepPoint] = []
         for c in candidates {
             var best: CompareResults.Row?
             for lr in c.lrs {
-                var t = TrainOptions()
-                t.mode = c.mode; t.lora = c.lora; t.model = base
-                t.data = o.corpora + "/\(o.domain)/train"; t.devData = o.corpora + "/\(o.domain)/dev"
-                t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen; t.lr = lr
-                t.warmup = max(1, o.steps / 20)
-                t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
-                t.exchange = o.exchange; t.seed = o.seed; t.keepLast = 1; t.quiet = true
-                t.compression = c.compression
-                t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
-                t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)"
-                t.configYAML = o.runConfig?(t)
-                let trainer = try Trainer(options: t, cluster: cluster)
-                if tests == nil {
-                    let (sets, replaced) = try testSets(domains, o: o, tokenizer: trainer.tokenizer)
-                    tests = sets
-                    if o.reading.replaceInvalidUTF8 {
-                        let c = trainer.corpus
-                        log("replaced \(c.replacedBytes + replaced.bytes) invalid UTF-8 byte(s) and "
-                            + "\(c.replacedSurrogates + replaced.surrogates) lone surrogate escape(s) with U+FFFD in the \(o.domain) and test data")
+                var seedRows: [CompareResults.Row] = []
+                for i in 0..<max(o.seeds, 1) {
+                    let seed = o.seed &+ UInt64(i)
+                    var t = TrainOptions()
+                    t.mode = c.mode; t.lora = c.lora; t.model = base
+                    t.data = o.corpora + "/\(o.domain)/train"; t.devData = o.corpora + "/\(o.domain)/dev"
+                    t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen; t.lr = lr
+                    t.warmup = max(1, o.steps / 20)
+                    t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
+                    t.exchange = o.exchange; t.seed = seed; t.keepLast = 1; t.quiet = true
+                    t.compression = c.compression
+                    t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
+                    t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)" + (o.seeds > 1 ? "/seed-\(seed)" : "")
+                    t.configYAML = o.runConfig?(t)
+                    let trainer = try Trainer(options: t, cluster: cluster)
+                    if tests == nil {
+                        let (sets, replaced) = try testSets(domains, o: o, tokenizer: trainer.tokenizer)
+                        tests = sets
+                        if o.reading.replaceInvalidUTF8 {
+                            let c = trainer.corpus
+                            log("replaced \(c.replacedBytes + replaced.bytes) invalid UTF-8 byte(s) and "
+                                + "\(c.replacedSurrogates + replaced.surrogates) lone surrogate escape(s) with U+FFFD in the \(o.domain) and test data")
+                        }
+                        if !trainer.corpus.skipped.isEmpty {
+                            log("not read (neither .txt nor .jsonl): " + trainer.corpus.skipped.joined(separator: ", "))
+                        }
                     }
-                    if !trainer.corpus.skipped.isEmpty {
-                        log("not read (neither .txt nor .jsonl): " + trainer.corpus.skipped.joined(separator: ", "))
+                    if baselines[seed] == nil {
+                        // Before training a model is its base (LoRA's B = 0): the reference for forgetting.
+                        baselines[seed] = evaluations(trainer, tests: tests!, windows: o.testSequences)
                     }
+                    // A QLoRA run starts from the quantized base: what quantization alone costs.
+                    let quantized = c.mode.nf4Base ? evaluations(trainer, tests: tests!, windows: o.testSequences) : nil
+                    log("\(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : ""): training up to \(o.steps) steps")
+                    let s = try trainer.run().summary
+                    let evals = evaluations(trainer, tests: tests!, windows: o.testSequences)
+                    var row = result(c, lr: lr, summary: s, evals: evals, baseline: baselines[seed]!, domain: o.domain, runDir: t.runDir)
+                    row.nf4BasePerplexity = quantized?.mapValues(\.perplexity).finiteValues
+                    row.gradCompression = c.compression.method.rawValue
+                    sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, seed: o.seeds > 1 ? seed : nil,
+                                                           bestDevLoss: s.devLoss.finite))
+                    seedRows.append(row)
                 }
-                if baseline == nil {
-                    // Before training a model is its base (LoRA's B = 0): the reference for forgetting.
-                    baseline = evaluations(trainer, tests: tests!, windows: o.testSequences)
-                }
-                // A QLoRA run starts from the quantized base: what quantization alone costs.
-                let quantized = c.mode.nf4Base ? evaluations(trainer, tests: tests!, windows: o.testSequences) : nil
-                log("\(c.label), lr \(lr): training up to \(o.steps) steps")
-                let s = try trainer.run().summary
-                let evals = evaluations(trainer, tests: tests!, windows: o.testSequences)
-                var row = result(c, lr: lr, summary: s, evals: evals, baseline: baseline!, domain: o.domain, runDir: t.runDir)
-                row.nf4BasePerplexity = quantized?.mapValues(\.perplexity).finiteValues
-                row.gradCompression = c.compression.method.rawValue
-                sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, bestDevLoss: s.devLoss.finite))
+                // Over seeds: the means, each seed's figures and the intervals; the lr by mean dev loss.
+                let row = o.seeds > 1 ? CompareResults.Row.over(seeds: seedRows, first: o.seed) : seedRows[0]
                 if best == nil || (row.bestDevLoss ?? .nan) < (best!.bestDevLoss ?? .nan) { best = row }
             }
             rows.append(best!)
@@ -158,8 +169,8 @@ public enum Compare {
             budget: .init(steps: o.steps, batch: o.batch, seqLen: o.seqLen, tokens: o.steps * o.batch * o.seqLen),
             earlyStopping: .init(evalEvery: o.evalEvery, patience: o.patience),
             lrGrid: .init(lora: o.loraLRs.map(\.shortest), full: o.fullLRs.map(\.shortest)),
-            basePerplexity: (baseline ?? [:]).mapValues(\.perplexity).finiteValues,
-            baseAccuracy: (baseline ?? [:]).mapValues(\.accuracy).finiteValues, runs: rows, sweep: sweep, quick: o.quick,
+            basePerplexity: (baselines[o.seed] ?? [:]).mapValues(\.perplexity).finiteValues,
+            baseAccuracy: (baselines[o.seed] ?? [:]).mapValues(\.accuracy).finiteValues, seeds: o.seeds > 1 ? o.seeds : nil, runs: rows, sweep: sweep, quick: o.quick,
             wallSeconds: Date().timeIntervalSince(start))
         if cluster.isRoot { try CompareReport.write(report, to: o.out) }
         return report

@@ -21,7 +21,7 @@ public enum CompareReport {
         // Loss curves: training loss solid, dev loss dashed, one colour per run.
         var series: [SVGChart.Series] = []
         for row in runs {
-            let (train, dev) = curves(row.runDir)
+            let (train, dev) = curves(row.perSeed?.first?.runDir ?? row.runDir)   // with seeds: the first seed's curves
             series.append(.init(name: "\(row.label) train", points: smoothed(train)))
             series.append(.init(name: "\(row.label) dev", points: dev, dashed: true))
         }
@@ -70,6 +70,10 @@ public enum CompareReport {
         md += "Budget per run: up to \(budget.steps) steps of \(budget.batch) × \(budget.seqLen) tokens "
         md += "(\(budget.tokens) tokens), early stopping on dev loss (`report.json` has the settings); "
         md += "each row is the best learning rate of the grid (LoRA \(lrs(r.lrGrid.lora)), full \(lrs(r.lrGrid.full))) by dev loss.\n\n"
+        if let n = r.seeds {
+            md += "Every quality figure is a mean over \(n) seeds (initialisation, data order, dropout) ± the half-width of its "
+            md += "95 % interval (Student's t, \(n - 1) degrees of freedom); the learning rate is chosen by mean dev loss.\n\n"
+        }
         md += "Base perplexity: in-domain \(f(basePPL[domain] ?? nil)), general \(f(basePPL[r.general] ?? nil))"
         for d in r.outOfDomain { md += ", \(d) \(f(basePPL[d] ?? nil))" }
         md += "."
@@ -85,14 +89,15 @@ public enum CompareReport {
             let trainable = row.trainableParams, total = max(row.totalParams, 1)
             md += "| \(row.label) | \(trainable.formatted()) (\(String(format: "%.2f", 100 * Double(trainable) / Double(total))) %) "
             md += "| \(row.lr) | \(row.stepsDone) (\(row.bestStep.map(String.init) ?? "-")) "
-            md += "| \(f(row.inDomainPerplexity)) | \(percent(row.inDomainAccuracy)) | \(f(row.outOfDomainMean)) "
-            md += "| \(percent(row.outOfDomainAccuracyMean)) | \(signed(row.forgetting)) | \(percent(row.generalAccuracy)) "
+            md += "| \(figure(row, "in_domain_perplexity")) | \(figure(row, "in_domain_accuracy")) | \(figure(row, "out_of_domain_mean")) "
+            md += "| \(figure(row, "out_of_domain_accuracy_mean")) | \(figure(row, "forgetting")) | \(figure(row, "general_accuracy")) "
             md += "| \(Units.bytes(Double(row.exchangeBytesPerStep))) "
             md += "| \(Units.bytes(Double(row.nodeMemoryBytes))) | \(f(row.secondsPerStep, 3)) |\n"
         }
         md += "\n![loss curves](loss_curves.svg)\n\n![bytes exchanged per step](exchange_bytes.svg)\n\n"
         md += "## Against the published comparison\n\nPublished: \(published).\n\n"
-        md += (verdicts(runs) + qloraVerdicts(runs, base: basePPL, domain: domain)).map { "- \($0)" }.joined(separator: "\n") + "\n"
+        let verdictLines = r.seeds == nil ? verdicts(runs) : seedVerdicts(runs, seeds: r.seeds!)
+        md += (verdictLines + qloraVerdicts(runs, base: basePPL, domain: domain)).map { "- \($0)" }.joined(separator: "\n") + "\n"
         md += "\nPerplexities are exp(mean cross-entropy) over up to the configured number of test windows of each domain's test split "
         md += "(documents never seen in training or early stopping); accuracy (acc) is top-1 next-token accuracy on the same windows. "
         md += "Out-of-domain is the mean over the other specialised domains; "
@@ -103,6 +108,56 @@ public enum CompareReport {
 
     static func lrs(_ grid: [Double]) -> String {
         grid.map { "\($0)" }.joined(separator: ", ")
+    }
+
+    /// A row's quality figure by its report.json key: the value, with ± the interval's half-width over seeds.
+    static func figure(_ row: CompareResults.Row, _ key: String) -> String {
+        let isAccuracy = key.contains("accuracy"), isChange = key == "forgetting"
+        let value = CompareResults.Row.qualityFigures.first { $0.key == key }.flatMap { row[keyPath: $0.value] }
+        var text = isAccuracy ? percent(value) : isChange ? signed(value) : f(value)
+        if let h = row.intervals?[key]?.halfWidth {
+            text = isAccuracy ? String(format: "%.1f ± %.1f %%", 100 * value!, 100 * h) : text + String(format: " ± %.2f", h)
+        }
+        return text
+    }
+
+    /// With several seeds: each comparison of the best LoRA with full fine-tuning decided by the 95 % interval
+    /// of the per-seed difference (seed i of LoRA against seed i of full: the same data order), not by the means.
+    static func seedVerdicts(_ runs: [CompareResults.Row], seeds: Int) -> [String] {
+        guard let full = runs.first(where: { $0.mode == "full" }), let fullSeeds = full.perSeed else {
+            return ["No full fine-tuning run: nothing to compare LoRA against."]
+        }
+        guard let lora = runs.filter({ $0.mode == "lora" }).min(by: { ($0.bestDevLoss ?? .infinity) < ($1.bestDevLoss ?? .infinity) }),
+              let loraSeeds = lora.perSeed else { return ["No LoRA run."] }
+        // What the published comparison found, per figure (nil: it says nothing).
+        let figures: [(key: String, name: String, lowerIsBetter: Bool, published: CompareStats.Verdict?)] = [
+            ("in_domain_perplexity", "In-domain perplexity", true, .fullBetter),
+            ("in_domain_accuracy", "In-domain accuracy", false, .fullBetter),
+            ("out_of_domain_mean", "Out-of-domain perplexity", true, .loraBetter),
+            ("out_of_domain_accuracy_mean", "Out-of-domain accuracy", false, .loraBetter),
+            ("forgetting", "Forgetting (Δ ppl general)", true, .loraBetter),
+        ]
+        var out: [String] = []
+        for fig in figures {
+            let path = CompareResults.Row.qualityFigures.first { $0.key == fig.key }!.value
+            let diffs = zip(loraSeeds, fullSeeds).compactMap { l, f in l[keyPath: path].flatMap { a in f[keyPath: path].map { a - $0 } } }
+            guard diffs.count == seeds, let d = CompareStats.interval(diffs),
+                  let verdict = CompareStats.verdict(loraMinusFull: d, lowerIsBetter: fig.lowerIsBetter) else {
+                out.append("\(fig.name): not every seed has a finite figure; no verdict.")
+                continue
+            }
+            let scale = fig.key.contains("accuracy") ? 100.0 : 1.0, unit = fig.key.contains("accuracy") ? " points" : ""
+            var line = "\(fig.name): \(lora.label) \(figure(lora, fig.key)) vs full \(figure(full, fig.key)); "
+            line += String(format: "LoRA − full %+.2f%@, 95 %% interval [%+.2f, %+.2f] over %ld seeds: ",
+                           scale * d.mean, unit, scale * d.low!, scale * d.high!, seeds)
+            line += "**\(verdict.rawValue)**"
+            if let p = fig.published {
+                line += verdict == p ? " (as published)" : verdict == .noDifference ? " (published: \(p.rawValue); inconclusive here)"
+                    : " (published: \(p.rawValue); disagrees)"
+            }
+            out.append(line + ".")
+        }
+        return out
     }
 
     /// A fraction as a percentage with one decimal; n/a when absent (reports from before accuracy was measured).

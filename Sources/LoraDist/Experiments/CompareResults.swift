@@ -17,13 +17,15 @@ public struct CompareResults: Codable {
     public var basePerplexity: [String: Double?]
     /// The base's top-1 next-token accuracy per domain (absent in reports written before it was measured).
     public var baseAccuracy: [String: Double?]?
+    /// `--seeds N` above 1: every row's quality figures are means over N seeds (absent with one seed).
+    public var seeds: Int?
     public var runs: [Row]
     public var sweep: [SweepPoint]
     public var quick: Bool
     public var wallSeconds: Double
 
     enum CodingKeys: String, CodingKey {
-        case base, domain, general, nodes, exchange, budget, runs, sweep, quick
+        case base, domain, general, nodes, exchange, budget, runs, sweep, quick, seeds
         case outOfDomain = "out_of_domain", basePerplexity = "base_perplexity", baseAccuracy = "base_accuracy"
         case worldSize = "world_size", earlyStopping = "early_stopping", lrGrid = "lr_grid", wallSeconds = "wall_s"
     }
@@ -50,9 +52,10 @@ public struct CompareResults: Codable {
     public struct SweepPoint: Codable {
         public var run: String
         public var lr: Double
+        public var seed: UInt64?     // with --seeds above 1
         @Nullable public var bestDevLoss: Double?
         enum CodingKeys: String, CodingKey {
-            case run, lr, bestDevLoss = "best_dev_loss"
+            case run, lr, seed, bestDevLoss = "best_dev_loss"
         }
     }
 
@@ -93,6 +96,10 @@ public struct CompareResults: Codable {
         public var nf4BasePerplexity: [String: Double?]?
         /// How the run's gradients travelled: none, bf16, fp16 or powersgd (absent in older reports).
         public var gradCompression: String?
+        /// With --seeds above 1: each seed's run (the row's quality figures are their means) and,
+        /// under each figure's key, its mean with the 95 % interval.
+        public var perSeed: [Row]?
+        public var intervals: [String: CompareStats.Interval]?
 
         enum CodingKeys: String, CodingKey {
             case run, label, mode, lr, rank, forgetting
@@ -105,10 +112,41 @@ public struct CompareResults: Codable {
             case inDomainPerplexity = "in_domain_perplexity", baseInDomainPerplexity = "base_in_domain_perplexity"
             case outOfDomainPerplexity = "out_of_domain_perplexity", outOfDomainMean = "out_of_domain_mean"
             case baseOutOfDomainMean = "base_out_of_domain_mean", generalPerplexity = "general_perplexity"
-            case nf4BasePerplexity = "nf4_base_perplexity", gradCompression = "grad_compression"
+            case nf4BasePerplexity = "nf4_base_perplexity", gradCompression = "grad_compression", perSeed = "per_seed", intervals
             case inDomainAccuracy = "in_domain_accuracy", outOfDomainAccuracy = "out_of_domain_accuracy"
             case outOfDomainAccuracyMean = "out_of_domain_accuracy_mean", generalAccuracy = "general_accuracy"
         }
+    }
+}
+
+extension CompareResults.Row {
+    /// The quality figures a row averages over seeds, by their report.json keys.
+    static let qualityFigures: [(key: String, value: WritableKeyPath<CompareResults.Row, Double?>)] = [
+        ("best_dev_loss", \.bestDevLoss), ("dev_perplexity", \.devPerplexity),
+        ("in_domain_perplexity", \.inDomainPerplexity), ("in_domain_accuracy", \.inDomainAccuracy),
+        ("out_of_domain_mean", \.outOfDomainMean), ("out_of_domain_accuracy_mean", \.outOfDomainAccuracyMean),
+        ("general_perplexity", \.generalPerplexity), ("general_accuracy", \.generalAccuracy), ("forgetting", \.forgetting),
+    ]
+
+    /// One candidate at one learning rate over several seeds: the first seed's row for what does not
+    /// depend on the seed (parameters, bytes), the mean of each quality figure (nil when a seed has
+    /// none), seconds per step and tokens/s averaged, node memory the largest, and every seed's row.
+    static func over(seeds rows: [CompareResults.Row], first: UInt64) -> CompareResults.Row {
+        var out = rows[0]
+        var intervals: [String: CompareStats.Interval] = [:]
+        for (key, path) in qualityFigures {
+            let values = rows.compactMap { $0[keyPath: path] }
+            let i = values.count == rows.count ? CompareStats.interval(values) : nil
+            out[keyPath: path] = i?.mean
+            if let i { intervals[key] = i }
+        }
+        out.secondsPerStep = rows.map(\.secondsPerStep).reduce(0, +) / Double(rows.count)
+        out.tokensPerSecond = rows.map(\.tokensPerSecond).reduce(0, +) / Double(rows.count)
+        out.nodeMemoryBytes = rows.map(\.nodeMemoryBytes).max()!
+        out.runDir = (rows[0].runDir as NSString).deletingLastPathComponent
+        out.perSeed = rows
+        out.intervals = intervals
+        return out
     }
 }
 
