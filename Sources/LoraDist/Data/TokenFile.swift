@@ -251,16 +251,16 @@ public final class TokenFile {
     /// Tokenises the corpus across the group's ranks into `file` (temporary name, then rename).
     static func build(path: String, file: String, tokenizer: Tokenizer, devPercent: Int, reading: CorpusReading, width: Int,
                       sources: UInt64, group: NodeGroup) throws {
-        let text = try agreed(group) { try CorpusText(path: path, reading: reading, devPercent: devPercent) }
+        var corpus: CorpusText? = try agreed(group) { try CorpusText(path: path, reading: reading, devPercent: devPercent) }
         // An even share of the units' bytes for each rank, in order.
-        let total = text.weight(text.units.indices)
+        let total = corpus!.weight(corpus!.units.indices)
         var bounds = [0], acc = 0
-        for (i, u) in text.units.enumerated() {
+        for (i, u) in corpus!.units.enumerated() {
             acc += u.range.count
             while bounds.count < group.size && acc * group.size >= total * bounds.count { bounds.append(i + 1) }
         }
-        while bounds.count <= group.size { bounds.append(text.units.count) }
-        bounds[group.size] = text.units.count
+        while bounds.count <= group.size { bounds.append(corpus!.units.count) }
+        bounds[group.size] = corpus!.units.count
         let mine = bounds[group.rank]..<bounds[group.rank + 1]
 
         // Rank 0 names the build's temporary files. Each rank streams its ids into two parts of its
@@ -279,9 +279,9 @@ public final class TokenFile {
             var failed: Int?, surrogates = 0, bad: Int32?
             for i in mine {
                 // The first unit that fails, so every rank reports the same one.
-                guard let ids = try? text.encode(i, tokenizer: tokenizer, replaced: &surrogates) else { failed = i; break }
+                guard let ids = try? corpus!.encode(i, tokenizer: tokenizer, replaced: &surrogates) else { failed = i; break }
                 if bad == nil { bad = ids.first { $0 < 0 || Int($0) >= tokenizer.vocabSize } }
-                try writers[text.units[i].dev ? 1 : 0].append(ids)
+                try writers[corpus!.units[i].dev ? 1 : 0].append(ids)
             }
             try writers.forEach { try $0.finish() }
             // train ids, dev ids, first failing unit + 1, replaced surrogates, an id outside the vocabulary + 2^33
@@ -293,7 +293,7 @@ public final class TokenFile {
         counts = group.sum(counts)
         if let unit = (0..<group.size).map({ Int(counts[5 * $0 + 2]) }).first(where: { $0 > 0 }) {
             var scratch = 0
-            _ = try text.encode(unit - 1, tokenizer: tokenizer, replaced: &scratch)  // throws its message
+            _ = try corpus!.encode(unit - 1, tokenizer: tokenizer, replaced: &scratch)  // throws its message
             throw LoraDistError("corpus unit \(unit - 1) failed to tokenise")
         }
         if let id = (0..<group.size).map({ Int(counts[5 * $0 + 4]) }).first(where: { $0 > 0 }) {
@@ -301,12 +301,14 @@ public final class TokenFile {
         }
         let trainTotal = (0..<group.size).reduce(0) { $0 + Int(counts[5 * $1]) }
         let devTotal = (0..<group.size).reduce(0) { $0 + Int(counts[5 * $1 + 1]) }
-        guard trainTotal + devTotal > 0 else { throw text.holdsNoText }
+        guard trainTotal + devTotal > 0 else { throw corpus!.holdsNoText }
         let trainAt = (0..<group.rank).reduce(0) { $0 + Int(counts[5 * $1]) }
         let devAt = (0..<group.rank).reduce(0) { $0 + Int(counts[5 * $1 + 1]) }
-        let h = Header(width: width, train: trainTotal, dev: devTotal, documents: text.documents, bytes: text.bytes,
-                       replacedBytes: text.replacedBytes,
+        let h = Header(width: width, train: trainTotal, dev: devTotal, documents: corpus!.documents, bytes: corpus!.bytes,
+                       replacedBytes: corpus!.replacedBytes,
                        replacedSurrogates: (0..<group.size).reduce(0) { $0 + Int(counts[5 * $1 + 3]) }, sources: sources)
+        // The text's pages go before the ids' are mapped: the node holds one of the two at a time.
+        corpus = nil
 
         // Rank 0 makes the file at its full size; every rank copies its parts to their place.
         do {
