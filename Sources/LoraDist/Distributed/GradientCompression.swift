@@ -5,6 +5,17 @@ import Foundation
 public enum GradCompression: String, Codable, CaseIterable, Sendable {
     case none, bf16, fp16, powersgd
 
+    /// Floats a rank keeps per trainable value beyond the gradient, for the memory estimate:
+    /// bf16/fp16 a 16-bit copy and the received blocks (2 + ~2 bytes); PowerSGD its error
+    /// feedback and M's copy (P and Q are smaller than the gradient, counted as one more).
+    public var extraFloatsPerTrainable: Double {
+        switch self {
+        case .none: 0
+        case .bf16, .fp16: 1
+        case .powersgd: 3
+        }
+    }
+
     /// The 16-bit format of bf16 / fp16.
     public var half: HalfFormat? {
         switch self {

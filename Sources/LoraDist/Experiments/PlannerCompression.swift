@@ -64,6 +64,8 @@ extension Planner {
         e.computeSeconds = baseCompute + extraCompute
         e.exchangeSeconds = seconds(nodesNow)
         e.exchangeBoundAt = (1...4096).first { seconds($0) >= computeAt($0) }
+        // the exchange's buffers, on every rank (MemoryNeed's count for train)
+        e.memoryPerNode += Double(ranksPerNode) * 4 * compression.method.extraFloatsPerTrainable * Double(e.trainable)
         return e
     }
 }

@@ -21,6 +21,7 @@ public final class LoadedModel {
         public var replicas: Int? = 1         // models per rank (nil: one per thread, for training)
         public var training = false           // the optimizer's state counts too (MemoryNeed)
         public var recompute = false          // activation checkpointing per layer (LlamaModel.recompute)
+        public var exchangeFloatsPerTrainable = 0.0  // --grad-compression's buffers (MemoryNeed)
         public init() {}
 
         /// The base model alone, for evaluation or generation. A rank-1 adapter on q_proj
@@ -129,7 +130,7 @@ public final class LoadedModel {
             try cluster.agree {
                 let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
                                           maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training,
-                                          recompute: o.recompute)
+                                          recompute: o.recompute, exchangeFloatsPerTrainable: o.exchangeFloatsPerTrainable)
                 try need.check(available: NodeMemory.availableBytes())
             }
         }

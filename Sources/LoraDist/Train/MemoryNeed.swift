@@ -29,8 +29,11 @@ public struct MemoryNeed {
     /// `maxBatch` sequences of `seqLen` tokens per forward pass of a rank, split over
     /// `replicas` models (the rank's own and replicas − 1 more); `training` adds the
     /// optimizer's state.
+    /// `exchangeFloatsPerTrainable`: what the gradient exchange keeps per rank beyond the
+    /// gradient, per trainable value (GradCompression.extraFloatsPerTrainable).
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, ranksPerNode: Int, maxBatch: Int,
-                replicas: Int = 1, seqLen: Int, training: Bool, recompute: Bool = false) throws {
+                replicas: Int = 1, seqLen: Int, training: Bool, recompute: Bool = false,
+                exchangeFloatsPerTrainable: Double = 0) throws {
         let specs = try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4Base)
         let trainable = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
         weights = 4 * Double(specs.reduce(0) { $0 + $1.slots })
@@ -40,7 +43,7 @@ public struct MemoryNeed {
         let replica = r > 1 ? try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base,
                                                            maxBatch: (maxBatch + r - 1) / r, seqLen: seqLen, recompute: recompute) : 0
         let tokens = 2 * Double(maxBatch) * Double(seqLen)  // inputs and targets, Int32
-        perRank = 4 * (main + Double(r - 1) * replica + tokens) + Self.runtimeBytesPerRank
+        perRank = 4 * (main + Double(r - 1) * replica + tokens + exchangeFloatsPerTrainable * trainable) + Self.runtimeBytesPerRank
         sharded = training ? 4 * 3 * trainable : 0
         self.ranksPerNode = ranksPerNode
         tokensPerPass = maxBatch * seqLen

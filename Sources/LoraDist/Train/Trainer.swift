@@ -222,6 +222,7 @@ public final class Trainer {
         m.seqLen = o.seqLen; m.maxBatch = maxBatch; m.seed = o.seed
         m.threads = o.threads; m.replicas = o.replicas
         m.training = true
+        m.exchangeFloatsPerTrainable = o.compression.method.extraFloatsPerTrainable
         m.recompute = o.recompute
         return m
     }

@@ -47,4 +47,21 @@ import Testing
         #expect(e.exchangeBytes < full.exchangeBytes)
         #expect(e.computeSeconds > full.computeSeconds)  // its products run on every rank
     }
+
+    /// The memory fit counts the exchange's buffers: PowerSGD's error feedback, M's copy and
+    /// factors, bf16's 16-bit copies, on every rank.
+    @Test func memoryCountsTheExchangesBuffers() throws {
+        let config = ModelConfig.builtIn["small"]!
+        func need(_ m: GradCompression) throws -> MemoryNeed {
+            try MemoryNeed(config: config, lora: nil, ranksPerNode: 4, maxBatch: 2, seqLen: 64, training: true,
+                           exchangeFloatsPerTrainable: m.extraFloatsPerTrainable)
+        }
+        let trainable = Double(try LlamaModel.specs(config: config, lora: nil).filter(\.trainable).reduce(0) { $0 + $1.count })
+        let none = try need(.none), bf16 = try need(.bf16), psgd = try need(.powersgd)
+        #expect(bf16.perRank - none.perRank == 4 * trainable)
+        #expect(psgd.perRank - none.perRank == 12 * trainable)
+        #expect(psgd.perNode - none.perNode == 4 * 12 * trainable)
+        let p = try planner(.flat)
+        #expect(try p.estimate(full: Self.method(.powersgd)).memoryPerNode - p.estimate(lora: false).memoryPerNode == 4 * 12 * trainable)
+    }
 }
