@@ -177,6 +177,10 @@ import Testing
          ["compare", "--base", "G.gguf", "--domain", "legal", "--out", "runs/compare-qlora-smollm2-legal", "--ranks", "8",
           "--targets", "all-linear", "--no-full", "--steps", "30", "--batch", "4", "--seq", "64", "--lr-lora", "1e-3",
           "--eval-every", "10", "--patience", "2", "--eval-seqs", "8", "--test-seqs", "16"]),
+        ("continual-small.yaml", [],
+         ["compare", "--base", "runs/small-general", "--continual", "technical,legal,medical", "--out", "runs/continual-small",
+          "--ranks", "32", "--targets", "all-linear", "--steps", "150", "--batch", "8", "--seq", "128", "--lr-lora", "5e-3",
+          "--lr-full", "1.5e-3", "--eval-every", "25", "--patience", "3"]),
     ]
 
     @Test("recipes/ holds the runs behind docs/results.md: each recipe is its command's configuration")
