@@ -1,6 +1,7 @@
 // Corpus text through each fixture tokenizer (Tests/Fixtures/tokenizer/*/tokenizer.json):
-// the bytes as `--data` reads a .txt file with --replace-invalid-utf8 (UTF8Check, then
-// Corpus.blocks), and the byte-level invariant: decoding what was encoded gives the text back.
+// the bytes as `--data` reads a .txt file with --replace-invalid-utf8 (UTF8Check, then the
+// blocks of Corpus.blockRanges, each encoded), and two invariants: the blocks tile the text
+// without cutting a character, and decoding what was encoded gives the text back.
 import Foundation
 @testable import LoraDist
 
@@ -19,8 +20,17 @@ let tokenizers: [(String, BPETokenizer)] = {
 func fuzzOne(_ data: Data) {
     let utf8: [UInt8] = data.withUnsafeBytes { UTF8Check.replacing($0.bindMemory(to: UInt8.self)).bytes }
     let text = String(decoding: utf8, as: UTF8.self)
+    let blocks = utf8.withUnsafeBufferPointer { Corpus.blockRanges($0) }
+    var next = 0
+    for r in blocks {
+        if r.lowerBound != next || r.isEmpty || (r.lowerBound < utf8.count && utf8[r.lowerBound] & 0xC0 == 0x80) {
+            fatalError("block \(r) after \(next) of \(utf8.count) bytes: not a tiling at character boundaries")
+        }
+        next = r.upperBound
+    }
+    if next != utf8.count { fatalError("blocks cover \(next) of \(utf8.count) bytes") }
     for (name, tok) in tokenizers {
-        _ = Corpus.blocks(utf8, tokenizer: tok)
+        for r in blocks { _ = tok.encode(String(decoding: utf8[r], as: UTF8.self)) }
         let ids = tok.encode(text)
         for id in ids where id < 0 || Int(id) >= tok.vocabSize { fatalError("\(name): id \(id) outside the vocabulary \(tok.vocabSize)") }
         let back = tok.decode(ids)
