@@ -76,19 +76,7 @@ public enum Compare {
         }
         guard domains.contains(general) else { throw LoraDistError("\(o.corpora) has no general domain to measure forgetting on") }
         let start = Date()
-        if let yaml = o.configYAML {
-            try cluster.agree {
-                guard cluster.isRoot else { return }
-                try Files.createDirectory(o.out)
-                try Files.writeAtomically(Data(yaml.utf8), to: o.out + "/config.yaml")
-            }
-        }
-        var base = o.base
-        if o.quick {
-            base = o.out + "/base"
-            log("pretraining a tiny base on \(general) text (full training from random initialisation)")
-            try pretrain(o, into: base, cluster: cluster)
-        }
+        let base = try startOutput(o, cluster: cluster, log: log)
         var candidates: [Candidate] = []
         for r in o.ranks {
             for t in o.targetSets {
@@ -177,6 +165,22 @@ public enum Compare {
     }
 
     /// Full training of the base from random initialisation on general text, saved as a Hugging Face directory.
+    /// What every comparison does first: the recipe into OUT/config.yaml, and under --quick a
+    /// tiny base pretrained into OUT/base. Returns the base the runs start from.
+    static func startOutput(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> String {
+        if let yaml = o.configYAML {
+            try cluster.agree {
+                guard cluster.isRoot else { return }
+                try Files.createDirectory(o.out)
+                try Files.writeAtomically(Data(yaml.utf8), to: o.out + "/config.yaml")
+            }
+        }
+        guard o.quick else { return o.base }
+        log("pretraining a tiny base on \(general) text (full training from random initialisation)")
+        try pretrain(o, into: o.out + "/base", cluster: cluster)
+        return o.out + "/base"
+    }
+
     static func pretrain(_ o: CompareOptions, into dir: String, cluster: Cluster) throws {
         var t = TrainOptions()
         t.mode = .full; t.model = "tiny"

@@ -46,19 +46,7 @@ public enum ContinualCompare {
         let lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets])
         let loraLR = o.loraLRs[0], fullLR = o.fullLRs[0]
         let start = Date()
-        if let yaml = o.configYAML {
-            try cluster.agree {
-                guard cluster.isRoot else { return }
-                try Files.createDirectory(o.out)
-                try Files.writeAtomically(Data(yaml.utf8), to: o.out + "/config.yaml")
-            }
-        }
-        var base = o.base
-        if o.quick {
-            base = o.out + "/base"
-            log("pretraining a tiny base on \(general) text (full training from random initialisation)")
-            try Compare.pretrain(o, into: base, cluster: cluster)
-        }
+        let base = try Compare.startOutput(o, cluster: cluster, log: log)
         try checkTokenizerTravels(base)
 
         // The base once: its test tokens (every model here reads text with its tokenizer) and scores.
