@@ -32,7 +32,36 @@ public enum CompareReport {
         let bars = runs.map { ($0.label, Double($0.exchangeBytesPerStep)) }
         try Files.writeAtomically(Data(SVGChart.bars(title: "Gradient bytes exchanged per step and rank", unit: "",
                                                         items: bars).utf8), to: dir + "/exchange_bytes.svg")
+        try Files.writeAtomically(Data(qualityVsBytesChart(runs).utf8), to: dir + "/quality_vs_bytes.svg")
         try Files.writeAtomically(Data(markdown(r).utf8), to: dir + "/report.md")
+    }
+
+    /// The rows by gradient bytes exchanged per step, fewest first (ties by label): the order of the
+    /// quality-against-bytes chart and table.
+    static func byBytes(_ runs: [CompareResults.Row]) -> [CompareResults.Row] {
+        runs.sorted { ($0.exchangeBytesPerStep, $0.label) < ($1.exchangeBytesPerStep, $1.label) }
+    }
+
+    /// In-domain perplexity and forgetting (both in perplexity units) against bytes exchanged per step,
+    /// one labelled point per row: what each rank buys for what it costs on the wire.
+    static func qualityVsBytesChart(_ runs: [CompareResults.Row]) -> String {
+        let rows = byBytes(runs)
+        func points(_ value: (CompareResults.Row) -> Double?) -> [SVGChart.LabeledPoint] {
+            rows.compactMap { row in value(row).map { .init(label: row.label, x: Double(row.exchangeBytesPerStep), y: $0) } }
+        }
+        return SVGChart.labeledPoints(title: "Quality against gradient bytes exchanged", xLabel: "bytes exchanged per step and rank",
+                                      yLabel: "perplexity", series: [("in-domain perplexity", points(\.inDomainPerplexity)),
+                                                                     ("forgetting (Δ ppl general)", points(\.forgetting))])
+    }
+
+    /// The table beside quality_vs_bytes.svg: the rows by bytes, with the two figures the chart plots.
+    static func qualityVsBytesTable(_ runs: [CompareResults.Row]) -> String {
+        var md = "| run | bytes exchanged / step | in-domain ppl | forgetting (Δ ppl general) |\n| --- | --- | --- | --- |\n"
+        for row in byBytes(runs) {
+            md += "| \(row.label) | \(Units.bytes(Double(row.exchangeBytesPerStep))) | \(figure(row, "in_domain_perplexity")) "
+            md += "| \(figure(row, "forgetting")) |\n"
+        }
+        return md
     }
 
     /// (step, train loss) and (step, dev loss) from a run's metrics.jsonl.
@@ -95,6 +124,8 @@ public enum CompareReport {
             md += "| \(Units.bytes(Double(row.nodeMemoryBytes))) | \(f(row.secondsPerStep, 3)) |\n"
         }
         md += "\n![loss curves](loss_curves.svg)\n\n![bytes exchanged per step](exchange_bytes.svg)\n\n"
+        md += "## Quality against bytes exchanged\n\n" + qualityVsBytesTable(runs)
+        md += "\n![quality against bytes exchanged](quality_vs_bytes.svg)\n\n"
         md += "## Against the published comparison\n\nPublished: \(published).\n\n"
         let verdictLines = r.seeds == nil ? verdicts(runs) : seedVerdicts(runs, seeds: r.seeds!)
         md += (verdictLines + qloraVerdicts(runs, base: basePPL, domain: domain)).map { "- \($0)" }.joined(separator: "\n") + "\n"

@@ -90,4 +90,62 @@ public enum SVGChart {
         }
         return s + "</svg>\n"
     }
+
+    /// A point with its own label, written beside its marker.
+    public struct LabeledPoint {
+        public var label: String, x: Double, y: Double
+        public init(label: String, x: Double, y: Double) { self.label = label; self.x = x; self.y = y }
+    }
+
+    /// Labelled markers joined in order, one colour per series, on a logarithmic x axis when x spans decades
+    /// (bytes exchanged by LoRA and by full fine-tuning differ by orders of magnitude).
+    public static func labeledPoints(title: String, xLabel: String, yLabel: String,
+                                     series: [(name: String, points: [LabeledPoint])],
+                                     width: Double = 900, height: Double = 460) -> String {
+        let all = series.flatMap(\.points).filter { $0.x > 0 && $0.x.isFinite && $0.y.isFinite }
+        let xs = all.map(\.x), lo = xs.min() ?? 1, hi = max(xs.max() ?? 1, lo * 1.0001)
+        let logX = hi / lo > 50
+        func tx(_ v: Double) -> Double { logX ? log10(v) : v }
+        let x0 = tx(lo), x1 = tx(hi), xpad = (x1 - x0) * 0.06
+        var y0 = all.map(\.y).min() ?? 0, y1 = all.map(\.y).max() ?? 1
+        if y1 - y0 < 1e-9 { y0 -= 0.5; y1 += 0.5 }
+        let ypad = (y1 - y0) * 0.08
+        y0 -= ypad; y1 += ypad
+        let L = 70.0, R = 200.0, T = 40.0, B = 50.0
+        let pw = width - L - R, ph = height - T - B
+        func px(_ x: Double) -> Double { L + (tx(x) - (x0 - xpad)) / (x1 - x0 + 2 * xpad) * pw }
+        func py(_ y: Double) -> Double { T + (1 - (y - y0) / (y1 - y0)) * ph }
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        s += "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">\(esc(title))</text>\n"
+        for i in 0...5 {
+            let yv = y0 + Double(i) / 5 * (y1 - y0)
+            s += "<line x1=\"\(L)\" y1=\"\(py(yv))\" x2=\"\(L + pw)\" y2=\"\(py(yv))\" stroke=\"#ddd\"/>\n"
+            s += "<text x=\"\(L - 6)\" y=\"\(py(yv) + 4)\" text-anchor=\"end\">\(label(yv))</text>\n"
+        }
+        // x ticks at the points' own values: the reader wants the bytes of each row, not round numbers.
+        for x in Set(all.map(\.x)).sorted() {
+            s += "<line x1=\"\(px(x))\" y1=\"\(T + ph)\" x2=\"\(px(x))\" y2=\"\(T + ph + 4)\" stroke=\"#333\"/>\n"
+            s += "<text x=\"\(px(x))\" y=\"\(T + ph + 16)\" text-anchor=\"middle\" font-size=\"10\">\(esc(Units.bytes(x)))</text>\n"
+        }
+        s += "<rect x=\"\(L)\" y=\"\(T)\" width=\"\(pw)\" height=\"\(ph)\" fill=\"none\" stroke=\"#333\"/>\n"
+        s += "<text x=\"\(L + pw / 2)\" y=\"\(height - 10)\" text-anchor=\"middle\">\(esc(xLabel))\(logX ? " (log scale)" : "")</text>\n"
+        s += "<text transform=\"translate(16,\(T + ph / 2)) rotate(-90)\" text-anchor=\"middle\">\(esc(yLabel))</text>\n"
+        for (i, se) in series.enumerated() {
+            let pts = se.points.filter { $0.x > 0 && $0.x.isFinite && $0.y.isFinite }
+            let c = colors[i % colors.count]
+            if pts.count > 1 {
+                let path = pts.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
+                s += "<polyline fill=\"none\" stroke=\"\(c)\" stroke-width=\"1\" stroke-opacity=\"0.5\" points=\"\(path)\"/>\n"
+            }
+            for p in pts {
+                s += "<circle cx=\"\(px(p.x))\" cy=\"\(py(p.y))\" r=\"4\" fill=\"\(c)\"/>\n"
+                s += "<text x=\"\(px(p.x) + 6)\" y=\"\(py(p.y) - 6)\" font-size=\"10\" fill=\"\(c)\">\(esc(p.label))</text>\n"
+            }
+            let ly = T + 14 + Double(i) * 18
+            s += "<circle cx=\"\(L + pw + 20)\" cy=\"\(ly - 4)\" r=\"4\" fill=\"\(c)\"/>\n"
+            s += "<text x=\"\(L + pw + 30)\" y=\"\(ly)\">\(esc(se.name))</text>\n"
+        }
+        return s + "</svg>\n"
+    }
 }

@@ -17,7 +17,7 @@ import Testing
         let (status, stdout, err) = try MultiRankCLITests.launch(2, ["compare", "--quick", "--domain", "legal", "--out", out])
         try #require(status == 0, "compare exited \(status): \(err)")
         #expect(stdout.contains("# LoRA vs full fine-tuning on legal"))
-        for f in ["report.md", "report.json", "loss_curves.svg", "exchange_bytes.svg"] {
+        for f in ["report.md", "report.json", "loss_curves.svg", "exchange_bytes.svg", "quality_vs_bytes.svg"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f) missing")
         }
         let svg = try String(contentsOfFile: out + "/loss_curves.svg", encoding: .utf8)
