@@ -80,6 +80,9 @@ struct SlurmCLITests {
 
     /// Polls `condition` every `interval` seconds (20 ms: file checks; Slurm's commands are
     /// polled every 0.2 s); returns when it first held, throws after `timeout` seconds.
+    /// Waits for training progress allow 180 s: when the whole suite runs in parallel on a
+    /// loaded 2-core machine, 40 steps of a job have taken over 60 s. The waits that are
+    /// guarantees (a lost node ends the job, a requeue) keep their 60 s.
     @discardableResult
     static func wait(_ what: String, timeout: Double, every interval: Double = 0.02, _ condition: () throws -> Bool) throws -> Date {
         let start = Date()
@@ -214,8 +217,8 @@ struct SlurmCLITests {
             let run = shared + "/two-nodes"
             let submitted = Date()
             let id = try submit("two-nodes", runDir: run, ["--nodes", "2", "--ntasks-per-node", "2", "--cpus-per-task", "1"], data: corpus)
-            let firstStep = try Self.wait("the first step of job \(id)", timeout: 60) { Self.lines(run + "/metrics.jsonl") > 0 }
-            let end = try Self.waitForEnd(id, timeout: 60)
+            let firstStep = try Self.wait("the first step of job \(id)", timeout: 180) { Self.lines(run + "/metrics.jsonl") > 0 }
+            let end = try Self.waitForEnd(id, timeout: 180)
             let out = output("two-nodes")
             #expect(end["JobState"] == "COMPLETED" && end["ExitCode"] == "0:0", "job \(id): \(end["JobState"] ?? "?") \(end["ExitCode"] ?? "?")\n\(out)")
             #expect(end["NodeList"] == "lds[1-2]" && end["NumTasks"] == "4", "\(end)")
@@ -239,7 +242,7 @@ struct SlurmCLITests {
         do {
             let run = shared + "/preempted", metrics = run + "/metrics.jsonl"
             let id = try submit("preempted", runDir: run, ["--nodes", "2", "--ntasks-per-node", "2", "--cpus-per-task", "1"], data: corpus)
-            try Self.wait("20 steps of job \(id)", timeout: 60) { Self.lines(metrics) >= 20 }
+            try Self.wait("20 steps of job \(id)", timeout: 180) { Self.lines(metrics) >= 20 }
             let signalled = Date()
             try Self.run("scancel", ["--signal=TERM", "\(id)"])
             // Requeued: pending again (Slurm holds a requeued job for cred_expire seconds).
@@ -250,8 +253,8 @@ struct SlurmCLITests {
             #expect(["PENDING", "COMPLETING", "CONFIGURING", "RUNNING"].contains(pending), "squeue after the requeue: \(pending)")
             let saved = try Self.latest(run)
             #expect(saved == stoppedAt, "the preemption checkpoint is latest")
-            let resumed = try Self.wait("job \(id) to resume", timeout: 60) { Self.lines(metrics) > stoppedAt }
-            let end = try Self.waitForEnd(id, timeout: 60)
+            let resumed = try Self.wait("job \(id) to resume", timeout: 180) { Self.lines(metrics) > stoppedAt }
+            let end = try Self.waitForEnd(id, timeout: 180)
             let out = output("preempted")
             #expect(end["JobState"] == "COMPLETED" && end["Restarts"] == "1", "job \(id): \(end)\n\(out)")
             // Every rank exited 75 (srun reports them per node: "task 1" or "tasks 0-1").
@@ -291,11 +294,11 @@ struct SlurmCLITests {
                 let before = Self.lines(metrics)
                 let id = try submit(p.name, runDir: run, p.options, data: corpus)
                 if p.stop {
-                    try Self.wait("20 steps of job \(id)", timeout: 60) { Self.lines(metrics) >= before + 20 }
+                    try Self.wait("20 steps of job \(id)", timeout: 180) { Self.lines(metrics) >= before + 20 }
                     // A plain scancel: SIGTERM to the ranks (they save and exit 75), no requeue.
                     try Self.run("scancel", ["\(id)"])
                 }
-                let end = try Self.waitForEnd(id, timeout: 60)
+                let end = try Self.waitForEnd(id, timeout: 180)
                 let out = output(p.name)
                 #expect(end["JobState"] == (p.stop ? "CANCELLED" : "COMPLETED"), "\(p.name): \(end)\n\(out)")
                 let header = Self.headers(out).first
@@ -323,7 +326,7 @@ struct SlurmCLITests {
         do {
             let run = shared + "/node-lost", metrics = run + "/metrics.jsonl"
             let id = try submit("node-lost", runDir: run, ["--nodes", "2", "--ntasks-per-node", "2", "--cpus-per-task", "1"], data: corpus)
-            try Self.wait("a checkpoint at step 40 of job \(id)", timeout: 60) {
+            try Self.wait("a checkpoint at step 40 of job \(id)", timeout: 180) {
                 Self.lines(metrics) >= 45 && FileManager.default.fileExists(atPath: run + "/checkpoints/step-0000040")
             }
             let failed = Date()
@@ -344,7 +347,7 @@ struct SlurmCLITests {
             let restored = Date()
             let (rs2, _, re2) = try runProcess("/bin/bash", [Self.testbed, "restore", "lds2"])
             try #require(rs2 == 0, "slurm-testbed.sh restore lds2: \(re2)")
-            let end = try Self.waitForEnd(id, timeout: 90)
+            let end = try Self.waitForEnd(id, timeout: 180)
             let out = output("node-lost")
             #expect(end["JobState"] == "COMPLETED", "job \(id): \(end)\n\(out)")
             let events = Self.recipeEvents(out)
