@@ -97,14 +97,14 @@ public enum SVGChart {
         public init(label: String, x: Double, y: Double) { self.label = label; self.x = x; self.y = y }
     }
 
-    /// Labelled markers joined in order, one colour per series, on a logarithmic x axis when x spans decades
-    /// (bytes exchanged by LoRA and by full fine-tuning differ by orders of magnitude).
+    /// Labelled markers joined in order, one colour per series, on a logarithmic x axis when x spans more
+    /// than 10× (LoRA ranks double the bytes: on a log axis they sit evenly instead of piling up at the left).
     public static func labeledPoints(title: String, xLabel: String, yLabel: String,
                                      series: [(name: String, points: [LabeledPoint])],
                                      width: Double = 900, height: Double = 460) -> String {
         let all = series.flatMap(\.points).filter { $0.x > 0 && $0.x.isFinite && $0.y.isFinite }
         let xs = all.map(\.x), lo = xs.min() ?? 1, hi = max(xs.max() ?? 1, lo * 1.0001)
-        let logX = hi / lo > 50
+        let logX = hi / lo > 10
         func tx(_ v: Double) -> Double { logX ? log10(v) : v }
         let x0 = tx(lo), x1 = tx(hi), xpad = (x1 - x0) * 0.06
         var y0 = all.map(\.y).min() ?? 0, y1 = all.map(\.y).max() ?? 1
@@ -140,7 +140,9 @@ public enum SVGChart {
             }
             for p in pts {
                 s += "<circle cx=\"\(px(p.x))\" cy=\"\(py(p.y))\" r=\"4\" fill=\"\(c)\"/>\n"
-                s += "<text x=\"\(px(p.x) + 6)\" y=\"\(py(p.y) - 6)\" font-size=\"10\" fill=\"\(c)\">\(esc(p.label))</text>\n"
+                // Labels of the right half point left, so they stay inside the plot and off the legend.
+                let left = px(p.x) > L + pw / 2
+                s += "<text x=\"\(px(p.x) + (left ? -6 : 6))\" y=\"\(py(p.y) - 6)\"\(left ? " text-anchor=\"end\"" : "") font-size=\"10\" fill=\"\(c)\">\(esc(p.label))</text>\n"
             }
             let ly = T + 14 + Double(i) * 18
             s += "<circle cx=\"\(L + pw + 20)\" cy=\"\(ly - 4)\" r=\"4\" fill=\"\(c)\"/>\n"
