@@ -49,17 +49,50 @@ public enum HalfFormat: Sendable {
         return UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
     }
 
+    // fp16 by bit arithmetic: Swift's Float16(x) and Float(h) compile, on x86-64 without F16C, to a
+    // call of compiler-rt's __truncsfhf2 / __extendhfsf2 per value, which made fp16 compression
+    // slower than sending fp32. These give the same bits (GradientCompressionTests checks every
+    // half and the ties between them) in straight-line code the loops can vectorise.
+
+    /// x rounded to the nearest fp16, ties to even; overflow to ±∞, NaN stays a (quiet) NaN.
+    @inline(__always) public static func fp16Bits(_ x: Float) -> UInt16 {
+        let sign = x.bitPattern & 0x8000_0000
+        let a = x.bitPattern ^ sign                           // |x|
+        let h: UInt32
+        if a >= 0x4780_0000 {                                 // |x| ≥ 65536 (or ∞, NaN): no fp16 holds it
+            h = a > 0x7F80_0000 ? 0x7E00 : 0x7C00
+        } else if a < 0x3880_0000 {                           // below fp16's smallest normal: subnormal or 0
+            // Adding 0.5 lines fp16's subnormal step (2^-24) up with the float's last mantissa bit,
+            // so the FPU's own round-to-nearest-even does the rounding.
+            let magic = Float(bitPattern: 0x3F00_0000)
+            h = (Float(bitPattern: a) + magic).bitPattern &- magic.bitPattern
+        } else {                                              // normal: rebias, round the 13 dropped bits
+            let odd = (a >> 13) & 1
+            h = (a &+ 0xC800_0FFF &+ odd) >> 13               // 0xC8000000 = (15 − 127) << 23, wrapping
+        }
+        return UInt16(truncatingIfNeeded: h | (sign >> 16))
+    }
+
+    /// The fp16 `h` as a Float (exact: every fp16 is a float).
+    @inline(__always) public static func fp16Float(_ h: UInt16) -> Float {
+        let sign = UInt32(h & 0x8000) << 16
+        let e = UInt32(h & 0x7C00), m = UInt32(h & 0x03FF)
+        if e == 0x7C00 { return Float(bitPattern: sign | 0x7F80_0000 | (m << 13) | (m == 0 ? 0 : 0x40_0000)) }  // ∞, NaN (quiet)
+        if e == 0 { return Float(sign: sign != 0 ? .minus : .plus, exponent: -24, significand: Float(m)) }       // subnormal, 0
+        return Float(bitPattern: sign | ((e >> 10 + 112) << 23) | (m << 13))
+    }
+
     public func encode(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
         switch self {
         case .bf16: for i in 0..<count { dst[i] = Self.bf16Bits(src[i]) }
-        case .fp16: for i in 0..<count { dst[i] = Float16(src[i]).bitPattern }
+        case .fp16: for i in 0..<count { dst[i] = Self.fp16Bits(src[i]) }
         }
     }
 
     public func decode(_ src: UnsafePointer<UInt16>, _ dst: FPtr, count: Int) {
         switch self {
         case .bf16: for i in 0..<count { dst[i] = Float(bitPattern: UInt32(src[i]) << 16) }
-        case .fp16: for i in 0..<count { dst[i] = Float(Float16(bitPattern: src[i])) }
+        case .fp16: for i in 0..<count { dst[i] = Self.fp16Float(src[i]) }
         }
     }
 
@@ -152,7 +185,7 @@ final class HalfAllreduce {
                 let w = received + r * mine
                 switch format {
                 case .bf16: for i in 0..<mine { s[i] += Float(bitPattern: UInt32(w[i]) << 16) }
-                case .fp16: for i in 0..<mine { s[i] += Float(Float16(bitPattern: w[i])) }
+                case .fp16: for i in 0..<mine { s[i] += HalfFormat.fp16Float(w[i]) }
                 }
             }
             format.encode(s, received, count: mine)

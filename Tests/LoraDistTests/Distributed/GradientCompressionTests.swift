@@ -28,6 +28,37 @@ import Testing
         #expect(f.rounded(0x1p-26) == 0)
     }
 
+    /// The bit-arithmetic fp16 conversions give Swift's Float16 conversions' results: every
+    /// half decoded; every half, the midpoints between neighbours (the ties) and one float ulp
+    /// either side of them encoded; and a million random floats.
+    @Test func fp16BitsMatchFloat16() {
+        func same(_ x: Float) -> Bool {
+            let ours = HalfFormat.fp16Bits(x), ref = Float16(x)
+            return ref.isNaN ? Float16(bitPattern: ours).isNaN : ours == ref.bitPattern
+        }
+        var bad: [String] = []
+        for bits in 0...UInt16.max {
+            let h = Float16(bitPattern: bits), ours = HalfFormat.fp16Float(bits)
+            if h.isNaN ? !ours.isNaN : ours.bitPattern != Float(h).bitPattern { bad.append("decode \(bits)") }
+            guard h.isFinite, bits != 0x7BFF, bits != 0xFBFF else { continue }
+            let x = Float(h), next = Float(Float16(bitPattern: bits + 1))
+            if !next.isFinite { continue }
+            let mid = (x + next) / 2                           // exact: a half has 11 significant bits
+            for v in [x, mid, mid.nextUp, mid.nextDown] where !same(v) { bad.append("encode \(v)") }
+        }
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<1_000_000 {
+            let v = Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))
+            if !same(v) { bad.append("encode \(v)") }
+        }
+        let edges: [Float] = [65504, 65519.99, 65520, 1e9, .infinity, -.infinity, .nan, 0x1p-25, Float(0x1p-25).nextUp, -0.0]
+        for v in edges where !same(v) {
+            bad.append("encode \(v)")
+        }
+        let differences = bad.count, first = bad.prefix(5)
+        #expect(differences == 0, "first: \(first)")
+    }
+
     /// The fixture's tensors, in the fixture script's order.
     static let shapes: [(String, [Int])] = [("a", [32, 48]), ("b", [64, 16]), ("c", [8, 40]), ("d", [32]), ("e", [16, 3, 8])]
 
