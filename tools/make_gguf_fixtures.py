@@ -21,6 +21,12 @@ Writes, with gguf-py's GGUFWriter and gguf.quants:
   families_reference.safetensors
       input ids per architecture, and for each file the logits (and a few weights) of
       transformers' GGUF loader on it
+  tiny_bpe.gguf
+      a tiny random Llama (tied, Q8_0 matrices) carrying a gpt2-style byte-level BPE tokenizer
+      in its metadata (Tests/Fixtures/tokenizer/tiny/tokenizer.json's 600 tokens and merges,
+      pre-tokenizer "smollm", bos/eos 2/3), the shape of SmolLM2's GGUF at test size, for the
+      commands that take a GGUF base (compare --continual writes its tokenizer.json).
+      Only this file: python3 tools/make_gguf_fixtures.py tiny_bpe
   smollm2_reference.json
       SmolLM2-135M-Instruct Q4_1 (fetched by tools/fetch-smollm2.sh, kept outside
       git) through transformers' GGUF loader, model and tokenizer: token ids of 3
@@ -517,6 +523,70 @@ def build_smollm2():
     json.loads(text)
 
 
+# ---------------------------------------------------------------------------------------------
+# tiny_bpe: SmolLM2's GGUF at test size. The weights only need to be a valid model; the point is
+# the tokenizer metadata, as llama.cpp's converter writes a gpt2-style BPE (tokens by id, merges
+# "a b", token types with 3 = control for the added tokens, bos/eos ids, pre-tokenizer name).
+
+TINY_BPE = dict(hidden=32, intermediate=64, layers=2, heads=2, kv_heads=1, eps=1e-5, theta=10000.0, context=128)
+
+
+def write_tiny_bpe(path):
+    with open(os.path.join(REPO_ROOT, "Tests", "Fixtures", "tokenizer", "tiny", "tokenizer.json")) as f:
+        tj = json.load(f)
+    vocab = tj["model"]["vocab"]
+    tokens = [None] * len(vocab)
+    for t, i in vocab.items():
+        tokens[i] = t
+    assert None not in tokens
+    merges = [" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]]
+    added = {a["id"] for a in tj["added_tokens"]}
+    c = TINY_BPE
+    rng = np.random.default_rng(SEED + 11)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("lora-dist tiny llama with a BPE tokenizer")
+    w.add_context_length(c["context"])
+    w.add_embedding_length(c["hidden"])
+    w.add_block_count(c["layers"])
+    w.add_feed_forward_length(c["intermediate"])
+    w.add_head_count(c["heads"])
+    w.add_head_count_kv(c["kv_heads"])
+    w.add_rope_freq_base(c["theta"])
+    w.add_layer_norm_rms_eps(c["eps"])
+    w.add_vocab_size(len(tokens))
+    w.add_rope_dimension_count(c["hidden"] // c["heads"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in added else 1 for i in range(len(tokens))])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(2)  # <|im_start|>, as SmolLM2's bos
+    w.add_eos_token_id(3)  # <|im_end|>
+    hd = c["hidden"] // c["heads"]
+    shapes = {"attn_q": (c["hidden"], c["hidden"]), "attn_k": (c["kv_heads"] * hd, c["hidden"]),
+              "attn_v": (c["kv_heads"] * hd, c["hidden"]), "attn_output": (c["hidden"], c["hidden"]),
+              "ffn_gate": (c["intermediate"], c["hidden"]), "ffn_up": (c["intermediate"], c["hidden"]),
+              "ffn_down": (c["hidden"], c["intermediate"])}
+    # tied embeddings: no output.weight, as convert_hf_to_gguf writes SmolLM2
+    add_tensor(w, "token_embd.weight", rng.normal(0, 0.02, (len(tokens), c["hidden"])), Q.Q8_0)
+    add_tensor(w, "output_norm.weight", np.ones(c["hidden"]), Q.F32)
+    for layer in range(c["layers"]):
+        add_tensor(w, f"blk.{layer}.attn_norm.weight", np.ones(c["hidden"]), Q.F32)
+        add_tensor(w, f"blk.{layer}.ffn_norm.weight", np.ones(c["hidden"]), Q.F32)
+        for name, shape in shapes.items():
+            add_tensor(w, f"blk.{layer}.{name}.weight", rng.normal(0, 0.02, shape), Q.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    # transformers reads it: the tokenizer (vocabulary in id order) and the model
+    tok = AutoTokenizer.from_pretrained(OUT, gguf_file=os.path.basename(path))
+    assert [tok.convert_ids_to_tokens(i) for i in range(len(tokens))] == tokens
+    lm = LlamaForCausalLM.from_pretrained(OUT, gguf_file=os.path.basename(path), dtype=torch.float32)
+    assert lm.config.vocab_size == len(tokens) and lm.config.tie_word_embeddings
+    print(f"== tiny_bpe: {os.path.getsize(path)} bytes, {len(tokens)} tokens, {len(merges)} merges")
+
+
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -536,6 +606,7 @@ def main():
     back = load_file(fam_path)
     assert sorted(back) == sorted(fam) and all(torch.equal(back[k], fam[k]) for k in fam)
     build_smollm2()
+    write_tiny_bpe(os.path.join(OUT, "tiny_bpe.gguf"))
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     for f in sorted(os.listdir(OUT)):
         print(f"   {f}: {os.path.getsize(os.path.join(OUT, f))} bytes")
@@ -544,4 +615,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["tiny_bpe"]:
+        write_tiny_bpe(os.path.join(OUT, "tiny_bpe.gguf"))
+    else:
+        main()

@@ -47,7 +47,6 @@ public enum ContinualCompare {
         let loraLR = o.loraLRs[0], fullLR = o.fullLRs[0]
         let start = Date()
         let base = try Compare.startOutput(o, cluster: cluster, log: log)
-        try checkTokenizerTravels(base)
 
         // The base once: its test tokens (every model here reads text with its tokenizer) and scores.
         let evalDomains = stages + [general]
@@ -94,7 +93,9 @@ public enum ContinualCompare {
                     switch method {
                     case .full, .merged:
                         // The next stage starts from these weights (adapters folded in), saved as a model directory.
-                        try cluster.agree { if cluster.isRoot { try saveModel(model, base: base, to: dir + "/model") } }
+                        try cluster.agree {
+                            if cluster.isRoot { try saveModel(model, base: base, tokenizer: basePlan.source.tokenizer, to: dir + "/model") }
+                        }
                         from = Start(model: dir + "/model", adapter: nil)
                     case .lora, .switched:
                         try cluster.agree { if cluster.isRoot { try HuggingFace.savePEFT(model, baseModel: base, to: dir + "/adapter") } }
@@ -159,22 +160,16 @@ public enum ContinualCompare {
     }
 
     /// A stage's weights as a model directory the next stage loads: config, merged weights, and
-    /// the base's tokenizer.json when it has one (a byte-level base needs none).
-    static func saveModel(_ model: LlamaModel, base: String, to dir: String) throws {
+    /// the base's tokenizer: its tokenizer.json copied when it has one, written from the tokenizer
+    /// it carries otherwise (a GGUF file's, from its metadata), so the next stage reads text as the
+    /// base does; a byte-level base needs none (a directory without tokenizer.json reads bytes).
+    static func saveModel(_ model: LlamaModel, base: String, tokenizer: Tokenizer, to dir: String) throws {
         try HuggingFace.saveMerged(model, to: dir)
-        let tokenizer = base + "/tokenizer.json"
-        if FileManager.default.fileExists(atPath: tokenizer) {
-            try Files.writeAtomically(try Data(contentsOf: URL(fileURLWithPath: tokenizer)), to: dir + "/tokenizer.json")
+        let json = base + "/tokenizer.json"
+        if FileManager.default.fileExists(atPath: json) {
+            try Files.writeAtomically(try Data(contentsOf: URL(fileURLWithPath: json)), to: dir + "/tokenizer.json")
+        } else if let bpe = tokenizer as? BPETokenizer {
+            try Files.writeAtomically(try bpe.tokenizerJSON(), to: dir + "/tokenizer.json")
         }
-    }
-
-    /// (a) and (d) hand weights from stage to stage as model directories, which carry a
-    /// tokenizer.json but cannot carry a GGUF file's tokenizer: refuse such a base up front
-    /// rather than let later stages read text as bytes.
-    static func checkTokenizerTravels(_ base: String) throws {
-        var isDir: ObjCBool = false
-        let exists = FileManager.default.fileExists(atPath: base, isDirectory: &isDir)
-        guard exists, !isDir.boolValue, base.lowercased().hasSuffix(".gguf") else { return }
-        throw LoraDistError("--continual: \(base) is a GGUF file, whose tokenizer the stages' model directories cannot carry; give a Hugging Face model directory (with tokenizer.json) as --base")
     }
 }

@@ -88,6 +88,54 @@ import Testing
         #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<polyline").count - 1 == 8)
     }
 
+    @Test("compare --continual on a GGUF base: the stages' model directories carry its tokenizer as tokenizer.json, read back the same")
+    func ggufBase() throws {
+        if !FileManager.default.fileExists(atPath: CompareCLITests.corpora + "/.complete") {
+            let (status, _, err) = try runProcess("/bin/bash", [TestPaths.repo + "/tools/fetch-corpora.sh"])
+            try #require(status == 0, "fetch-corpora.sh failed: \(err)")
+        }
+        // Small corpora (the first files of each split, about 40 KB) keep the BPE tokenizing short.
+        let out = TestPaths.tempDir("continual-gguf"), corpora = out + "-corpora"
+        defer { try? FileManager.default.removeItem(atPath: corpora) }
+        let fm = FileManager.default
+        for d in ["legal", "medical", "general"] {
+            for split in ["train", "dev", "test"] {
+                let from = CompareCLITests.corpora + "/\(d)/\(split)", to = corpora + "/\(d)/\(split)"
+                try fm.createDirectory(atPath: to, withIntermediateDirectories: true)
+                var bytes = 0
+                for f in try fm.contentsOfDirectory(atPath: from).sorted() where bytes < 40_000 {
+                    try fm.copyItem(atPath: from + "/" + f, toPath: to + "/" + f)
+                    bytes += (try fm.attributesOfItem(atPath: to + "/" + f)[.size] as? Int) ?? 0
+                }
+            }
+        }
+        let gguf = TestPaths.fixtures + "/gguf/tiny_bpe.gguf"
+        let (status, _, err) = try MultiRankCLITests.launch(2, [
+            "compare", "--continual", "legal,medical", "--base", gguf, "--corpora", corpora, "--out", out,
+            "--ranks", "4", "--lr-lora", "1e-2", "--lr-full", "3e-3", "--steps", "4", "--batch", "4", "--seq", "32",
+            "--eval-every", "2", "--patience", "2", "--eval-seqs", "2", "--test-seqs", "4"])
+        try #require(status == 0, "compare --continual on a GGUF base exited \(status): \(err)")
+        let base = try #require(try ModelSource(gguf).tokenizer as? BPETokenizer)
+        #expect(base.bos == 2 && base.eos == 3 && base.preTokenizer == "smollm")
+        // (a) and (d) hand each stage's weights on as a model directory: each reads text as the GGUF does
+        // (without tokenizer.json it would read bytes, whose 258 ids fit this 600-token vocabulary silently).
+        for method in ["full", "merge"] {
+            for (k, d) in ["legal", "medical"].enumerated() {
+                let dir = out + "/runs/\(method)/\(k + 1)-\(d)/model"
+                #expect(fm.fileExists(atPath: dir + "/tokenizer.json"), "\(dir): no tokenizer.json")
+                let stage = try #require(try ModelSource(dir).tokenizer as? BPETokenizer, "\(dir): not read as BPE")
+                #expect(stage.identity == base.identity, "\(dir)")
+            }
+        }
+        let r = try JSONCoding.decode(ContinualResults.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/report.json")),
+                                      source: "report.json")
+        #expect(r.base == gguf && r.methods.map(\.method) == [.full, .lora, .switched, .merged])
+        for m in r.methods {
+            #expect(m.stages.count == 2 && m.stages[1].scores.count == 3, "\(m.method)")
+            #expect(m.stages.allSatisfy { $0.scores.values.allSatisfy { ($0.perplexity ?? 0) > 1 } }, "\(m.method)")
+        }
+    }
+
     @Test("compare --continual refuses a repeated domain, general, an unknown domain: one line, non-zero exit, nothing written")
     func badInput() throws {
         for (list, message) in [("technical,technical", "given twice"), ("legal,general", "general is the held-out text"),

@@ -44,6 +44,9 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
     let byteLevelRegex: Bool
     let addPrefixSpace: Bool
 
+    /// What it was built from, kept to write it out again as tokenizer.json (BPEWriter.swift).
+    let definition: Parts
+
     let lock = NSLock()
     var cache = WordCache()
 
@@ -80,6 +83,7 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         bos = Int32(p.bos ?? -1)
         eos = Int32(p.eos ?? -1)
         preTokenizer = p.preName
+        definition = p
         var h = fnv1a("bpe|\(p.preName)|\(p.unk ?? -1)|\(p.fuseUnk)|\(p.ignoreMerges)|\(p.byteLevelRegex)|\(p.addPrefixSpace)|\(p.bos ?? -1)|\(p.eos ?? -1)")
         for t in p.tokens { h = fnv1a(t, seed: h ^ 0x1F) }
         for (a, b) in p.merges { h = fnv1a(b, seed: fnv1a(a, seed: h ^ 0x2F)) }
