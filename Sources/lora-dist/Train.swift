@@ -25,8 +25,10 @@ struct Train: Configurable {
     var mode: TrainMode = defaults.mode
     @Option(help: "Built-in config (tiny, small, bench), a config.json, or a Hugging Face model directory (config.json + model.safetensors).")
     var model: String = defaults.model
-    @Option(name: .customLong("adapter-set"), help: ArgumentHelp("Train several adapters in one job on one base held once per node: NAME=DATA,NAME=DATA,... (no --data). The ranks split into groups, one per adapter (a rank trains several in turn when there are fewer ranks); every other flag is shared. Each adapter's run goes to RUN/adapters/NAME, with its PEFT adapter in RUN/adapters/NAME/adapter.", valueName: "name=data,..."))
+    @Option(name: .customLong("adapter-set"), help: ArgumentHelp("Train several adapters in one job on one base held once per node: NAME=DATA,NAME=DATA,... (no --data). The ranks split into groups, one per adapter (a rank trains several in turn when there are fewer ranks); every other flag is shared, unless --adapter-option sets it for one adapter. Each adapter's run goes to RUN/adapters/NAME, with its PEFT adapter in RUN/adapters/NAME/adapter.", valueName: "name=data,..."))
     var adapterSet: String?
+    @Option(name: .customLong("adapter-option"), help: ArgumentHelp("With --adapter-set: one flag for one adapter, over the shared value, e.g. legal:rank=16 or medical:lr=5e-4 (repeatable; rslora takes true or false). Flags an adapter may set: \(AdapterSet.Override.flags.joined(separator: ", ")).", valueName: "name:flag=value"))
+    var adapterOptions: [String] = []
     @Option(help: "A text file, a JSON Lines file (.jsonl: one JSON object per line, the text under --text-field), or a folder of .txt and .jsonl files. Default: the corpus tools/fetch-corpus.sh installs.")
     var data: String?
     @Option(help: "Optimizer steps.") var steps: Int = defaults.steps
@@ -102,7 +104,42 @@ struct Train: Configurable {
             if exportMerged != nil {
                 throw LoraDistError("--export-merged with --adapter-set: each adapter is exported as PEFT to RUN/adapters/NAME/adapter; fold them with export --format merged")
             }
-            _ = try AdapterSet.Spec.parse(adapterSet)
+            let specs = try AdapterSet.Spec.parse(adapterSet)
+            _ = try perAdapterOptions(specs, shared: o)
+        } else if let first = adapterOptions.first {
+            throw LoraDistError("--adapter-option \(first) without --adapter-set")
+        }
+    }
+
+    /// Each adapter's options: the shared flags, then its --adapter-option flags, parsed by the
+    /// same parser as the command line (so a bad value is refused as it would be there), then its
+    /// data and run directory.
+    func perAdapterOptions(_ specs: [AdapterSet.Spec], shared: TrainOptions) throws -> [TrainOptions] {
+        let overrides = try adapterOptions.map { try AdapterSet.Override.parse($0, names: specs.map(\.name)) }
+        // The shared flags without the set itself (whose validation would come back here).
+        var base: [String] = [], i = 0
+        let args = Invocation.current.arguments.first == "train" ? Array(Invocation.current.arguments.dropFirst()) : Invocation.current.arguments
+        while i < args.count {
+            let a = args[i]
+            if a == "--adapter-set" || a == "--adapter-option" { i += 2; continue }
+            if !a.hasPrefix("--adapter-set=") && !a.hasPrefix("--adapter-option=") { base.append(a) }
+            i += 1
+        }
+        return try specs.map { spec in
+            let mine = overrides.filter { $0.adapter == spec.name }
+            var o = shared
+            if !mine.isEmpty {
+                do { o = try Train.parse(base + mine.flatMap(\.arguments)).options() } catch let e as LoraDistError {
+                    throw LoraDistError("adapter '\(spec.name)': \(e.message)")
+                } catch {
+                    let line = Train.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+                    throw LoraDistError("--adapter-option for '\(spec.name)': \(line)")
+                }
+                try o.validate()
+            }
+            var a = AdapterSet.options(o, for: spec)
+            a.configYAML = Train.configYAML(for: a)
+            return a
         }
     }
 
@@ -160,11 +197,7 @@ struct Train: Configurable {
     func runAdapterSet(_ text: String) throws {
         let shared = try options()
         let specs = try AdapterSet.Spec.parse(text)
-        let perAdapter = specs.map { spec -> TrainOptions in
-            var o = AdapterSet.options(shared, for: spec)
-            o.configYAML = Train.configYAML(for: o)
-            return o
-        }
+        let perAdapter = try perAdapterOptions(specs, shared: shared)
         CollectiveTimeout.requested = collectiveTimeout
         Preemption.install()
         let cluster = Cluster()

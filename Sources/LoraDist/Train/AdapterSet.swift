@@ -53,6 +53,44 @@ public final class AdapterSet {
         }
     }
 
+    /// `--adapter-option NAME:FLAG=VALUE`: one train flag set for one adapter of the set, over
+    /// the shared value. Only flags that concern the adapter alone: the base, the world, the
+    /// batch shape and the exchange stay shared (one base and one schedule of collectives).
+    public struct Override: Equatable {
+        public let adapter: String
+        public let flag: String
+        public let value: String
+
+        /// The train flags an adapter may set for itself.
+        public static let flags: [String] = ["rank", "alpha", "lora-dropout", "targets", "rslora", "adapter", "lr", "min-lr-ratio",
+                                             "warmup", "weight-decay", "clip", "seed", "steps", "eval-every", "eval-seqs",
+                                             "dev-percent", "patience", "save-every", "keep-last"]
+
+        /// `legal:rank=16` (a boolean flag: `legal:rslora=true|false`), checked against the set's names.
+        public static func parse(_ text: String, names: [String]) throws -> Override {
+            guard let colon = text.firstIndex(of: ":"), let eq = text[colon...].firstIndex(of: "=") else {
+                throw LoraDistError("--adapter-option: '\(text)' is not NAME:FLAG=VALUE (e.g. legal:rank=16)")
+            }
+            let o = Override(adapter: String(text[..<colon]), flag: String(text[text.index(after: colon)..<eq]),
+                             value: String(text[text.index(after: eq)...]))
+            guard names.contains(o.adapter) else {
+                throw LoraDistError("--adapter-option \(text): no adapter '\(o.adapter)' in --adapter-set (\(names.joined(separator: ", ")))")
+            }
+            guard flags.contains(o.flag) else {
+                throw LoraDistError("--adapter-option \(text): --\(o.flag) is shared by every adapter of the set; per adapter: \(flags.joined(separator: ", "))")
+            }
+            if o.flag == "rslora", !["true", "false"].contains(o.value) {
+                throw LoraDistError("--adapter-option \(text): rslora is true or false")
+            }
+            return o
+        }
+
+        /// The command-line arguments that set it (appended after the shared ones, they win).
+        public var arguments: [String] {
+            flag == "rslora" ? [value == "true" ? "--rslora" : "--no-rslora"] : ["--\(flag)=\(value)"]
+        }
+    }
+
     /// The folder of an adapter's run directory that holds its PEFT export.
     public static let peftFolder = "adapter"
 
@@ -119,8 +157,15 @@ public final class AdapterSet {
                 }
             }
             // The node holds the base once, every adapter's weights and optimizer state, and
-            // on each rank a model for each adapter it trains.
-            let plan = list[0].plan, po = plan.options, config = plan.source.config
+            // on each rank a model for each adapter it trains. The frozen base does not depend on the adapter's flags (under QLoRA every projection
+            // is NF4, whatever the targets), so one base serves all. The memory estimate: the
+            // adapter with the most trainable weights.
+            let trainable = try list.map { p in
+                try LlamaModel.specs(config: p.plan.source.config, lora: p.plan.options.lora, nf4Base: p.plan.options.mode.nf4Base)
+                    .filter(\.trainable).reduce(0) { $0 + $1.count }
+            }
+            let largest = list[trainable.indices.max { trainable[$0] < trainable[$1] }!]
+            let plan = largest.plan, po = plan.options, config = plan.source.config
             let r = max(1, min(po.replicas ?? threads, po.maxBatch))
             let one = try MemoryNeed(config: config, lora: po.lora, nf4Base: po.mode.nf4Base, ranksPerNode: cluster.node.size,
                                      maxBatch: po.maxBatch, replicas: r, seqLen: po.seqLen, training: true, recompute: po.recompute)

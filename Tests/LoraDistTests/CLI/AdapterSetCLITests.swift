@@ -76,6 +76,26 @@ import Testing
         }
     }
 
+    /// Per-adapter flags: legal at rank 8 over the shared rank 4, medical with its own learning
+    /// rate and 3 steps; each trains as it does alone with those flags (2 ranks, one each).
+    @Test("--adapter-option sets a flag for one adapter of a set")
+    func perAdapterFlags() throws {
+        let (legal, medical) = try Self.corpora()
+        let refLegal = try Self.alone("opt-legal", data: legal, steps: 4, extra: ["--rank", "8"])
+        let refMedical = try Self.alone("opt-medical", data: medical, steps: 3, extra: ["--lr", "1e-3"])
+        let run = TestPaths.tempDir("set-options") + "/run"
+        let (status, _, err) = try MultiRankCLITests.launch(2, ["train", "--adapter-set", "legal=\(legal),medical=\(medical)", "--steps", "4",
+                                                               "--run-dir", run, "--adapter-option", "legal:rank=8",
+                                                               "--adapter-option=medical:lr=1e-3", "--adapter-option", "medical:steps=3"] + Self.flags)
+        try #require(status == 0, "\(err)")
+        Self.expectClose(try Self.losses(run + "/adapters/legal"), refLegal.losses, "legal at rank 8")
+        Self.expectClose(try Self.losses(run + "/adapters/medical"), refMedical.losses, "medical at lr 1e-3")
+        #expect(try Self.json(run + "/adapters/legal/adapter/adapter_config.json")["r"] as? Int == 8)
+        #expect(try Self.json(run + "/adapters/medical/adapter/adapter_config.json")["r"] as? Int == 4)
+        let yaml = try String(contentsOfFile: run + "/adapters/medical/config.yaml", encoding: .utf8)
+        #expect(yaml.contains("lr: 0.001") && yaml.contains("steps: 3"), "\(yaml)")
+    }
+
     /// Stopped after step 2 on 2 ranks (QLoRA, three adapters: one group trains two), resumed
     /// from each adapter's latest checkpoint on 1 rank: the losses of the uninterrupted alone runs.
     @Test("an adapter set stops, and resumes on another world size")
@@ -109,6 +129,12 @@ import Testing
             (["--adapter-set", "a=\(legal)", "--export-merged", "/tmp/x"], "--export-merged with --adapter-set"),
             (["--adapter-set", "a=\(legal),b=\(medical)", "--resume", "latest"], "no checkpoint to resume"),
             (["--adapter-set", "a=\(legal),b=\(medical)", "--seq", "100000"], "adapter 'a': sequence length 100000"),
+            (["--adapter-set", "a=\(legal),b=\(medical)", "--adapter-option", "c:rank=8"], "no adapter 'c' in --adapter-set (a, b)"),
+            (["--adapter-set", "a=\(legal),b=\(medical)", "--adapter-option", "a:model=small"], "--model is shared by every adapter of the set"),
+            (["--adapter-set", "a=\(legal),b=\(medical)", "--adapter-option", "a:rank"], "is not NAME:FLAG=VALUE"),
+            (["--adapter-set", "a=\(legal),b=\(medical)", "--adapter-option", "b:rank=zero"], "--adapter-option for 'b': "),
+            (["--adapter-set", "a=\(legal),b=\(medical)", "--adapter-option", "b:rank=0"], "--adapter-option for 'b': --rank: LoRA rank must be between 1"),
+            (["--data", legal, "--adapter-option", "a:rank=8"], "--adapter-option a:rank=8 without --adapter-set"),
         ]
         for (extra, message) in cases {
             let run = TestPaths.tempDir("set-refused") + "/run"
