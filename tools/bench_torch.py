@@ -3,10 +3,17 @@
 
 Times forward + backward + AdamW step of LlamaForCausalLM on the `bench` config
 (hidden 512, 8 layers, 8 heads, intermediate 1376, byte vocabulary 258, untied head),
-fp32, random token ids, the same work `lora-dist bench step` does.
+or on a Hugging Face model directory (--model DIR, e.g. SmolLM2 dequantized to fp32 by
+tools/gguf_to_hf.py), fp32, random token ids, the same work `lora-dist bench step` does.
+--mode qlora loads DIR's linear projections (all but lm_head) as bitsandbytes NF4 with
+double quantization, blocks of 64, fp32 compute (lora-dist's NF4 layout), LoRA on all of
+them. --checkpointing turns on transformers' gradient checkpointing per layer
+(non-reentrant), the counterpart of lora-dist's --recompute.
 
     python3 tools/bench_torch.py --mode full --threads 2 --json
     OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 tools/bench_torch.py --threads 1 --json
+    python3 tools/bench_torch.py --model ~/.cache/lora-dist/models/SmolLM2-135M-Instruct/hf-fp32 \
+        --mode lora-all --batch 4 --seq 512 --steps 1 --threads 2 --json
 
 Under torchrun (WORLD_SIZE > 1) each rank trains batch/world sequences under
 DistributedDataParallel over gloo; rank 0 prints tokens/s of the global batch and
@@ -23,6 +30,7 @@ import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no loading bars in the logs
 # transformers 5 and torch 2.13 deprecation notices (is_gradient_checkpointing via peft, ...)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -35,7 +43,9 @@ ALL_LINEAR = ATTN_TARGETS + ["gate_proj", "up_proj", "down_proj"]  # every proje
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["full", "lora-attn", "lora-all"], default="full")
+    p.add_argument("--model", default="bench", help="bench (random weights) or a Hugging Face model directory")
+    p.add_argument("--mode", choices=["full", "lora-attn", "lora-all", "qlora"], default="full")
+    p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing per layer")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--batch", type=int, default=8, help="global sequences per step (split over ranks)")
     p.add_argument("--seq", type=int, default=256)
@@ -61,17 +71,36 @@ def main():
         sys.exit(f"--batch {args.batch} does not split over {world} ranks")
     local_batch = args.batch // world
 
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
 
-    config = LlamaConfig(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
-                         intermediate_size=1376, vocab_size=258, max_position_embeddings=args.seq,
-                         tie_word_embeddings=False, rms_norm_eps=1e-5, bos_token_id=256, eos_token_id=257,
-                         pad_token_id=None, attn_implementation=args.attn)
-    torch.manual_seed(0)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    if args.model == "bench":
+        if args.mode == "qlora":
+            sys.exit("--mode qlora needs --model DIR (a pretrained model to quantize)")
+        config = LlamaConfig(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
+                             intermediate_size=1376, vocab_size=258, max_position_embeddings=args.seq,
+                             tie_word_embeddings=False, rms_norm_eps=1e-5, bos_token_id=256, eos_token_id=257,
+                             pad_token_id=None, attn_implementation=args.attn)
+        torch.manual_seed(0)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
+        model = LlamaForCausalLM(config).to(torch.float32)
+    else:
+        extra = {}
+        if args.mode == "qlora":
+            from transformers import BitsAndBytesConfig
+            extra["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.uint8)
+            extra["device_map"] = "cpu"
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation=args.attn,
+                                                     **extra)
+        config = model.config
+        if args.seq > config.max_position_embeddings:
+            sys.exit(f"--seq {args.seq} is longer than the model's {config.max_position_embeddings} positions")
+    model.config.use_cache = False
     attn_used = model.config._attn_implementation
+    if args.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     if args.mode != "full":
         from peft import LoraConfig, get_peft_model
@@ -126,12 +155,14 @@ def main():
              "tokens_per_s": round(args.batch * args.seq / step_s, 1), "step_ms": round(step_s * 1000, 1),
              "peak_rss_bytes": int(rss.item()), "trainable": trainable, "total": total,
              "batch": args.batch, "seq": args.seq, "steps": args.steps, "attn": attn_used,
+             "model": args.model, "checkpointing": args.checkpointing,
              "step_ms_all": [round(x * 1000, 1) for x in t.tolist()], "loss": round(loss.item(), 4),
              "torch": torch.__version__}
         if args.json:
             print(json.dumps(r), flush=True)
         else:
-            print(f"pytorch {args.mode}: {world} rank(s) × {r['threads']} thread(s), attn {attn_used}, "
+            print(f"pytorch {args.mode}{' (gradient checkpointing)' if args.checkpointing else ''}: "
+                  f"{world} rank(s) × {r['threads']} thread(s), attn {attn_used}, "
                   f"{trainable:,} of {total:,} parameters trainable\n"
                   f"step {r['step_ms']:.1f} ms (median of {args.steps}: {r['step_ms_all']}), "
                   f"{r['tokens_per_s']:.0f} tokens/s, peak RSS {r['peak_rss_bytes'] / 1e6:.0f} MB"
