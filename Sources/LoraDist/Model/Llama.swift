@@ -78,7 +78,8 @@ public final class LlamaModel {
     }
 
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int, seqLen: Int,
-                recompute: Bool = false, allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil) throws {
+                recompute: Bool = false, allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil,
+                dequant shared: NF4Matmul.Scratch? = nil) throws {
         try config.validate()
         guard seqLen >= 1, seqLen <= config.maxPositionEmbeddings else {
             throw LoraDistError("sequence length \(seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
@@ -89,7 +90,7 @@ public final class LlamaModel {
         self.seqLen = seqLen
         store = ParameterStore(specs: try Self.specs(config: config, lora: lora, nf4Base: nf4Base), allocate: allocate, frozen: frozen)
         let n = maxBatch * seqLen
-        let dequant = nf4Base ? NF4Matmul.Scratch(config: config) : nil
+        let dequant = nf4Base ? shared ?? NF4Matmul.Scratch(config: config) : nil  // shared: a replica's lane (TileShare)
         embed = store["model.embed_tokens.weight"]
         finalNorm = store["model.norm.weight"]
         var linearIndex = 0

@@ -8,7 +8,7 @@ import Foundation
 /// the main thread's timeline.
 public enum Profile {
     public enum Section: Int, CaseIterable {
-        case sgemm, attention, elementwise, dequantize, optimizer, allocation
+        case sgemm, attention, elementwise, dequantize, tileWait, optimizer, allocation
     }
 
     nonisolated(unsafe) public static var enabled = false

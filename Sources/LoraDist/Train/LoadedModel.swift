@@ -22,6 +22,9 @@ public final class LoadedModel {
         public var training = false           // the optimizer's state counts too (MemoryNeed)
         public var recompute = false          // activation checkpointing per layer (LlamaModel.recompute)
         public var exchangeFloatsPerTrainable = 0.0  // --grad-compression's buffers (MemoryNeed)
+        /// QLoRA with replicas: they share dequantized tiles (NF4Matmul.TileShare). false gives each
+        /// replica its own, the earlier path, which tests compare against.
+        var shareTiles = true
         public init() {}
 
         /// The base model alone, for evaluation or generation. A rank-1 adapter on q_proj
@@ -84,6 +87,8 @@ public final class LoadedModel {
     let replicas: [LlamaModel]
     let replicaThreads: ReplicaThreads?
     let replicaLosses: UnsafeMutablePointer<Double>  // Σ loss of each replica's part of a micro-batch
+    /// The NF4 tiles the model and its replicas dequantize together (QLoRA with replicas).
+    let tileShare: NF4Matmul.TileShare?
     let budget: ThreadBudget
     /// The trainable arena range this rank owns on its node (its optimizer's range).
     public let trainableShard: Range<Int>
@@ -137,10 +142,12 @@ public final class LoadedModel {
         // The weights live in the node's shared window; every rank maps all of it.
         var win: SharedWindow?
         let node = cluster.node
+        let tiles = o.mode.nf4Base && r > 1 && o.shareTiles ? NF4Matmul.TileShare(config: config, lanes: r) : nil
+        tileShare = tiles
         model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: o.maxBatch, seqLen: o.seqLen,
                                recompute: o.recompute,
                                allocate: { win = SharedWindow(node: node, count: $0); return win!.base },
-                               frozen: base?.window.base)
+                               frozen: base?.window.base, dequant: tiles?.scratch(lane: 0))
         window = win!
         let store = model.store
         budget = ThreadBudget(threads: threads, replicas: r)
@@ -148,9 +155,10 @@ public final class LoadedModel {
         if r > 1 {
             let values = store.values, frozen = store.frozenValues, perReplica = (o.maxBatch + r - 1) / r
             var more: [LlamaModel] = []
-            for _ in 1..<r {
+            for i in 1..<r {
                 more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perReplica,
-                                           seqLen: o.seqLen, recompute: o.recompute, allocate: { _ in values }, frozen: frozen))
+                                           seqLen: o.seqLen, recompute: o.recompute, allocate: { _ in values }, frozen: frozen,
+                                           dequant: tiles?.scratch(lane: i)))
             }
             replicas = more
             replicaThreads = ReplicaThreads(extra: r - 1)
@@ -251,7 +259,9 @@ public final class LoadedModel {
         let T = options.seqLen, n = replicas.count + 1
         let losses = replicaLosses
         let models = [model] + replicas, inputs = self.inputs, targets = self.targets
-        budget.replicaPhase { replicaThreads!.run { r in
+        let budget = self.budget, threads = replicaThreads!
+        // The replicas with sequences (the first min(b, n): Cluster.shard) share NF4 tiles.
+        let run = { budget.replicaPhase { threads.run { r in
             let m = models[r]
             let part = Cluster.shard(b, parts: n, index: r)
             losses[r] = 0
@@ -260,7 +270,8 @@ public final class LoadedModel {
             m.forward(ids: ids, batch: part.count, dropoutSeeds: seeds + part.lowerBound)
             losses[r] = m.loss(targets: tg, batch: part.count).sum
             m.backward(ids: ids, targets: tg, batch: part.count, scale: scale)
-        } }
+        } } }
+        if let tileShare { tileShare.pass(lanes: min(b, n), run) } else { run() }
         return (0..<n).reduce(0.0) { $0 + losses[$1] }
     }
 

@@ -58,6 +58,8 @@ public struct TrainOptions {
     /// Activation checkpointing per layer: keep each layer's input only and recompute its forward
     /// in the backward (less memory, about one more forward of compute; the same gradients).
     public var recompute = false
+    /// QLoRA replicas share dequantized tiles (LoadedModel.Options.shareTiles); tests turn it off.
+    var shareTiles = true
 
     public init() {}
 
@@ -224,6 +226,7 @@ public final class Trainer {
         m.training = true
         m.exchangeFloatsPerTrainable = o.compression.method.extraFloatsPerTrainable
         m.recompute = o.recompute
+        m.shareTiles = o.shareTiles
         return m
     }
 

@@ -177,6 +177,37 @@ import Testing
         #expect(runs[0].values == runs[1].values, "weights differ")
     }
 
+    /// QLoRA with replicas: the replicas dequantize each NF4 tile together into one buffer
+    /// (NF4Matmul.TileShare) instead of each its own, and compute the same losses, gradients,
+    /// weights and dev loss, bit for bit (micro-batches of 3 + 1: a pass with uneven parts and a
+    /// pass of one replica alone; dropout; with and without recompute).
+    @Test("QLoRA replicas sharing NF4 tiles train exactly as replicas with their own", arguments: [false, true])
+    func sharedTiles(recompute: Bool) throws {
+        let data = try Self.corpus("tiles")
+        var o = try Self.options(.qlora, data: data, steps: 3)
+        o.lora = try LoRAConfig(rank: 4, alpha: 8, dropout: 0.1, targets: ["all-linear"])
+        o.microBatch = 3
+        o.replicas = 2
+        o.recompute = recompute
+        var runs: [(losses: [Double], grads: [Float], values: [Float], dev: Double)] = []
+        for share in [false, true] {
+            o.shareTiles = share
+            o.runDir = TestPaths.tempDir("tiles-\(share)-\(recompute)")
+            let t = try makeTrainer(o)
+            #expect(t.replicas.count == 1)
+            #expect((t.loaded.tileShare != nil) == share)
+            let losses = try (1...3).map { try t.step($0).loss }
+            if let s = t.loaded.tileShare { #expect(s.sharedTiles > 0) }
+            runs.append((losses, t.model.store.grads.array,
+                         Array(UnsafeBufferPointer(start: t.model.store.values, count: t.model.store.trainableCount)),
+                         t.evaluate()))
+        }
+        #expect(runs[0].losses == runs[1].losses, "\(runs[0].losses) vs \(runs[1].losses)")
+        #expect(runs[0].grads == runs[1].grads && runs[0].grads.contains { $0 != 0 }, "gradients differ")
+        #expect(runs[0].values == runs[1].values, "weights differ")
+        #expect(runs[0].dev == runs[1].dev)
+    }
+
     @Test("gradient buckets leave during the backward, not after it")
     func bucketsOverlapBackward() throws {
         var o = try Self.options(.full, data: try Self.corpus("buckets"), steps: 1)

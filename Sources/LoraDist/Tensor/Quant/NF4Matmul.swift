@@ -7,15 +7,34 @@ public enum NF4Matmul {
     /// full speed on them, small enough to stay out of the way of the activations.
     static let tileFloats = 1 << 20
 
-    /// The dequantization buffer one model's projections share (they run one at a time).
+    /// The dequantization buffer one model's projections share (they run one at a time), or its
+    /// lane of the tiles the rank's model replicas share (TileShare).
     public final class Scratch {
         let buffer: FloatBuffer
+        let share: TileShare?
+        let lane: Int
 
-        public init(floats: Int) { buffer = FloatBuffer(floats) }
+        public init(floats: Int) { buffer = FloatBuffer(floats); share = nil; lane = 0 }
 
-        convenience init(config c: ModelConfig) {
-            let widest = max(c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim)
-            self.init(floats: max(NF4Matmul.tileFloats, widest))
+        init(share: TileShare, lane: Int) {
+            buffer = share.buffers[0]
+            self.share = share
+            self.lane = lane
+        }
+
+        convenience init(config c: ModelConfig) { self.init(floats: Self.floats(config: c)) }
+
+        static func floats(config c: ModelConfig) -> Int {
+            max(NF4Matmul.tileFloats, c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim)
+        }
+
+        /// Rows `rows` of W dequantized: into this model's buffer, or within a pass of its
+        /// TileShare into the buffer the lanes share, each lane doing its part.
+        func tile(_ w: NF4Tensor, rows: Range<Int>, inDim: Int) -> UnsafePointer<Float> {
+            if let share, share.lanes > 1 { return share.tile(w, rows: rows, inDim: inDim, lane: lane) }
+            precondition(lane == 0, "a model replica's NF4 product outside a pass of its TileShare")
+            dequantize(w, rows: rows, inDim: inDim, into: buffer.ptr)
+            return UnsafePointer(buffer.ptr)
         }
     }
 
@@ -41,9 +60,9 @@ public enum NF4Matmul {
         var o0 = 0
         while o0 < outDim {
             let o1 = min(o0 + rows, outDim)
-            dequantize(w, rows: o0..<o1, inDim: inDim, into: scratch.buffer.ptr)
+            let tile = scratch.tile(w, rows: o0..<o1, inDim: inDim)
             // y[:, o0..<o1] = x · W[o0..<o1]ᵀ
-            sgemm(transB: true, m: n, n: o1 - o0, k: inDim, a: x, lda: inDim, b: scratch.buffer.ptr, ldb: inDim,
+            sgemm(transB: true, m: n, n: o1 - o0, k: inDim, a: x, lda: inDim, b: tile, ldb: inDim,
                   c: y + o0, ldc: outDim)
             o0 = o1
         }
@@ -56,9 +75,9 @@ public enum NF4Matmul {
         var o0 = 0
         while o0 < outDim {
             let o1 = min(o0 + rows, outDim)
-            dequantize(w, rows: o0..<o1, inDim: inDim, into: scratch.buffer.ptr)
+            let tile = scratch.tile(w, rows: o0..<o1, inDim: inDim)
             // dx += dy[:, o0..<o1] · W[o0..<o1]; the first tile overwrites unless accumulating
-            sgemm(m: n, n: inDim, k: o1 - o0, a: dy + o0, lda: outDim, b: scratch.buffer.ptr, ldb: inDim,
+            sgemm(m: n, n: inDim, k: o1 - o0, a: dy + o0, lda: outDim, b: tile, ldb: inDim,
                   beta: (o0 == 0 && !accumulate) ? 0 : 1, c: dx, ldc: inDim)
             o0 = o1
         }
