@@ -43,7 +43,10 @@ public struct MemoryNeed {
         let replica = r > 1 ? try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base,
                                                            maxBatch: (maxBatch + r - 1) / r, seqLen: seqLen, recompute: recompute) : 0
         let tokens = 2 * Double(maxBatch) * Double(seqLen)  // inputs and targets, Int32
-        perRank = 4 * (main + Double(r - 1) * replica + tokens + exchangeFloatsPerTrainable * trainable) + Self.runtimeBytesPerRank
+        // QLoRA replicas share NF4Matmul.TileShare's buffers instead of one dequantization tile each.
+        let tiles = nf4Base && r > 1 ? Double(NF4Matmul.TileShare.slots - r) * Double(NF4Matmul.Scratch.floats(config: config)) : 0
+        perRank = 4 * (main + Double(r - 1) * replica + tiles + tokens + exchangeFloatsPerTrainable * trainable)
+            + Self.runtimeBytesPerRank
         sharded = training ? 4 * 3 * trainable : 0
         self.ranksPerNode = ranksPerNode
         tokensPerPass = maxBatch * seqLen

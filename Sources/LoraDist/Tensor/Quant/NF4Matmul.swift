@@ -36,6 +36,11 @@ public enum NF4Matmul {
             dequantize(w, rows: rows, inDim: inDim, into: buffer.ptr)
             return UnsafePointer(buffer.ptr)
         }
+
+        /// The sgemm is done with the last tile (a shared buffer goes back to the lanes).
+        func release() {
+            if let share, share.lanes > 1 { share.release(lane: lane) }
+        }
     }
 
     /// Rows of W per tile for a weight with `inDim` columns.
@@ -64,6 +69,7 @@ public enum NF4Matmul {
             // y[:, o0..<o1] = x · W[o0..<o1]ᵀ
             sgemm(transB: true, m: n, n: o1 - o0, k: inDim, a: x, lda: inDim, b: tile, ldb: inDim,
                   c: y + o0, ldc: outDim)
+            scratch.release()
             o0 = o1
         }
     }
@@ -79,6 +85,7 @@ public enum NF4Matmul {
             // dx += dy[:, o0..<o1] · W[o0..<o1]; the first tile overwrites unless accumulating
             sgemm(m: n, n: inDim, k: o1 - o0, a: dy + o0, lda: outDim, b: tile, ldb: inDim,
                   beta: (o0 == 0 && !accumulate) ? 0 : 1, c: dx, ldc: inDim)
+            scratch.release()
             o0 = o1
         }
     }

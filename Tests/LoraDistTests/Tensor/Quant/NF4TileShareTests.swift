@@ -39,8 +39,8 @@ import Testing
     func sharedEqualsPrivate(lanes: Int) throws {
         let (w1, r1) = Self.weight(out: 301, inDim: 71, seed: 1), (w2, r2) = Self.weight(out: 45, inDim: 301, seed: 2)
         defer { r1.deallocate(); r2.deallocate() }
-        // Tiles of 40 rows of w1 (8 tiles, the last short) and 9 of w2 (5 tiles): several per
-        // product, more rows than lanes and, for w2's, parts of 3-5 rows per lane.
+        // Tiles of 40 rows of w1 (8 tiles, the last short: chunks of 8 rows) and 9 of w2 (5 tiles,
+        // chunks of 8 and 1 rows, or one of 1 row): several tiles per product, each cut in chunks.
         let floats = 40 * 71
         #expect(NF4Matmul.tileRows(inDim: 301, outDim: 45, scratch: NF4Matmul.Scratch(floats: floats)) == 9)
         let alone = (0..<lanes).map { Self.products(w1: w1, w2: w2, lane: $0, scratch: NF4Matmul.Scratch(floats: floats)) }
@@ -53,7 +53,12 @@ import Testing
         defer { results.deinitialize(count: lanes); results.deallocate() }
         for round in 0..<2 {  // a second pass starts from tile 0 again
             share.pass(lanes: lanes) {
-                threads.run { lane in results[lane] = Self.products(w1: w1, w2: w2, lane: lane, scratch: scratches[lane]) }
+                threads.run { lane in
+                    // In the second round the last lane starts late: the others run through every
+                    // buffer (26 tiles, 4 buffers) and wait for it to hand them back.
+                    if round == 1 && lane == lanes - 1 { usleep(20_000) }
+                    results[lane] = Self.products(w1: w1, w2: w2, lane: lane, scratch: scratches[lane])
+                }
             }
             for lane in 0..<lanes {
                 #expect(results[lane].map(\.bitPattern) == alone[lane].map(\.bitPattern), "round \(round), lane \(lane)")
