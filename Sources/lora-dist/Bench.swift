@@ -25,24 +25,29 @@ struct BenchStep: ParsableCommand {
     @Flag(help: "Print one JSON object as the last line (for tools/bench-vs-pytorch.sh).") var json = false
     @Flag(help: "Activation checkpointing per layer (train --recompute).") var recompute = false
     @Option(name: .customLong("micro-batch"), help: "Sequences per forward/backward pass of a rank (train --micro-batch).") var microBatch: Int?
+    @Flag(help: "Run q, k, v and gate, up as separate products, as before they were fused: the reference that measures what fusing gains (not saved as the calibration).")
+    var unfused = false
 
     func run() throws {
         guard steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(steps)") }
         let cluster = Cluster()
         var o = StepBenchmark.Options()
         o.model = model; o.mode = mode; o.batch = batch; o.seqLen = seqLen; o.steps = steps; o.replicas = replicas
-        o.recompute = recompute; o.microBatch = microBatch
+        o.recompute = recompute; o.microBatch = microBatch; o.unfused = unfused
         o.threads = try cluster.threads(requested: threads)
         if mode.hasAdapters { o.lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) }
         let r = try StepBenchmark.run(o, cluster: cluster)
         guard cluster.isRoot else { return }
         print(r.report)
-        // `lora-dist plan` predicts from this machine's measured rate (per core of one rank).
-        var cal = Calibration.load()
-        cal.compute[mode.rawValue] = Calibration.Compute(gflopsPerCore: r.gflops / Double(max(r.threads * r.ranks, 1)), model: model,
-                                                         threads: r.threads, measured: ISO8601DateFormatter().string(from: Date()))
-        try cal.save()
-        print("calibration saved to \(Calibration.path)")
+        // `lora-dist plan` predicts from this machine's measured rate (per core of one rank), which
+        // is the fused step's: an --unfused run does not replace it.
+        if !unfused {
+            var cal = Calibration.load()
+            cal.compute[mode.rawValue] = Calibration.Compute(gflopsPerCore: r.gflops / Double(max(r.threads * r.ranks, 1)), model: model,
+                                                             threads: r.threads, measured: ISO8601DateFormatter().string(from: Date()))
+            try cal.save()
+            print("calibration saved to \(Calibration.path)")
+        }
         if json { print(String(decoding: try JSONSerialization.data(withJSONObject: r.json, options: [.sortedKeys]), as: UTF8.self)) }
     }
 }

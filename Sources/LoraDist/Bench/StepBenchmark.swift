@@ -16,10 +16,12 @@ public struct StepBenchmark {
         public var yardstick = true            // also time a 1024³ sgemm (sgemmGflops)
         public var recompute = false           // TrainOptions.recompute
         public var microBatch: Int?            // TrainOptions.microBatch
+        public var unfused = false             // q, k, v and gate, up as separate products (LlamaModel.fuseProjections)
         public init() {}
     }
 
     public var ranks = 1, threads = 1, replicas = 1
+    public var unfused = false
     public var tokensPerStep = 0
     public var trainable = 0, total = 0
     public var stepMs = 0.0                    // median over the timed steps (slowest rank)
@@ -46,10 +48,13 @@ public struct StepBenchmark {
         t.batch = o.batch; t.seqLen = o.seqLen; t.steps = o.steps + 1; t.warmup = 1; t.lr = 1e-4
         t.runDir = NSTemporaryDirectory() + "lora-dist-bench-run-\(getpid())"; t.quiet = true
         t.replicas = o.replicas; t.threads = o.threads; t.recompute = o.recompute; t.microBatch = o.microBatch
+        LlamaModel.fuseProjections = !o.unfused
+        defer { LlamaModel.fuseProjections = true }
         let trainer = try Trainer(options: t, cluster: cluster)
 
         var r = StepBenchmark()
         r.ranks = cluster.size
+        r.unfused = o.unfused
         r.threads = trainer.threads
         r.replicas = trainer.loaded.replicaCount
         r.tokensPerStep = o.batch * o.seqLen
@@ -104,6 +109,7 @@ public struct StepBenchmark {
         var s = String(format: "%ld rank(s) × %ld thread(s) (%@), %ld tokens/step, %@ of %@ parameters trainable\n",
                        ranks, threads, replicas > 1 ? "\(replicas) model replicas, 1 BLAS thread each" : "one model",
                        tokensPerStep, trainable.formatted(), total.formatted())
+        if unfused { s += "q, k, v and gate, up as separate products (--unfused)\n" }
         s += "time per step on rank 0, by kind of work:\n"
         let sum = sections.reduce(0) { $0 + $1.1 }
         for (name, ms) in sections {
@@ -127,7 +133,7 @@ public struct StepBenchmark {
     public var json: [String: Any] {
         ["side": "lora-dist", "ranks": ranks, "threads": threads, "replicas": replicas, "tokens_per_step": tokensPerStep,
          "tokens_per_s": tokensPerSecond, "step_ms": stepMs, "training_gflops": gflops, "sgemm_gflops": sgemmGflops,
-         "sgemm_ratio": gflops / sgemmGflops, "trainable": trainable, "total": total,
+         "sgemm_ratio": gflops / sgemmGflops, "trainable": trainable, "total": total, "unfused": unfused,
          "peak_rss_bytes": peakRSSBytes, "node_memory_bytes": nodeMemoryBytes, "allocated_bytes": allocatedBytes,
          "sections_ms": Dictionary(uniqueKeysWithValues: sections)]
     }

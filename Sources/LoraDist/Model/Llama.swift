@@ -52,16 +52,28 @@ public final class LlamaModel {
                 add(p + "self_attn.q_norm.weight", [c.headDim], decay: false)
                 add(p + "self_attn.k_norm.weight", [c.headDim], decay: false)
             }
-            for (n, o, inp) in LlamaModel.projections(c, q: q, kv: kv) {
-                let module = p + (["gate_proj", "up_proj", "down_proj"].contains(n) ? "mlp." : "self_attn.") + n
-                s.append(ParamSpec(name: module + ".weight", shape: [o, inp], trainable: full, decay: true, nf4: nf4Base))
-                if c.biasedProjections.contains(n) { add(module + ".bias", [o], decay: false) }
-                if let lora, lora.targets.contains(n) {
+            // Projection by projection, except that the parts of a fused group (q, k, v; gate, up)
+            // lay out their weights one after another, then their biases, A matrices and B
+            // matrices: stacked, the weights (and the A matrices) are the one matrix the group
+            // multiplies by (LinearGroup). A group of one is the plain order: weight, bias, A, B.
+            let all = LlamaModel.projections(c, q: q, kv: kv)
+            for group in LlamaModel.projectionGroups {
+                let parts = all.filter { group.contains($0.0) }
+                func module(_ n: String) -> String { p + (["gate_proj", "up_proj", "down_proj"].contains(n) ? "mlp." : "self_attn.") + n }
+                for (n, o, inp) in parts {
+                    s.append(ParamSpec(name: module(n) + ".weight", shape: [o, inp], trainable: full, decay: true, nf4: nf4Base))
+                }
+                for (n, o, _) in parts where c.biasedProjections.contains(n) { add(module(n) + ".bias", [o], decay: false) }
+                guard let lora else { continue }
+                let adapted = parts.filter { lora.targets.contains($0.0) }
+                for (n, o, inp) in adapted {
                     guard lora.rank <= min(o, inp) else {
                         throw LoraDistError("LoRA rank \(lora.rank) is larger than \(n) allows (min(out, in) = \(min(o, inp)))")
                     }
-                    s.append(ParamSpec(name: module + ".lora_A.weight", shape: [lora.rank, inp], trainable: true, decay: true))
-                    s.append(ParamSpec(name: module + ".lora_B.weight", shape: [o, lora.rank], trainable: true, decay: true))
+                    s.append(ParamSpec(name: module(n) + ".lora_A.weight", shape: [lora.rank, inp], trainable: true, decay: true))
+                }
+                for (n, o, _) in adapted {
+                    s.append(ParamSpec(name: module(n) + ".lora_B.weight", shape: [o, lora.rank], trainable: true, decay: true))
                 }
             }
             add(p + "post_attention_layernorm.weight", [c.hiddenSize], decay: false)
@@ -69,6 +81,10 @@ public final class LlamaModel {
         add("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])
         return s
     }
+
+    /// The projections of a layer in forward order, grouped as they are fused: those of a group
+    /// read the same input and are one product (LinearGroup).
+    static let projectionGroups = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
 
     /// (name, out, in) of each projection, in forward order.
     static func projections(_ c: ModelConfig, q: Int, kv: Int) -> [(String, Int, Int)] {
@@ -78,7 +94,8 @@ public final class LlamaModel {
     }
 
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int, seqLen: Int,
-                recompute: Bool = false, allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil,
+                recompute: Bool = false, fuseProjections: Bool = LlamaModel.fuseProjections,
+                allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil,
                 dequant shared: NF4Matmul.Scratch? = nil) throws {
         try config.validate()
         guard seqLen >= 1, seqLen <= config.maxPositionEmbeddings else {
@@ -101,7 +118,8 @@ public final class LlamaModel {
         let shared = recompute ? LayerActivations(config: config, rows: n, batch: maxBatch, seqLen: seqLen) : nil
         for i in 0..<config.numHiddenLayers {
             layers.append(DecoderLayer(index: i, config: config, store: store, lora: lora, rows: n,
-                                       batch: maxBatch, seqLen: seqLen, dequant: dequant, linearIndex: &linearIndex,
+                                       batch: maxBatch, seqLen: seqLen, dequant: dequant, fuse: fuseProjections,
+                                       linearIndex: &linearIndex,
                                        saved: shared ?? LayerActivations(config: config, rows: n, batch: maxBatch, seqLen: seqLen)))
         }
         self.layers = layers
@@ -145,6 +163,10 @@ public final class LlamaModel {
         let rope = T * Double(c.headDim / 2) * 2
         return grads + shared + (recompute ? 1 : L) * perLayer + L * adapters + dequant + rope
     }
+
+    /// Whether models are built with q, k, v and gate, up as one product each (where their weights
+    /// allow, LinearGroup). `bench step --unfused` turns it off to measure what fusing gains.
+    nonisolated(unsafe) public static var fuseProjections = true
 
     public var totalParams: Int { store.elementCount }
     public var nf4Base: Bool { store.params.contains { $0.spec.nf4 } }
@@ -240,10 +262,11 @@ final class Activations {
     let lnf: FloatBuffer, lnfRstd: FloatBuffer
     let logits: FloatBuffer         // [N, V]
     let dRes: FloatBuffer, dLn: FloatBuffer        // [N, C]
-    let dq: FloatBuffer, dAttOut: FloatBuffer      // [N, H·D]
-    let dk: FloatBuffer, dv: FloatBuffer           // [N, KV·D]
-    let dqRaw: FloatBuffer?, dkRaw: FloatBuffer?   // before the q/k norms (Qwen3): [N, H·D], [N, KV·D]
-    let dGate: FloatBuffer, dUp: FloatBuffer, dAct: FloatBuffer  // [N, I]
+    let dQKV: FloatBuffer           // gradient of the q, k, v projections' output [N, H·D + 2·KV·D]
+    let dAttOut: FloatBuffer        // [N, H·D]
+    let dq: FloatBuffer?, dk: FloatBuffer?         // after the q/k norms (Qwen3): [N, H·D], [N, KV·D]
+    let dGateUp: FloatBuffer        // gradient of the gate, up projections' output [N, 2·I]
+    let dAct: FloatBuffer           // [N, I]
     let attScratch: FloatBuffer     // one block of attention scores and their gradient: [2, 64, T]
 
     init(config c: ModelConfig, rows n: Int, seqLen: Int, layers: Int) {
@@ -252,11 +275,10 @@ final class Activations {
         lnf = FloatBuffer(n * c.hiddenSize); lnfRstd = FloatBuffer(n)
         logits = FloatBuffer(n * c.vocabSize)
         dRes = FloatBuffer(n * c.hiddenSize); dLn = FloatBuffer(n * c.hiddenSize)
-        dq = FloatBuffer(n * q); dAttOut = FloatBuffer(n * q)
-        dk = FloatBuffer(n * kv); dv = FloatBuffer(n * kv)
-        dqRaw = c.qkNorm ? FloatBuffer(n * q) : nil
-        dkRaw = c.qkNorm ? FloatBuffer(n * kv) : nil
-        dGate = FloatBuffer(n * c.intermediateSize); dUp = FloatBuffer(n * c.intermediateSize)
+        dQKV = FloatBuffer(n * (q + 2 * kv)); dAttOut = FloatBuffer(n * q)
+        dq = c.qkNorm ? FloatBuffer(n * q) : nil
+        dk = c.qkNorm ? FloatBuffer(n * kv) : nil
+        dGateUp = FloatBuffer(2 * n * c.intermediateSize)
         dAct = FloatBuffer(n * c.intermediateSize)
         attScratch = FloatBuffer(2 * Attention.block * seqLen)
     }
@@ -266,29 +288,32 @@ final class Activations {
 /// one set all layers share under recompute.
 final class LayerActivations {
     let x1: FloatBuffer, rstd1: FloatBuffer          // norm1 out [N, C], [N]
-    let qa: FloatBuffer, ka: FloatBuffer, va: FloatBuffer  // after RoPE: [N, H·D], [N, KV·D] ×2
-    let qRaw: FloatBuffer?, kRaw: FloatBuffer?       // before the q/k norms: [N, H·D], [N, KV·D]
+    /// The q, k, v projections' output [N, H·D + 2·KV·D], q, k and v side by side in each row;
+    /// q and k turned by RoPE in place, unless (Qwen3) they are normalised into qn, kn first.
+    let qkv: FloatBuffer
+    let qn: FloatBuffer?, kn: FloatBuffer?           // Qwen3: q, k after their norms and RoPE [N, H·D], [N, KV·D]
     let qRstd: FloatBuffer?, kRstd: FloatBuffer?     // [N·H], [N·KV]
     let lse: FloatBuffer                             // attention's log-sum-exp per row [B, H, T]
     let attOut: FloatBuffer                          // [N, H·D]
     let mid: FloatBuffer                             // x + attention [N, C]
     let x2: FloatBuffer, rstd2: FloatBuffer          // norm2 out
-    let gateA: FloatBuffer, upA: FloatBuffer, act: FloatBuffer  // [N, I]
+    let gateUp: FloatBuffer                          // the gate, up projections' output side by side [N, 2·I]
+    let act: FloatBuffer                             // [N, I]
     let tmp: FloatBuffer                             // [N, C] projection outputs before the residual add
 
     init(config c: ModelConfig, rows n: Int, batch: Int, seqLen: Int) {
         let qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim
         x1 = FloatBuffer(n * c.hiddenSize); rstd1 = FloatBuffer(n)
-        qa = FloatBuffer(n * qd); ka = FloatBuffer(n * kvd); va = FloatBuffer(n * kvd)
-        qRaw = c.qkNorm ? FloatBuffer(n * qd) : nil
-        kRaw = c.qkNorm ? FloatBuffer(n * kvd) : nil
+        qkv = FloatBuffer(n * (qd + 2 * kvd))
+        qn = c.qkNorm ? FloatBuffer(n * qd) : nil
+        kn = c.qkNorm ? FloatBuffer(n * kvd) : nil
         qRstd = c.qkNorm ? FloatBuffer(n * c.numAttentionHeads) : nil
         kRstd = c.qkNorm ? FloatBuffer(n * c.numKeyValueHeads) : nil
         lse = FloatBuffer(batch * c.numAttentionHeads * seqLen)
         attOut = FloatBuffer(n * qd)
         mid = FloatBuffer(n * c.hiddenSize)
         x2 = FloatBuffer(n * c.hiddenSize); rstd2 = FloatBuffer(n)
-        gateA = FloatBuffer(n * c.intermediateSize); upA = FloatBuffer(n * c.intermediateSize)
+        gateUp = FloatBuffer(2 * n * c.intermediateSize)
         act = FloatBuffer(n * c.intermediateSize)
         tmp = FloatBuffer(n * c.hiddenSize)
     }
@@ -299,16 +324,20 @@ final class DecoderLayer {
     let c: ModelConfig
     let ln1: Param, ln2: Param
     let qNorm: Param?, kNorm: Param?                 // Qwen3: RMSNorm over each head's D
-    let q: Linear, k: Linear, v: Linear, o: Linear, gate: Linear, up: Linear, down: Linear
+    let qkv: LinearGroup, gateUp: LinearGroup        // q, k, v and gate, up: one product each where they can
+    let o: Linear, down: Linear
+    var q: Linear { qkv.parts[0] }
+    var k: Linear { qkv.parts[1] }
+    var v: Linear { qkv.parts[2] }
+    var gate: Linear { gateUp.parts[0] }
+    var up: Linear { gateUp.parts[1] }
     let seqLen: Int
     let saved: LayerActivations
     var x1: FloatBuffer { saved.x1 }
     var rstd1: FloatBuffer { saved.rstd1 }
-    var qa: FloatBuffer { saved.qa }
-    var ka: FloatBuffer { saved.ka }
-    var va: FloatBuffer { saved.va }
-    var qRaw: FloatBuffer? { saved.qRaw }
-    var kRaw: FloatBuffer? { saved.kRaw }
+    var proj: FloatBuffer { saved.qkv }
+    var qn: FloatBuffer? { saved.qn }
+    var kn: FloatBuffer? { saved.kn }
     var qRstd: FloatBuffer? { saved.qRstd }
     var kRstd: FloatBuffer? { saved.kRstd }
     var lse: FloatBuffer { saved.lse }
@@ -316,15 +345,15 @@ final class DecoderLayer {
     var mid: FloatBuffer { saved.mid }
     var x2: FloatBuffer { saved.x2 }
     var rstd2: FloatBuffer { saved.rstd2 }
-    var gateA: FloatBuffer { saved.gateA }
-    var upA: FloatBuffer { saved.upA }
+    var gu: FloatBuffer { saved.gateUp }
     var act: FloatBuffer { saved.act }
     var tmp: FloatBuffer { saved.tmp }
 
     var linears: [Linear] { [q, k, v, o, gate, up, down] }
 
     init(index i: Int, config c: ModelConfig, store: ParameterStore, lora: LoRAConfig?, rows n: Int,
-         batch: Int, seqLen: Int, dequant: NF4Matmul.Scratch?, linearIndex: inout Int, saved: LayerActivations) {
+         batch: Int, seqLen: Int, dequant: NF4Matmul.Scratch?, fuse: Bool, linearIndex: inout Int,
+         saved: LayerActivations) {
         self.c = c
         self.seqLen = seqLen
         self.saved = saved
@@ -339,46 +368,55 @@ final class DecoderLayer {
             return Linear(name: p + name, inDim: inDim, outDim: outDim, store: store, lora: lora,
                           index: linearIndex, maxRows: n, dequant: dequant)
         }
-        q = lin("self_attn.q_proj", c.hiddenSize, qd)
-        k = lin("self_attn.k_proj", c.hiddenSize, kvd)
-        v = lin("self_attn.v_proj", c.hiddenSize, kvd)
+        qkv = LinearGroup([(p + "self_attn.q_proj", qd), (p + "self_attn.k_proj", kvd), (p + "self_attn.v_proj", kvd)],
+                          inDim: c.hiddenSize, store: store, lora: lora, linearIndex: &linearIndex, maxRows: n,
+                          dequant: dequant, fuse: fuse)
         o = lin("self_attn.o_proj", qd, c.hiddenSize)
-        gate = lin("mlp.gate_proj", c.hiddenSize, c.intermediateSize)
-        up = lin("mlp.up_proj", c.hiddenSize, c.intermediateSize)
+        gateUp = LinearGroup([(p + "mlp.gate_proj", c.intermediateSize), (p + "mlp.up_proj", c.intermediateSize)],
+                             inDim: c.hiddenSize, store: store, lora: lora, linearIndex: &linearIndex, maxRows: n,
+                             dequant: dequant, fuse: fuse)
         down = lin("mlp.down_proj", c.intermediateSize, c.hiddenSize)
     }
 
-    func shape(_ batch: Int) -> Attention.Shape {
-        Attention.Shape(batch: batch, seqLen: seqLen, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
-                        headDim: c.headDim, window: c.slidingWindow)
+    /// Where attention reads q and k, and their row strides: the projections' columns, or
+    /// (Qwen3) their normalised copies. v is always the projections' last columns.
+    func attentionInputs() -> (q: FPtr, ldq: Int, k: FPtr, ldk: Int, v: FPtr) {
+        let qd = c.numAttentionHeads * c.headDim, kvd = c.numKeyValueHeads * c.headDim, F = qkv.width
+        if let qn, let kn { return (qn.ptr, qd, kn.ptr, kvd, proj.ptr + qd + kvd) }
+        return (proj.ptr, F, proj.ptr + qd, F, proj.ptr + qd + kvd)
+    }
+
+    func shape(_ batch: Int, ldq: Int, ldk: Int) -> Attention.Shape {
+        var s = Attention.Shape(batch: batch, seqLen: seqLen, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+                                headDim: c.headDim, window: c.slidingWindow)
+        s.qLD = ldq; s.kLD = ldk; s.vLD = qkv.width
+        return s
     }
 
     func forward(resIn: FPtr, resOut: FPtr, batch: Int, rope: RoPE, dropoutSeeds: UnsafePointer<UInt64>?, scratch: FPtr) {
-        let n = batch * seqLen, C = c.hiddenSize, T = seqLen
+        let n = batch * seqLen, C = c.hiddenSize, T = seqLen, I = c.intermediateSize
+        let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim, qd = H * D
         // attention half: mid = x + o(attn(rope(q(norm(x))), rope(k(·)), v(·)))
         RMSNorm.forward(out: x1.ptr, rstd: rstd1.ptr, x: resIn, w: ln1.value, n: n, dim: C, eps: c.rmsNormEps)
-        if let qRaw, let kRaw, let qRstd, let kRstd, let qNorm, let kNorm {
+        qkv.forward(y: proj.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        if let qn, let kn, let qRstd, let kRstd, let qNorm, let kNorm {
             // Qwen3: q and k normalised per head, before RoPE
-            let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim
-            q.forward(y: qRaw.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-            k.forward(y: kRaw.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-            RMSNorm.forward(out: qa.ptr, rstd: qRstd.ptr, x: qRaw.ptr, w: qNorm.value, n: n * H, dim: D, eps: c.rmsNormEps)
-            RMSNorm.forward(out: ka.ptr, rstd: kRstd.ptr, x: kRaw.ptr, w: kNorm.value, n: n * KV, dim: D, eps: c.rmsNormEps)
-        } else {
-            q.forward(y: qa.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-            k.forward(y: ka.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+            RMSNorm.forward(out: qn.ptr, rstd: qRstd.ptr, x: proj.ptr, w: qNorm.value, n: n * H, dim: D, eps: c.rmsNormEps,
+                            rowsPerLine: H, ld: qkv.width)
+            RMSNorm.forward(out: kn.ptr, rstd: kRstd.ptr, x: proj.ptr + qd, w: kNorm.value, n: n * KV, dim: D,
+                            eps: c.rmsNormEps, rowsPerLine: KV, ld: qkv.width)
         }
-        v.forward(y: va.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-        rope.forward(qa.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
-        rope.forward(ka.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)
-        Attention.forward(out: attOut.ptr, lse: lse.ptr, q: qa.ptr, k: ka.ptr, v: va.ptr, scratch: scratch, shape(batch))
+        let at = attentionInputs()
+        rope.forward(at.q, rows: n, seqLen: T, heads: H, ld: at.ldq)
+        rope.forward(at.k, rows: n, seqLen: T, heads: KV, ld: at.ldk)
+        Attention.forward(out: attOut.ptr, lse: lse.ptr, q: at.q, k: at.k, v: at.v, scratch: scratch,
+                          shape(batch, ldq: at.ldq, ldk: at.ldk))
         o.forward(y: tmp.ptr, x: attOut.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
         Residual.forward(out: mid.ptr, a: resIn, b: tmp.ptr, count: n * C)
         // MLP half: out = mid + down(silu(gate(norm(mid))) ⊙ up(norm(mid)))
         RMSNorm.forward(out: x2.ptr, rstd: rstd2.ptr, x: mid.ptr, w: ln2.value, n: n, dim: C, eps: c.rmsNormEps)
-        gate.forward(y: gateA.ptr, x: x2.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-        up.forward(y: upA.ptr, x: x2.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-        SwiGLU.forward(act: act.ptr, gate: gateA.ptr, up: upA.ptr, count: n * c.intermediateSize)
+        gateUp.forward(y: gu.ptr, x: x2.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        SwiGLU.forward(act: act.ptr, gate: gu.ptr, up: gu.ptr + I, rows: n, dim: I, ld: 2 * I)
         down.forward(y: tmp.ptr, x: act.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
         Residual.forward(out: resOut, a: mid.ptr, b: tmp.ptr, count: n * C)
     }
@@ -386,34 +424,34 @@ final class DecoderLayer {
     /// On entry a.dRes = ∂L/∂(layer output); on exit ∂L/∂(layer input).
     /// The residual adds pass dRes through unchanged, so each half adds its branch's gradient to it.
     func backward(resIn: FPtr, batch: Int, rope: RoPE, a: Activations) {
-        let n = batch * seqLen, C = c.hiddenSize, T = seqLen
+        let n = batch * seqLen, C = c.hiddenSize, T = seqLen, I = c.intermediateSize
+        let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim, qd = H * D, kvd = KV * D, F = qkv.width
         // MLP half
         down.backward(dx: a.dAct.ptr, dy: a.dRes.ptr, x: act.ptr, n: n, accumulateDx: false)
-        SwiGLU.backward(dgate: a.dGate.ptr, dup: a.dUp.ptr, dact: a.dAct.ptr, gate: gateA.ptr, up: upA.ptr,
-                        count: n * c.intermediateSize)
-        gate.backward(dx: a.dLn.ptr, dy: a.dGate.ptr, x: x2.ptr, n: n, accumulateDx: false)
-        up.backward(dx: a.dLn.ptr, dy: a.dUp.ptr, x: x2.ptr, n: n, accumulateDx: true)
+        SwiGLU.backward(dgate: a.dGateUp.ptr, dup: a.dGateUp.ptr + I, dact: a.dAct.ptr, gate: gu.ptr, up: gu.ptr + I,
+                        rows: n, dim: I, ld: 2 * I)
+        gateUp.backward(dx: a.dLn.ptr, dy: a.dGateUp.ptr, x: x2.ptr, n: n, accumulateDx: false)
         RMSNorm.backward(dx: a.dRes.ptr, dw: ln2.grad, dout: a.dLn.ptr, x: mid.ptr, w: ln2.value,
                          rstd: rstd2.ptr, n: n, dim: C)
-        // attention half
+        // attention half: the gradients of q, k, v land in their columns of dQKV (Qwen3: those of
+        // q and k in dq, dk first, then through the norms into the columns)
         o.backward(dx: a.dAttOut.ptr, dy: a.dRes.ptr, x: attOut.ptr, n: n, accumulateDx: false)
-        Attention.backward(dq: a.dq.ptr, dk: a.dk.ptr, dv: a.dv.ptr, dout: a.dAttOut.ptr, out: attOut.ptr, lse: lse.ptr,
-                           q: qa.ptr, k: ka.ptr, v: va.ptr, scratch: a.attScratch.ptr, shape(batch))
-        rope.backward(a.dq.ptr, rows: n, seqLen: T, heads: c.numAttentionHeads)
-        rope.backward(a.dk.ptr, rows: n, seqLen: T, heads: c.numKeyValueHeads)
-        var dq = UnsafePointer(a.dq.ptr), dk = UnsafePointer(a.dk.ptr)
-        if let qRaw, let kRaw, let qRstd, let kRstd, let qNorm, let kNorm, let dqRaw = a.dqRaw, let dkRaw = a.dkRaw {
-            let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim
-            dqRaw.zero(); dkRaw.zero()
-            RMSNorm.backward(dx: dqRaw.ptr, dw: qNorm.grad, dout: a.dq.ptr, x: qRaw.ptr, w: qNorm.value,
-                             rstd: qRstd.ptr, n: n * H, dim: D)
-            RMSNorm.backward(dx: dkRaw.ptr, dw: kNorm.grad, dout: a.dk.ptr, x: kRaw.ptr, w: kNorm.value,
-                             rstd: kRstd.ptr, n: n * KV, dim: D)
-            dq = UnsafePointer(dqRaw.ptr); dk = UnsafePointer(dkRaw.ptr)
+        let at = attentionInputs(), dqkv = a.dQKV.ptr
+        let dq = a.dq?.ptr ?? dqkv, dk = a.dk?.ptr ?? dqkv + qd
+        Attention.backward(dq: dq, dk: dk, dv: dqkv + qd + kvd, dout: a.dAttOut.ptr, out: attOut.ptr, lse: lse.ptr,
+                           q: at.q, k: at.k, v: at.v, scratch: a.attScratch.ptr, shape(batch, ldq: at.ldq, ldk: at.ldk))
+        rope.backward(dq, rows: n, seqLen: T, heads: H, ld: at.ldq)
+        rope.backward(dk, rows: n, seqLen: T, heads: KV, ld: at.ldk)
+        if let qRstd, let kRstd, let qNorm, let kNorm {
+            Profile.measure(.elementwise) {
+                for r in 0..<n { (dqkv + r * F).update(repeating: 0, count: qd + kvd) }
+            }
+            RMSNorm.backward(dx: dqkv, dw: qNorm.grad, dout: dq, x: proj.ptr, w: qNorm.value,
+                             rstd: qRstd.ptr, n: n * H, dim: D, rowsPerLine: H, ld: F)
+            RMSNorm.backward(dx: dqkv + qd, dw: kNorm.grad, dout: dk, x: proj.ptr + qd, w: kNorm.value,
+                             rstd: kRstd.ptr, n: n * KV, dim: D, rowsPerLine: KV, ld: F)
         }
-        q.backward(dx: a.dLn.ptr, dy: dq, x: x1.ptr, n: n, accumulateDx: false)
-        k.backward(dx: a.dLn.ptr, dy: dk, x: x1.ptr, n: n, accumulateDx: true)
-        v.backward(dx: a.dLn.ptr, dy: a.dv.ptr, x: x1.ptr, n: n, accumulateDx: true)
+        qkv.backward(dx: a.dLn.ptr, dy: dqkv, x: x1.ptr, n: n, accumulateDx: false)
         RMSNorm.backward(dx: a.dRes.ptr, dw: ln1.grad, dout: a.dLn.ptr, x: resIn, w: ln1.value,
                          rstd: rstd1.ptr, n: n, dim: C)
     }

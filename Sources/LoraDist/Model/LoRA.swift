@@ -46,6 +46,8 @@ public struct LoRAConfig: Codable, Equatable {
 /// Like MLX's LoRALinear, the base weight and the adapter sit side by side and
 /// `fuse` folds the adapter back into a plain weight. Under QLoRA W is NF4 and
 /// is dequantized tile by tile on its way to sgemm.
+/// y may be a column block of a wider buffer (row stride `ldy`): a LinearGroup's parts write
+/// side by side.
 public final class Linear {
     public let name: String           // module path, e.g. model.layers.0.self_attn.q_proj
     public let inDim: Int, outDim: Int
@@ -58,15 +60,19 @@ public final class Linear {
     let index: UInt64                 // distinguishes dropout streams between projections
     let weightNF4: NF4Tensor?         // W as NF4 (QLoRA), else nil
     let dequant: NF4Matmul.Scratch?
-    // Saved for backward, sized for `maxRows` rows once.
-    private var xa: FloatBuffer?      // x·Aᵀ [rows, r]
-    private var mid: FloatBuffer?     // dy·B  [rows, r]
+    // Saved for backward, sized for `maxRows` rows once: x·Aᵀ and s·dy·B [rows, r], row stride
+    // `ldr`, in this projection's own buffers or in its columns of a LinearGroup's.
+    private var xa: FPtr?
+    private var mid: FPtr?
+    private var ldr = 0
+    private var adapterRows: [FloatBuffer] = []   // the own buffers behind xa and mid
     private var xDrop: FloatBuffer?   // dropout(x) [rows, in]
     private var mask: FloatBuffer?    // 0 or 1/(1−p) [rows, in]
     private var tmp: FloatBuffer?     // [rows, in]
 
     init(name: String, inDim: Int, outDim: Int, store: ParameterStore, lora: LoRAConfig?, index: Int,
-         maxRows: Int, weightName: String? = nil, dequant: NF4Matmul.Scratch? = nil) {
+         maxRows: Int, weightName: String? = nil, dequant: NF4Matmul.Scratch? = nil,
+         adapterRows shared: (xa: FPtr, mid: FPtr, ld: Int)? = nil) {
         self.name = name
         self.inDim = inDim
         self.outDim = outDim
@@ -81,8 +87,12 @@ public final class Linear {
         scale = lora?.scale ?? 0
         dropout = lora?.dropout ?? 0
         if let r = lora?.rank, loraA != nil {
-            xa = FloatBuffer(maxRows * r)
-            mid = FloatBuffer(maxRows * r)
+            if let shared {
+                xa = shared.xa; mid = shared.mid; ldr = shared.ld
+            } else {
+                adapterRows = [FloatBuffer(maxRows * r), FloatBuffer(maxRows * r)]
+                xa = adapterRows[0].ptr; mid = adapterRows[1].ptr; ldr = r
+            }
             if dropout > 0 {
                 xDrop = FloatBuffer(maxRows * inDim)
                 mask = FloatBuffer(maxRows * inDim)
@@ -94,14 +104,31 @@ public final class Linear {
     var rank: Int { loraA.map { $0.spec.shape[0] } ?? 0 }
 
     /// y[n, out] = x[n, in]·Wᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ
-    func forward(y: FPtr, x: UnsafePointer<Float>, n: Int, seqLen: Int, dropoutSeeds: UnsafePointer<UInt64>?) {
+    func forward(y: FPtr, ldy: Int? = nil, x: UnsafePointer<Float>, n: Int, seqLen: Int,
+                 dropoutSeeds: UnsafePointer<UInt64>?) {
+        let ldy = ldy ?? outDim
+        forwardBase(y: y, ldy: ldy, x: x, n: n)
+        forwardAdapter(y: y, ldy: ldy, x: x, n: n, seqLen: seqLen, dropoutSeeds: dropoutSeeds)
+    }
+
+    /// y = x·Wᵀ + b
+    func forwardBase(y: FPtr, ldy: Int, x: UnsafePointer<Float>, n: Int) {
         if let q = weightNF4, let dequant {
-            NF4Matmul.forward(y: y, x: x, w: q, n: n, inDim: inDim, outDim: outDim, scratch: dequant)
+            NF4Matmul.forward(y: y, x: x, w: q, n: n, inDim: inDim, outDim: outDim, scratch: dequant, ldy: ldy)
         } else {
-            Matmul.forward(y: y, x: x, w: weight.value, n: n, inDim: inDim, outDim: outDim)
+            Matmul.forward(y: y, x: x, w: weight.value, n: n, inDim: inDim, outDim: outDim, ldy: ldy)
         }
-        if let bias { Bias.forward(y: y, b: bias.value, n: n, dim: outDim) }
-        guard let a = loraA, let b = loraB, let xa else { return }
+        addBias(y: y, ldy: ldy, n: n)
+    }
+
+    func addBias(y: FPtr, ldy: Int, n: Int) {
+        if let bias { Bias.forward(y: y, b: bias.value, n: n, dim: outDim, ld: ldy) }
+    }
+
+    /// y += s·(dropout(x)·Aᵀ)·Bᵀ (nothing without an adapter)
+    func forwardAdapter(y: FPtr, ldy: Int, x: UnsafePointer<Float>, n: Int, seqLen: Int,
+                        dropoutSeeds: UnsafePointer<UInt64>?) {
+        guard let a = loraA, let xa else { return }
         var xin = x
         if let xDrop, let mask, let seeds = dropoutSeeds {
             let keep = 1 / (1 - dropout)
@@ -117,43 +144,68 @@ public final class Linear {
             }
             xin = UnsafePointer(xDrop.ptr)
         }
-        let r = rank
-        sgemm(transB: true, m: n, n: r, k: inDim, a: xin, lda: inDim, b: a.value, ldb: inDim, c: xa.ptr, ldc: r)
-        sgemm(transB: true, m: n, n: outDim, k: r, alpha: scale, a: xa.ptr, lda: r, b: b.value, ldb: r,
-              beta: 1, c: y, ldc: outDim)
+        sgemm(transB: true, m: n, n: rank, k: inDim, a: xin, lda: inDim, b: a.value, ldb: inDim, c: xa, ldc: ldr)
+        adapterUp(y: y, ldy: ldy, n: n)
+    }
+
+    /// y += s·xa·Bᵀ, xa = x·Aᵀ already computed (by this projection or its group)
+    func adapterUp(y: FPtr, ldy: Int, n: Int) {
+        guard let b = loraB, let xa else { return }
+        sgemm(transB: true, m: n, n: outDim, k: rank, alpha: scale, a: xa, lda: ldr, b: b.value, ldb: rank,
+              beta: 1, c: y, ldc: ldy)
     }
 
     /// dx (=, or += when accumulateDx) ∂L/∂x; weight and adapter gradients accumulate.
-    func backward(dx: FPtr, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
+    func backward(dx: FPtr, dy: UnsafePointer<Float>, ldy: Int? = nil, x: UnsafePointer<Float>, n: Int,
+                  accumulateDx: Bool) {
+        let ldy = ldy ?? outDim
+        backwardBase(dx: dx, dy: dy, ldy: ldy, x: x, n: n, accumulateDx: accumulateDx)
+        backwardAdapter(dx: dx, dy: dy, ldy: ldy, x: x, n: n)
+    }
+
+    /// dx (+)= dy·W;  dW += dyᵀ·x and db += Σ dy when they train
+    func backwardBase(dx: FPtr, dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
         if let q = weightNF4, let dequant {
             NF4Matmul.backwardInput(dx: dx, dy: dy, w: q, n: n, inDim: inDim, outDim: outDim,
-                                    accumulate: accumulateDx, scratch: dequant)
+                                    accumulate: accumulateDx, scratch: dequant, ldy: ldy)
         } else {
             Matmul.backward(dx: dx, dw: weight.grad, dy: dy, x: x, w: weight.value, n: n, inDim: inDim,
-                            outDim: outDim, accumulateDx: accumulateDx)
+                            outDim: outDim, accumulateDx: accumulateDx, ldy: ldy)
         }
-        if let db = bias?.grad { Bias.backward(db: db, dy: dy, n: n, dim: outDim) }
-        guard let a = loraA, let b = loraB, let xa, let mid else { return }
+        biasBackward(dy: dy, ldy: ldy, n: n)
+    }
+
+    func biasBackward(dy: UnsafePointer<Float>, ldy: Int, n: Int) {
+        if let db = bias?.grad { Bias.backward(db: db, dy: dy, n: n, dim: outDim, ld: ldy) }
+    }
+
+    /// The adapter's share: dx += s·(dy·B)·A (through the dropout mask); dA, dB accumulate.
+    func backwardAdapter(dx: FPtr, dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, n: Int) {
+        guard let a = loraA, let mid else { return }
+        adapterMid(dy: dy, ldy: ldy, n: n)
         let r = rank
         let xin = xDrop.map { UnsafePointer($0.ptr) } ?? x
-        // mid = dy·B [n, r];  dB += s·dyᵀ·xa;  dA += s·midᵀ·dropout(x)
-        sgemm(m: n, n: r, k: outDim, a: dy, lda: outDim, b: b.value, ldb: r, c: mid.ptr, ldc: r)
-        if let gb = b.grad {
-            sgemm(transA: true, m: outDim, n: r, k: n, alpha: scale, a: dy, lda: outDim, b: xa.ptr, ldb: r,
-                  beta: 1, c: gb, ldc: r)
-        }
+        // dA += midᵀ·dropout(x)
         if let ga = a.grad {
-            sgemm(transA: true, m: r, n: inDim, k: n, alpha: scale, a: mid.ptr, lda: r, b: xin, ldb: inDim,
-                  beta: 1, c: ga, ldc: inDim)
+            sgemm(transA: true, m: r, n: inDim, k: n, a: mid, lda: ldr, b: xin, ldb: inDim, beta: 1, c: ga, ldc: inDim)
         }
-        // dx += s·mid·A, through the dropout mask
+        // dx += mid·A, through the dropout mask
         if let mask, let tmp {
-            sgemm(m: n, n: inDim, k: r, alpha: scale, a: mid.ptr, lda: r, b: a.value, ldb: inDim,
-                  c: tmp.ptr, ldc: inDim)
+            sgemm(m: n, n: inDim, k: r, a: mid, lda: ldr, b: a.value, ldb: inDim, c: tmp.ptr, ldc: inDim)
             Profile.measure(.elementwise) { for i in 0..<(n * inDim) { dx[i] += tmp[i] * mask[i] } }
         } else {
-            sgemm(m: n, n: inDim, k: r, alpha: scale, a: mid.ptr, lda: r, b: a.value, ldb: inDim,
-                  beta: 1, c: dx, ldc: inDim)
+            sgemm(m: n, n: inDim, k: r, a: mid, lda: ldr, b: a.value, ldb: inDim, beta: 1, c: dx, ldc: inDim)
+        }
+    }
+
+    /// mid = s·dy·B [n, r];  dB += s·dyᵀ·xa
+    func adapterMid(dy: UnsafePointer<Float>, ldy: Int, n: Int) {
+        guard let b = loraB, let xa, let mid else { return }
+        let r = rank
+        sgemm(m: n, n: r, k: outDim, alpha: scale, a: dy, lda: ldy, b: b.value, ldb: r, c: mid, ldc: ldr)
+        if let gb = b.grad {
+            sgemm(transA: true, m: outDim, n: r, k: n, alpha: scale, a: dy, lda: ldy, b: xa, ldb: ldr,
+                  beta: 1, c: gb, ldc: r)
         }
     }
 

@@ -21,8 +21,15 @@ public enum Attention {
         }
         /// The first key query i sees.
         @inline(__always) func firstKey(_ i: Int) -> Int { window.map { Swift.max(0, i - $0 + 1) } ?? 0 }
+        /// Rows of out and dout: H·D apart.
         var qStride: Int { heads * headDim }
         var kvStride: Int { kvHeads * headDim }
+        /// Rows of q and dq, k and dk, v and dv: H·D, KV·D apart unless set (column blocks of
+        /// the fused q, k, v output, whose rows are wider).
+        public var qLD: Int?, kLD: Int?, vLD: Int?
+        var ldq: Int { qLD ?? qStride }
+        var ldk: Int { kLD ?? kvStride }
+        var ldv: Int { vLD ?? kvStride }
         var scale: Float { 1 / Float(headDim).squareRoot() }
         /// Floats of the scratch forward and backward need: one block of scores, and its gradient.
         public var scratchCount: Int { 2 * Attention.block * seqLen }
@@ -37,22 +44,22 @@ public enum Attention {
             let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
             for b in 0..<s.batch {
                 for h in 0..<s.heads {
-                    let qh = q + b * T * s.qStride + h * D
-                    let kg = k + b * T * s.kvStride + (h / group) * D
-                    let vg = v + b * T * s.kvStride + (h / group) * D
+                    let qh = q + b * T * s.ldq + h * D
+                    let kg = k + b * T * s.ldk + (h / group) * D
+                    let vg = v + b * T * s.ldv + (h / group) * D
                     let oh = out + b * T * s.qStride + h * D
                     let lh = lse + (b * s.heads + h) * T
                     var i0 = 0
                     while i0 < T {
                         let i1 = min(i0 + block, T), rows = i1 - i0
                         // p[0..<rows, 0..<i1] = scale · Q Kᵀ, then the causal softmax of each row
-                        sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.qStride,
-                              lda: s.qStride, b: kg, ldb: s.kvStride, c: scratch, ldc: i1)
+                        sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.ldq,
+                              lda: s.ldq, b: kg, ldb: s.ldk, c: scratch, ldc: i1)
                         for i in i0..<i1 {
                             lh[i] = softmaxCausalRow(scratch + (i - i0) * i1, first: s.firstKey(i), visible: i + 1, width: i1)
                         }
                         // out[i0..<i1] = P V
-                        sgemm(m: rows, n: D, k: i1, a: scratch, lda: i1, b: vg, ldb: s.kvStride,
+                        sgemm(m: rows, n: D, k: i1, a: scratch, lda: i1, b: vg, ldb: s.ldv,
                               c: oh + i0 * s.qStride, ldc: s.qStride)
                         i0 = i1
                     }
@@ -88,23 +95,26 @@ public enum Attention {
                                 scratch: FPtr, _ s: Shape) {
         Profile.measure(.attention) {
             let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
-            dk.update(repeating: 0, count: s.batch * T * s.kvStride)
-            dv.update(repeating: 0, count: s.batch * T * s.kvStride)
+            for r in 0..<(s.batch * T) {
+                (dk + r * s.ldk).update(repeating: 0, count: s.kvStride)
+                (dv + r * s.ldv).update(repeating: 0, count: s.kvStride)
+            }
             let p = scratch, dp = scratch + block * T
             for b in 0..<s.batch {
                 for h in 0..<s.heads {
-                    let off = b * T * s.qStride + h * D
-                    let kvOff = b * T * s.kvStride + (h / group) * D
+                    let off = b * T * s.qStride + h * D                 // out, dout
+                    let qOff = b * T * s.ldq + h * D                    // q, dq
+                    let kOff = b * T * s.ldk + (h / group) * D, vOff = b * T * s.ldv + (h / group) * D
                     let lh = lse + (b * s.heads + h) * T
                     var i0 = 0
                     while i0 < T {
                         let i1 = min(i0 + block, T), rows = i1 - i0
                         // P rebuilt: exp(scale · q·k − lse) over the visible keys, 0 elsewhere
-                        sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: q + off + i0 * s.qStride,
-                              lda: s.qStride, b: k + kvOff, ldb: s.kvStride, c: p, ldc: i1)
+                        sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: q + qOff + i0 * s.ldq,
+                              lda: s.ldq, b: k + kOff, ldb: s.ldk, c: p, ldc: i1)
                         // dP = dO Vᵀ over the visible keys
                         sgemm(transB: true, m: rows, n: i1, k: D, a: dout + off + i0 * s.qStride, lda: s.qStride,
-                              b: v + kvOff, ldb: s.kvStride, c: dp, ldc: i1)
+                              b: v + vOff, ldb: s.ldv, c: dp, ldc: i1)
                         for i in i0..<i1 {
                             let pr = p + (i - i0) * i1, dr = dp + (i - i0) * i1
                             let first = s.firstKey(i), shift = lh[i]
@@ -121,12 +131,12 @@ public enum Attention {
                         }
                         // dV[0..<i1] += Pᵀ dO
                         sgemm(transA: true, m: i1, n: D, k: rows, a: p, lda: i1,
-                              b: dout + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dv + kvOff, ldc: s.kvStride)
+                              b: dout + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dv + vOff, ldc: s.ldv)
                         // dQ = scale · dS K ;  dK += scale · dSᵀ Q
-                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: k + kvOff, ldb: s.kvStride,
-                              c: dq + off + i0 * s.qStride, ldc: s.qStride)
+                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: k + kOff, ldb: s.ldk,
+                              c: dq + qOff + i0 * s.ldq, ldc: s.ldq)
                         sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: i1,
-                              b: q + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dk + kvOff, ldc: s.kvStride)
+                              b: q + qOff + i0 * s.ldq, ldb: s.ldq, beta: 1, c: dk + kOff, ldc: s.ldk)
                         i0 = i1
                     }
                 }

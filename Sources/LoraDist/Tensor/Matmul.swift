@@ -20,24 +20,25 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
 
 /// The linear kernel, y = x · Wᵀ, with weights stored [out, in] as Hugging Face does.
 public enum Matmul {
-    /// y[n, out] = x[n, in] · W[out, in]ᵀ  (+ y when accumulate)
+    /// y[n, out] = x[n, in] · W[out, in]ᵀ  (+ y when accumulate); rows of y `ldy` apart (default out)
     public static func forward(y: FPtr, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               n: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
+                               n: Int, inDim: Int, outDim: Int, accumulate: Bool = false, ldy: Int? = nil) {
         sgemm(transB: true, m: n, n: outDim, k: inDim, a: x, lda: inDim, b: w, ldb: inDim,
-              beta: accumulate ? 1 : 0, c: y, ldc: outDim)
+              beta: accumulate ? 1 : 0, c: y, ldc: ldy ?? outDim)
     }
 
     /// dx[n, in] (+)= dy[n, out] · W[out, in];  dW[out, in] += dyᵀ · x.
-    /// Either output may be nil: frozen weights get no gradient.
+    /// Either output may be nil: frozen weights get no gradient. Rows of dy `ldy` apart (default out).
     public static func backward(dx: FPtr?, dw: FPtr?, dy: UnsafePointer<Float>,
                                 x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                                n: Int, inDim: Int, outDim: Int, accumulateDx: Bool = false) {
+                                n: Int, inDim: Int, outDim: Int, accumulateDx: Bool = false, ldy: Int? = nil) {
+        let ldy = ldy ?? outDim
         if let dx {
-            sgemm(m: n, n: inDim, k: outDim, a: dy, lda: outDim, b: w, ldb: inDim,
+            sgemm(m: n, n: inDim, k: outDim, a: dy, lda: ldy, b: w, ldb: inDim,
                   beta: accumulateDx ? 1 : 0, c: dx, ldc: inDim)
         }
         if let dw {
-            sgemm(transA: true, m: outDim, n: inDim, k: n, a: dy, lda: outDim, b: x, ldb: inDim,
+            sgemm(transA: true, m: outDim, n: inDim, k: n, a: dy, lda: ldy, b: x, ldb: inDim,
                   beta: 1, c: dw, ldc: inDim)
         }
     }

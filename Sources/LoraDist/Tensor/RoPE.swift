@@ -31,17 +31,17 @@ public final class RoPE {
         }
     }
 
-    /// Rotates x[B·T, heads·D] in place; row r has position r mod T.
-    public func forward(_ x: FPtr, rows: Int, seqLen: Int, heads: Int) {
+    /// Rotates x[B·T, heads·D] in place (rows `ld` apart, default heads·D); row r has position r mod T.
+    public func forward(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, ld: Int? = nil) {
         Profile.measure(.elementwise) {
-            apply(x, rows: rows, seqLen: seqLen, heads: heads, sign: 1)
+            apply(x, rows: rows, seqLen: seqLen, heads: heads, ld: ld ?? heads * headDim, sign: 1)
         }
     }
 
     /// The rotation is orthogonal, so the backward turns the gradient back by −angle.
-    public func backward(_ dx: FPtr, rows: Int, seqLen: Int, heads: Int) {
+    public func backward(_ dx: FPtr, rows: Int, seqLen: Int, heads: Int, ld: Int? = nil) {
         Profile.measure(.elementwise) {
-            apply(dx, rows: rows, seqLen: seqLen, heads: heads, sign: -1)
+            apply(dx, rows: rows, seqLen: seqLen, heads: heads, ld: ld ?? heads * headDim, sign: -1)
         }
     }
 
@@ -49,18 +49,18 @@ public final class RoPE {
     public func forward(_ x: FPtr, rows: Int, firstPosition first: Int, heads: Int) {
         precondition(first + rows <= maxPositions)
         Profile.measure(.elementwise) {
-            apply(x, rows: rows, seqLen: Int.max, heads: heads, sign: 1, first: first)
+            apply(x, rows: rows, seqLen: Int.max, heads: heads, ld: heads * headDim, sign: 1, first: first)
         }
     }
 
-    private func apply(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, sign: Float, first: Int = 0) {
+    private func apply(_ x: FPtr, rows: Int, seqLen: Int, heads: Int, ld: Int, sign: Float, first: Int = 0) {
         let half = headDim / 2
         Parallel.chunks(rows, grain: 16) { part in
             for r in part {
                 let pos = first + r % seqLen
                 let c = cos.ptr + pos * half, s = sin.ptr + pos * half
                 for h in 0..<heads {
-                    let v = x + (r * heads + h) * headDim
+                    let v = x + r * ld + h * headDim
                     for d in 0..<half {
                         let x1 = v[d], x2 = v[d + half], sn = sign * s[d]
                         v[d] = x1 * c[d] - x2 * sn

@@ -30,8 +30,9 @@ struct FamilyCLITests {
         let json = try JSONSerialization.data(withJSONObject: try config(fixture), options: [.sortedKeys])
         try json.write(to: URL(fileURLWithPath: dir + "/config.json"))
         let config = try ModelConfig.load(dir)
-        var g = SplitMix64(seed: fnv1a(fixture))
+        // Each tensor from its own stream: the values do not depend on the order of the store.
         let tensors = try LlamaModel.specs(config: config, lora: nil).map { s in
+            var g = SplitMix64(seed: fnv1a(fixture + "/" + s.name))
             let values: [Float] = (0..<s.count).map { _ in
                 s.name.hasSuffix("norm.weight") ? 1 + 0.1 * g.normal() : 0.2 * g.normal()
             }
@@ -175,16 +176,24 @@ struct FamilyCLITests {
         for (step, loss) in try Self.losses(tmp + "/one") {
             #expect(abs(loss - losses[step]!) <= 1e-5 * loss, "step \(step): 1 rank \(loss), 2 ranks \(losses[step]!)")
         }
-        // The weights agree to 1e-5, but for the k biases in the lowest RoPE frequency pair: rotated by
-        // ~3e-5 rad per position (theta 1e6), they shift every score of a query alike, which softmax
-        // ignores, so their gradient is ~0 and Adam's first steps move them by ≈ ±lr on its sign:
-        // fp32 summation order shows there (seen: 4e-5). There only Adam's bound, lr per step, holds.
+        // The weights agree to 1e-5, but where a gradient is ~0 and Adam moves a weight by ≈ ±lr on
+        // the sign of what is left, or divides a small first moment by a small second: there fp32
+        // summation order shows, and only Adam's bound, lr per step, holds. That is every k bias in
+        // the lowest RoPE frequency pair (rotated by ~3e-5 rad per position at theta 1e6, they shift
+        // every score of a query alike, which softmax ignores; seen: 4e-5), and a few elements
+        // elsewhere (seen with other random weights, before and after q, k, v and gate, up were fused:
+        // up to 4.5e-4 in an up_proj, 1.3e-5 in the embedding). A tensor that did not train alike on
+        // 1 and 2 ranks differs in most of its elements.
         let one = try SafeTensors(path: tmp + "/one/m/model.safetensors"), two = try SafeTensors(path: tmp + "/whole/m/model.safetensors")
         #expect(one.names == two.names)
+        let adam = Float(Self.steps) * Self.lr
         for n in one.names {
-            let bound: Float = n.hasSuffix("k_proj.bias") ? Float(Self.steps) * Self.lr : 1e-5
-            let d = zip(try one.floats(n), try two.floats(n)).map { abs($0 - $1) }.max() ?? 0
-            #expect(d <= bound, "1 rank vs 2 ranks: \(n) differs by \(d)")
+            let d = zip(try one.floats(n), try two.floats(n)).map { abs($0 - $1) }
+            let apart = d.filter { $0 > 1e-5 }.count
+            #expect(d.allSatisfy { $0 <= adam }, "1 rank vs 2 ranks: \(n) differs by \(d.max() ?? 0)")
+            if !n.hasSuffix("k_proj.bias") {
+                #expect(apart <= d.count / 500, "1 rank vs 2 ranks: \(apart) of \(d.count) elements of \(n) differ by more than 1e-5")
+            }
         }
         // the biases trained (and were exchanged)
         let trained = try SafeTensors(path: tmp + "/whole/m/model.safetensors"), base = try SafeTensors(path: model + "/model.safetensors")

@@ -58,9 +58,9 @@ public enum NF4Matmul {
         }
     }
 
-    /// y[n, out] = x[n, in] · W[out, in]ᵀ
+    /// y[n, out] = x[n, in] · W[out, in]ᵀ; rows of y `ldy` apart (default out)
     public static func forward(y: FPtr, x: UnsafePointer<Float>, w: NF4Tensor, n: Int, inDim: Int, outDim: Int,
-                               scratch: Scratch) {
+                               scratch: Scratch, ldy: Int? = nil) {
         let rows = tileRows(inDim: inDim, outDim: outDim, scratch: scratch)
         var o0 = 0
         while o0 < outDim {
@@ -68,22 +68,22 @@ public enum NF4Matmul {
             let tile = scratch.tile(w, rows: o0..<o1, inDim: inDim)
             // y[:, o0..<o1] = x · W[o0..<o1]ᵀ
             sgemm(transB: true, m: n, n: o1 - o0, k: inDim, a: x, lda: inDim, b: tile, ldb: inDim,
-                  c: y + o0, ldc: outDim)
+                  c: y + o0, ldc: ldy ?? outDim)
             scratch.release()
             o0 = o1
         }
     }
 
-    /// dx[n, in] (+)= dy[n, out] · W[out, in]
+    /// dx[n, in] (+)= dy[n, out] · W[out, in]; rows of dy `ldy` apart (default out)
     public static func backwardInput(dx: FPtr, dy: UnsafePointer<Float>, w: NF4Tensor, n: Int, inDim: Int,
-                                     outDim: Int, accumulate: Bool, scratch: Scratch) {
+                                     outDim: Int, accumulate: Bool, scratch: Scratch, ldy: Int? = nil) {
         let rows = tileRows(inDim: inDim, outDim: outDim, scratch: scratch)
         var o0 = 0
         while o0 < outDim {
             let o1 = min(o0 + rows, outDim)
             let tile = scratch.tile(w, rows: o0..<o1, inDim: inDim)
             // dx += dy[:, o0..<o1] · W[o0..<o1]; the first tile overwrites unless accumulating
-            sgemm(m: n, n: inDim, k: o1 - o0, a: dy + o0, lda: outDim, b: tile, ldb: inDim,
+            sgemm(m: n, n: inDim, k: o1 - o0, a: dy + o0, lda: ldy ?? outDim, b: tile, ldb: inDim,
                   beta: (o0 == 0 && !accumulate) ? 0 : 1, c: dx, ldc: inDim)
             scratch.release()
             o0 = o1
