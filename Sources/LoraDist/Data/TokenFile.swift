@@ -124,7 +124,10 @@ public final class TokenFile {
             let f = (0..<n).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)) }
             let crc = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * n, as: UInt32.self))
             guard f[0] == TokenFile.magic, CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<(8 * n)])) == crc,
-                  f[1] == 2 || f[1] == 4, f[2...7].allSatisfy({ $0 < 1 << 60 }) else { return nil }
+                  f[1] == 2 || f[1] == 4, f[2...7].allSatisfy({ $0 < 1 << 60 }),
+                  // ids: some (a corpus without text is refused as it is built), and few enough that
+                  // the sizes below cannot overflow (2^48 ids: a petabyte)
+                  f[2] + f[3] > 0, f[2] < 1 << 48, f[3] < 1 << 48 else { return nil }
             return Header(width: Int(f[1]), train: Int(f[2]), dev: Int(f[3]), documents: Int(f[4]), bytes: Int(f[5]),
                           replacedBytes: Int(f[6]), replacedSurrogates: Int(f[7]), sources: f[8])
         }

@@ -48,6 +48,25 @@ import Testing
         #expect(!c.dev.isEmpty && Array(f.train) == c.train && Array(f.dev) == c.dev)
     }
 
+    /// Found by tools/fuzz.sh tokenfile: a header with valid checksums that holds no ids (the
+    /// tiny-corpus cut went below zero) or more than fit a file (its size overflowed) is not a
+    /// token file to reuse: it is rebuilt.
+    @Test("a checksummed header with no ids or too many is rebuilt, not trusted", arguments: [(0, 0), (1 << 50, 0), (0, 1 << 62)])
+    func impossibleCountsAreRebuilt(train: Int, dev: Int) throws {
+        let data = try writeCorpus("tokfile-counts", lines: 30) { "counts \($0)" }, folder = TestPaths.tempDir("tokens")
+        let first = try Self.open(data, folder)
+        let (trainIDs, devIDs, path) = (Array(first.train), Array(first.dev), first.path)  // before the file is rewritten under its map
+        let raw = try #require(FileManager.default.contents(atPath: path))
+        var h = try #require(raw.withUnsafeBytes { TokenFile.Header.decode($0) })
+        h.train = train
+        h.dev = dev
+        try Data(h.encoded()).write(to: URL(fileURLWithPath: path + ".new"))
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.moveItem(atPath: path + ".new", toPath: path)
+        let again = try Self.open(data, folder)
+        #expect(!again.reused && Array(again.train) == trainIDs && Array(again.dev) == devIDs)
+    }
+
     @Test func reusedUntilASourceFileChanges() throws {
         let data = try Self.corpus(), folder = TestPaths.tempDir("tokens")
         let first = try Self.open(data, folder)
