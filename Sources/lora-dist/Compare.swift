@@ -47,6 +47,8 @@ struct CompareCommand: Configurable {
     var renderOnly = false
     @Option(help: ArgumentHelp("Continual adaptation instead: train on these domains one after another (comma-separated, e.g. technical,legal,medical) with full fine-tuning continued, one LoRA adapter continued, one adapter per domain switched, and an adapter merged after each stage; report perplexity and accuracy on every domain so far and general text after each stage, forgetting and cost. Uses the first of --ranks, --targets, --lr-lora and --lr-full; --full and --qlora do not apply.", valueName: "domains"))
     var continual: String?
+    @Option(name: .customLong("data-sizes"), help: ArgumentHelp("Data scarcity instead: for each size (training tokens, comma-separated, k/M suffixes: 5k,50k,500k) LoRA (the first of --ranks, --targets, --lr-lora) and full fine-tuning (the first of --lr-full) train on the first N tokens of the domain's training split, the same for every seed, up to --steps steps with early stopping on dev loss; report in-domain, out-of-domain and forgetting against size, and quality_vs_data_size.svg. QLoRA and compressed candidates are not run.", valueName: "sizes"))
+    var dataSizes: String?
 
     static let perInvocationKeys: Set<String> = ["render-only"]
 
@@ -61,7 +63,9 @@ struct CompareCommand: Configurable {
             return
         }
         if renderOnly {
-            if continual != nil { try ContinualReport.rerender(out) } else { try CompareReport.rerender(out) }
+            if continual != nil { try ContinualReport.rerender(out) }
+            else if dataSizes != nil { try DataSizesReport.rerender(out) }
+            else { try CompareReport.rerender(out) }
             print("rendered \(out)/report.md")
             return
         }
@@ -76,6 +80,10 @@ struct CompareCommand: Configurable {
             }
             if stages.contains("general") { throw LoraDistError("--continual: general is the held-out text forgetting is measured on, not a stage") }
             o.continual = stages
+        }
+        if let dataSizes {
+            guard continual == nil else { throw LoraDistError("--data-sizes with --continual is not implemented (give one of them)") }
+            o.dataSizes = try DataSizes.parse(dataSizes)
         }
         if quick { o.makeQuick() }
         o.base = quick ? "tiny" : base
@@ -130,6 +138,16 @@ struct CompareCommand: Configurable {
                 log("--continual uses one setting per method: LoRA r=\(o.ranks[0]) on \(o.targetSets[0]), lr \(o.loraLRs[0]); full fine-tuning lr \(o.fullLRs[0]) (the first of each list)")
             }
             let report = try cluster.agree { try ContinualCompare.run(o, cluster: cluster, log: log) }
+            guard cluster.isRoot else { return }
+            print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
+            print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report.wallSeconds)) s)")
+            return
+        }
+        if !o.dataSizes.isEmpty {
+            if o.ranks.count > 1 || o.targetSets.count > 1 || o.loraLRs.count > 1 || o.fullLRs.count > 1 {
+                log("--data-sizes uses one setting per method: LoRA r=\(o.ranks[0]) on \(o.targetSets[0]), lr \(o.loraLRs[0]); full fine-tuning lr \(o.fullLRs[0]) (the first of each list)")
+            }
+            let report = try cluster.agree { try DataSizes.run(o, cluster: cluster, log: log) }
             guard cluster.isRoot else { return }
             print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
             print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report.wallSeconds)) s)")

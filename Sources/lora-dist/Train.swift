@@ -79,6 +79,8 @@ struct Train: Configurable {
     var stopAfter: Int?
     @Option(name: .customLong("dev-data"), help: "A dev set of its own (file or folder); otherwise --dev-percent of --data's blocks are held out.")
     var devData: String?
+    @Option(name: .customLong("train-tokens"), help: "Train on the first N tokens of --data's training split only (the rest is not read by the sampler; dev is unchanged).")
+    var trainTokens: Int?
     @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record that holds its text.")
     var textField: String = defaults.textField
     @Flag(name: .customLong("replace-invalid-utf8"), inversion: .prefixedNo, help: "Read bytes that are not UTF-8 (and lone surrogate escapes in JSON Lines) as U+FFFD instead of refusing the file.")
@@ -169,7 +171,7 @@ struct Train: Configurable {
                 lora-dist: \(mode.rawValue) on \(model), \(m.trainableParams.formatted()) of \(m.baseParams.formatted()) parameters trainable \
                 (\(String(format: "%.2f", 100 * Double(m.trainableParams) / Double(m.baseParams)))%)
                 \(cluster.size) rank(s) on \(cluster.nodes) node(s), \(exchange.rawValue) exchange\(Self.compressionNote(o.compression)), \(trainer.blasThreadsPerReplica) BLAS thread(s) per rank
-                corpus \(o.data): \(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens \
+                corpus \(o.data): \(o.trainTokens.map { "the first \($0.formatted()) of " } ?? "")\(trainer.corpus.train.count.formatted()) train / \(trainer.corpus.dev.count.formatted()) dev tokens \
                 (token file \(trainer.corpus.files.map { "\($0.reused ? "reused" : "built"): \($0.path)" }.joined(separator: ", ")))
 
                 """.utf8))
@@ -258,7 +260,7 @@ struct Train: Configurable {
         o.compression.method = gradCompression
         o.compression.powerSGDRank = powerSGDRank; o.compression.powerSGDStartStep = powerSGDStartStep
         o.saveEvery = saveEvery; o.keepLast = keepLast; o.resume = resume; o.stopAfter = stopAfter
-        o.devData = devData; o.patience = patience; o.replicas = replicas
+        o.devData = devData; o.patience = patience; o.replicas = replicas; o.trainTokens = trainTokens
         o.textField = textField; o.replaceInvalidUTF8 = replaceInvalidUTF8
         o.collectiveTimeout = collectiveTimeout
         return o
@@ -322,6 +324,7 @@ struct Train: Configurable {
             ("save-every", o.saveEvery.map { "\($0)" }), ("adapter", o.adapter), ("resume", o.resume),
             ("stop-after", o.stopAfter.map { "\($0)" }), ("dev-data", o.devData), ("patience", o.patience.map { "\($0)" }),
             ("replicas", o.replicas.map { "\($0)" }), ("collective-timeout", o.collectiveTimeout.map { "\($0)" }),
+            ("train-tokens", o.trainTokens.map { "\($0)" }),
         ]
         for case let (k, v?) in optional { a.append("--\(k)=\(v)") }
         return a

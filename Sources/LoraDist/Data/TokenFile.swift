@@ -472,3 +472,14 @@ public struct TrainingCorpus: CorpusCounts {
         skipped = same ? d.skipped : t.skipped + d.skipped
     }
 }
+
+extension TrainingCorpus {
+    /// The first `n` ids of the training split (in file order, the same for every seed, so the sizes
+    /// of `compare --data-sizes` nest: 5k ⊂ 50k ⊂ 500k); a size above the split's is refused naming it.
+    public func firstTrainingTokens(_ n: Int, data: String) throws -> TokenIDs {
+        guard n <= train.count else {
+            throw LoraDistError("--train-tokens \(n) is more than the \(train.count) training tokens of \(data)")
+        }
+        return train.ids(0..<n)
+    }
+}

@@ -32,6 +32,8 @@ public struct CompareOptions {
     public var seeds = 1
     /// `--continual`: the domains to adapt to one after another (ContinualCompare); empty: a plain comparison.
     public var continual: [String] = []
+    /// `--data-sizes`: training tokens per size, smallest first (DataSizes); empty: a plain comparison.
+    public var dataSizes: [Int] = []
     /// compare's configuration as YAML (`compare --print-config`), written by rank 0 as
     /// DIR/config.yaml so that `compare --config DIR/config.yaml` repeats the comparison.
     public var configYAML: String? = nil

@@ -91,23 +91,29 @@ public enum SVGChart {
         return s + "</svg>\n"
     }
 
-    /// A point with its own label, written beside its marker.
+    /// A point with its own label, written beside its marker, and optionally an interval drawn as a
+    /// vertical whisker from low to high (a 95 % interval over seeds).
     public struct LabeledPoint {
         public var label: String, x: Double, y: Double
-        public init(label: String, x: Double, y: Double) { self.label = label; self.x = x; self.y = y }
+        public var low: Double?, high: Double?
+        public init(label: String, x: Double, y: Double, low: Double? = nil, high: Double? = nil) {
+            self.label = label; self.x = x; self.y = y; self.low = low; self.high = high
+        }
     }
 
     /// Labelled markers joined in order, one colour per series, on a logarithmic x axis when x spans more
     /// than 10× (LoRA ranks double the bytes: on a log axis they sit evenly instead of piling up at the left).
     public static func labeledPoints(title: String, xLabel: String, yLabel: String,
                                      series: [(name: String, points: [LabeledPoint])],
-                                     width: Double = 900, height: Double = 460) -> String {
+                                     width: Double = 900, height: Double = 460,
+                                     xTick: (Double) -> String = { Units.bytes($0) }) -> String {
         let all = series.flatMap(\.points).filter { $0.x > 0 && $0.x.isFinite && $0.y.isFinite }
+        let whiskers = all.flatMap { [$0.low, $0.high] }.compactMap { $0 }.filter(\.isFinite)
         let xs = all.map(\.x), lo = xs.min() ?? 1, hi = max(xs.max() ?? 1, lo * 1.0001)
         let logX = hi / lo > 10
         func tx(_ v: Double) -> Double { logX ? log10(v) : v }
         let x0 = tx(lo), x1 = tx(hi), xpad = (x1 - x0) * 0.06
-        var y0 = all.map(\.y).min() ?? 0, y1 = all.map(\.y).max() ?? 1
+        var y0 = (all.map(\.y) + whiskers).min() ?? 0, y1 = (all.map(\.y) + whiskers).max() ?? 1
         if y1 - y0 < 1e-9 { y0 -= 0.5; y1 += 0.5 }
         let ypad = (y1 - y0) * 0.08
         y0 -= ypad; y1 += ypad
@@ -126,7 +132,7 @@ public enum SVGChart {
         // x ticks at the points' own values: the reader wants the bytes of each row, not round numbers.
         for x in Set(all.map(\.x)).sorted() {
             s += "<line x1=\"\(px(x))\" y1=\"\(T + ph)\" x2=\"\(px(x))\" y2=\"\(T + ph + 4)\" stroke=\"#333\"/>\n"
-            s += "<text x=\"\(px(x))\" y=\"\(T + ph + 16)\" text-anchor=\"middle\" font-size=\"10\">\(esc(Units.bytes(x)))</text>\n"
+            s += "<text x=\"\(px(x))\" y=\"\(T + ph + 16)\" text-anchor=\"middle\" font-size=\"10\">\(esc(xTick(x)))</text>\n"
         }
         s += "<rect x=\"\(L)\" y=\"\(T)\" width=\"\(pw)\" height=\"\(ph)\" fill=\"none\" stroke=\"#333\"/>\n"
         s += "<text x=\"\(L + pw / 2)\" y=\"\(height - 10)\" text-anchor=\"middle\">\(esc(xLabel))\(logX ? " (log scale)" : "")</text>\n"
@@ -139,6 +145,9 @@ public enum SVGChart {
                 s += "<polyline fill=\"none\" stroke=\"\(c)\" stroke-width=\"1\" stroke-opacity=\"0.5\" points=\"\(path)\"/>\n"
             }
             for p in pts {
+                if let lo = p.low, let hi = p.high, lo.isFinite, hi.isFinite {
+                    s += "<line x1=\"\(px(p.x))\" y1=\"\(py(lo))\" x2=\"\(px(p.x))\" y2=\"\(py(hi))\" stroke=\"\(c)\" stroke-width=\"1.5\"/>\n"
+                }
                 s += "<circle cx=\"\(px(p.x))\" cy=\"\(py(p.y))\" r=\"4\" fill=\"\(c)\"/>\n"
                 // Labels of the right half point left, so they stay inside the plot and off the legend.
                 let left = px(p.x) > L + pw / 2
@@ -147,6 +156,16 @@ public enum SVGChart {
             let ly = T + 14 + Double(i) * 18
             s += "<circle cx=\"\(L + pw + 20)\" cy=\"\(ly - 4)\" r=\"4\" fill=\"\(c)\"/>\n"
             s += "<text x=\"\(L + pw + 30)\" y=\"\(ly)\">\(esc(se.name))</text>\n"
+        }
+        return s + "</svg>\n"
+    }
+
+    /// Charts one above the other in one SVG (each keeps its own axes), e.g. several figures against
+    /// the same x. Each chart is a whole <svg> of `width` × `panelHeight` from this file.
+    public static func stacked(_ charts: [String], width: Double = 900, panelHeight: Double = 460) -> String {
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(panelHeight * Double(charts.count)))\">\n"
+        for (i, chart) in charts.enumerated() {
+            s += chart.replacingOccurrences(of: "<svg ", with: "<svg y=\"\(Int(panelHeight * Double(i)))\" ", options: [.anchored])
         }
         return s + "</svg>\n"
     }

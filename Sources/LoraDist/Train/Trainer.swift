@@ -29,6 +29,8 @@ public struct TrainOptions {
     public var evalSequences: Int = 32
     public var devPercent: Int = 5
     public var devData: String? = nil      // a dev set of its own (otherwise blocks of --data are held out)
+    /// --train-tokens: train on the first N tokens of the training split only (compare --data-sizes).
+    public var trainTokens: Int? = nil
     public var textField: String = "text"  // the field of a JSON Lines record that holds its text
     public var replaceInvalidUTF8 = false  // read invalid UTF-8 as U+FFFD instead of refusing the file
     public var patience: Int? = nil        // early stopping: evaluations without a new best dev loss
@@ -105,6 +107,7 @@ extension TrainOptions {
         if let k = o.saveEvery { try int("--save-every", k, 1...100 * million) }
         try int("--keep-last", o.keepLast, 1...10_000)
         if let k = o.patience { try int("--patience", k, 1...million) }
+        if let n = o.trainTokens { try int("--train-tokens", n, 2...Int(Int32.max)) }
         if let k = o.stopAfter { try int("--stop-after", k, 1...100 * million) }
         if let m = o.microBatch { try int("--micro-batch", m, 1...o.batch) }
         if let r = o.replicas { try int("--replicas", r, 1...1024) }
@@ -175,7 +178,8 @@ public final class Trainer {
         // The node's ranks tokenise the corpus once, together, into a token file they all map.
         let corpus = try TrainingCorpus(data: o.data, devData: o.devData, devPercent: o.devPercent, tokenizer: plan.source.tokenizer,
                                         reading: o.corpusReading, group: cluster.nodeGroup)
-        let sampler = try Sampler(tokens: corpus.train, seqLen: o.seqLen, seed: o.seed)
+        let train = try o.trainTokens.map { try corpus.firstTrainingTokens($0, data: o.data) } ?? corpus.train
+        let sampler = try Sampler(tokens: train, seqLen: o.seqLen, seed: o.seed)
         guard corpus.dev.count > o.seqLen else {
             throw LoraDistError("dev split has \(corpus.dev.count) tokens, fewer than one sequence of \(o.seqLen + 1)")
         }

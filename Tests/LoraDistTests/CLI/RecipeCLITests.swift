@@ -190,6 +190,10 @@ import Testing
          ["compare", "--base", "runs/small-general", "--continual", "technical,legal,medical", "--out", "runs/continual-small",
           "--ranks", "32", "--targets", "all-linear", "--steps", "150", "--batch", "8", "--seq", "128", "--lr-lora", "5e-3",
           "--lr-full", "1.5e-3", "--eval-every", "25", "--patience", "3"]),
+        ("compare-datasizes-small.yaml", ["--domain", "legal", "--out", "runs/datasizes-small-legal"],
+         ["compare", "--base", "runs/small-general", "--domain", "legal", "--out", "runs/datasizes-small-legal",
+          "--data-sizes", "5k,50k,500k", "--ranks", "32", "--targets", "all-linear", "--steps", "150", "--batch", "8",
+          "--seq", "128", "--lr-lora", "5e-3", "--lr-full", "1.5e-3", "--eval-every", "25", "--patience", "3", "--seeds", "3"]),
     ]
 
     @Test("recipes/ holds the runs behind docs/results.md: each recipe is its command's configuration")

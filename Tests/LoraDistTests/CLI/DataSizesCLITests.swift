@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+@testable import LoraDist
+
+/// `lora-dist compare --data-sizes`: LoRA and full fine-tuning per size, over seeds, with a table per
+/// size, the scarcity verdicts and the chart; sizes the domain cannot hold are refused.
+@Suite(.serialized, .tags(.cli)) struct DataSizesCLITests {
+    @Test("compare --data-sizes 500,10k --seeds 2 on 2 ranks: rows per size and seed, each run trained on its N tokens, report and chart")
+    func dataSizes() throws {
+        if !FileManager.default.fileExists(atPath: CompareCLITests.corpora + "/.complete") {
+            let (status, _, err) = try runProcess("/bin/bash", [TestPaths.repo + "/tools/fetch-corpora.sh"])
+            try #require(status == 0, "fetch-corpora.sh failed: \(err)")
+        }
+        let out = TestPaths.tempDir("compare-datasizes")
+        let (status, stdout, err) = try MultiRankCLITests.launch(2, [
+            "compare", "--base", "tiny", "--domain", "legal", "--out", out, "--ranks", "2,4", "--targets", "q_proj,v_proj",
+            "--steps", "6", "--batch", "2", "--seq", "16", "--lr-lora", "1e-2", "--lr-full", "1e-2", "--eval-every", "2", "--patience", "1",
+            "--eval-seqs", "2", "--test-seqs", "4", "--seeds", "2", "--data-sizes", "10k,500"])
+        try #require(status == 0, "compare --data-sizes exited \(status): \(err)")
+        #expect(err.contains("--data-sizes uses one setting per method: LoRA r=2"), "\(err)")
+        #expect(stdout.contains("report: \(out)/report.md"))
+        let r = try JSONCoding.decode(DataSizesResults.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/report.json")), source: "report.json")
+        #expect(r.sizes.map(\.tokens) == [500, 10_000] && r.sizes.map(\.label) == ["500", "10k"])
+        #expect(r.seeds == 2 && r.worldSize == 2 && r.domainTrainTokens > 10_000)
+        for size in r.sizes {
+            #expect(size.runs.map(\.mode) == ["lora", "full"] && size.runs[0].rank == 2)
+            for row in size.runs {
+                let seeds = try #require(row.perSeed)
+                #expect(seeds.count == 2 && seeds.allSatisfy { $0.runDir.contains("/runs/\(size.label)/\(row.run)/seed-") })
+                #expect(row.intervals?["in_domain_perplexity"]?.n == 2)
+                // Each run's own config.yaml says how many tokens it trained on.
+                let yaml = try String(contentsOfFile: seeds[0].runDir + "/config.yaml", encoding: .utf8)
+                #expect(yaml.contains("train-tokens: \(size.tokens)\n"), "\(seeds[0].runDir)/config.yaml")
+            }
+        }
+        let md = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
+        for s in ["## 500 training tokens", "## 10k training tokens", "early stopping ended it", "## Against the published claim",
+                  "- Out-of-domain perplexity: LoRA − full", "![quality against data size](quality_vs_data_size.svg)", "mean over 2 seeds"] {
+            #expect(md.contains(s), "report.md lacks \(s)")
+        }
+        // A table row per method and size, saying in how many seeds early stopping ended the run.
+        let rows = md.split(separator: "\n").filter { $0.hasPrefix("| LoRA r=2 (q,v) |") || $0.hasPrefix("| full fine-tuning |") }
+        #expect(rows.count == 4 && rows.allSatisfy { $0.contains(" of 2 seeds |") }, "\(rows)")
+        let svg = try String(contentsOfFile: out + "/quality_vs_data_size.svg", encoding: .utf8)
+        #expect(svg.contains(">500 tokens<") && svg.contains(">10k tokens<") && svg.contains("(log scale)"))
+        #expect(svg.contains(">LoRA r=2 (q,v)<") && svg.contains(">full fine-tuning<"))
+
+        // --render-only draws the same report again from report.json.
+        try FileManager.default.removeItem(atPath: out + "/report.md")
+        let (rs, _, re) = try runProcess(TestPaths.binary, ["compare", "--render-only", "--data-sizes", "10k,500", "--out", out])
+        #expect(rs == 0, "\(re)")
+        #expect(try String(contentsOfFile: out + "/report.md", encoding: .utf8) == md)
+    }
+
+    @Test("a size above the domain's training tokens, a bad size and --continual are refused with one line, nothing written",
+          arguments: [(["--data-sizes", "5k,90M"], "--data-sizes: 90M is more than the "),
+                      (["--data-sizes", "5k,lots"], "--data-sizes: 'lots' is not a token count"),
+                      (["--data-sizes", "5k", "--continual", "legal,medical"], "--data-sizes with --continual is not implemented")])
+    func refused(_ args: [String], _ message: String) throws {
+        let out = TestPaths.tempDir("compare-datasizes-bad") + "/out"
+        let (status, _, err) = try runProcess(TestPaths.binary, ["compare", "--base", "tiny", "--domain", "legal", "--out", out] + args)
+        #expect(status != 0)
+        let lines = err.split(separator: "\n").filter { $0.hasPrefix("lora-dist: error:") }
+        #expect(lines.count == 1 && lines[0].contains(message), "\(err)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+}
