@@ -194,6 +194,10 @@ import Testing
          ["compare", "--base", "runs/small-general", "--domain", "legal", "--out", "runs/datasizes-small-legal",
           "--data-sizes", "5k,50k,500k", "--ranks", "32", "--targets", "all-linear", "--steps", "150", "--batch", "8",
           "--seq", "128", "--lr-lora", "5e-3", "--lr-full", "1.5e-3", "--eval-every", "25", "--patience", "3", "--seeds", "3"]),
+        ("continual-smollm2.yaml", ["--base", "G.gguf"],
+         ["compare", "--base", "G.gguf", "--continual", "technical,legal,medical", "--out", "runs/continual-smollm2",
+          "--ranks", "8", "--targets", "all-linear", "--steps", "40", "--batch", "4", "--seq", "64", "--lr-lora", "1e-3",
+          "--lr-full", "5e-5", "--eval-every", "20", "--patience", "2", "--eval-seqs", "8", "--test-seqs", "16"]),
     ]
 
     @Test("recipes/ holds the runs behind docs/results.md: each recipe is its command's configuration")
