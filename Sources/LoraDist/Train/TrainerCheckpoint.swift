@@ -30,8 +30,16 @@ extension Trainer {
     }
 
     /// PowerSGD's state in a checkpoint (docs/formats.md): the error feedback summed over the
-    /// ranks, per trainable tensor, and every compressed tensor's Q in one tensor.
+    /// ranks, per trainable tensor, and each compressed tensor's Q ([cols, r]) under its name.
+    /// Checkpoints before the fused projections held every Q in one tensor, `powersgd.q`, in the
+    /// arena order of that time, which moved under LoRA (the A matrices of a group are adjacent).
     static let powerSGDErrorKind = "powersgd_error", powerSGDQKind = "powersgd_q", powerSGDQName = "powersgd.q"
+
+    /// The compressed matrices (rank > 0) with the names of their tensors.
+    func powerSGDMatrices(_ p: PowerSGD) -> [(name: String, matrix: PowerSGD.Matrix)] {
+        let byOffset = Dictionary(model.store.trainable.map { ($0.offset, $0.name) }, uniquingKeysWith: { a, _ in a })
+        return p.matrices.filter { $0.rank > 0 }.map { (byOffset[$0.offset]!, $0) }
+    }
 
     /// Saves the state after `step`. Collective; a failure on any rank fails every rank.
     public func saveCheckpoint(step: Int, tokens: Int, runState: RunState?, best: Bool = false) throws {
@@ -75,10 +83,12 @@ extension Trainer {
                                      values: ptr))
                 }
             }
-            // Q is the same on every rank: rank 0 writes it.
-            if let powerSGD, cluster.isRoot, powerSGD.q.count > 0 {
-                out.append(.init(name: Self.powerSGDQName, kind: Self.powerSGDQKind, shape: [powerSGD.q.count], start: 0,
-                                 count: powerSGD.q.count, values: powerSGD.q.ptr))
+            // Q is the same on every rank: rank 0 writes it, a tensor's Q under the tensor's name.
+            if let powerSGD, cluster.isRoot {
+                for (name, m) in powerSGDMatrices(powerSGD) {
+                    out.append(.init(name: name, kind: Self.powerSGDQKind, shape: [m.cols, m.rank], start: 0,
+                                     count: m.cols * m.rank, values: powerSGD.q.ptr + m.q))
+                }
             }
             return try CheckpointFiles.writeShard(dir: dir, file: CheckpointFiles.shardName(cluster.rank), slices: out)
         }
@@ -146,20 +156,35 @@ extension Trainer {
     /// With `continuing` (a resumed run) `latest` is pointed at the loaded checkpoint.
     public func resume(_ which: String, continuing: Bool = true) throws -> (step: Int, tokens: Int, state: RunState?) {
         let (manifest, values, m, v, state, compression) = try cluster.agree {
-            () throws -> (Manifest, [Float], [Float], [Float], RunState?, (error: [Float], q: [Float])?) in
+            () throws -> (Manifest, [Float], [Float], [Float], RunState?, (error: [Float], q: [Float]?)?) in
             let (dir, manifest) = try resumable(which)
             let state = try RunState.from(json: manifest.runStateJSON, source: "checkpoint \(which)")
             let withPowerSGD = try powerSGDState(state, dir: dir)
             let read = try loaded.readOwned(["param", "adam_m", "adam_v"] + (withPowerSGD ? [Self.powerSGDErrorKind] : []),
                                             manifest: manifest, dir: dir)
-            var compression: ([Float], [Float])?
+            var compression: (error: [Float], q: [Float]?)?
             if withPowerSGD, let p = exchange.powerSGD {
-                var q = [Float](repeating: 0, count: p.q.count)
-                if !q.isEmpty {
-                    try q.withUnsafeMutableBufferPointer {
+                var q: [Float]? = [Float](repeating: 0, count: p.q.count)
+                let index = CheckpointFiles.index(manifest), reader = CheckpointFiles.Reader(dir: dir)
+                let flat = index[Self.powerSGDQName + "#" + Self.powerSGDQKind] != nil
+                try q!.withUnsafeMutableBufferPointer { qs in
+                    if flat && options.mode.hasAdapters {
+                        return   // the old layout: its order of the adapters' matrices is not this one's
+                    } else if flat {
+                        // Full fine-tuning: the weight matrices kept their order.
                         try CheckpointFiles.gather(Self.powerSGDQName, kind: Self.powerSGDQKind, range: 0..<p.q.count,
-                                                   into: $0.baseAddress!, manifest: manifest,
-                                                   reader: CheckpointFiles.Reader(dir: dir), index: CheckpointFiles.index(manifest))
+                                                   into: qs.baseAddress!, manifest: manifest, reader: reader, index: index)
+                    } else {
+                        for (name, m) in powerSGDMatrices(p) {
+                            try CheckpointFiles.gather(name, kind: Self.powerSGDQKind, range: 0..<(m.cols * m.rank),
+                                                       into: qs.baseAddress! + m.q, manifest: manifest, reader: reader, index: index)
+                        }
+                    }
+                }
+                if flat && options.mode.hasAdapters {
+                    q = nil
+                    if cluster.isRoot {
+                        FileHandle.standardError.write(Data("lora-dist: note: \(dir) holds PowerSGD's Q in the layout of lora-dist before fused projections; under LoRA its order of the adapters' matrices differs, so Q starts afresh (as at PowerSGD's first step; the error feedback is kept)\n".utf8))
                     }
                 }
                 compression = (read[3], q)
@@ -185,11 +210,11 @@ extension Trainer {
         v.withUnsafeBufferPointer { optimizer.v.ptr.update(from: $0.baseAddress!, count: range.count) }
         optimizer.setStep(manifest.optimizerStep)
         if let p = exchange.powerSGD {
-            p.hasQ = compression != nil
+            p.hasQ = compression?.1 != nil
             p.hasError = compression != nil
             p.error.zero()
             if let (error, q) = compression {
-                q.withUnsafeBufferPointer { p.q.ptr.update(from: $0.baseAddress!, count: q.count) }
+                q?.withUnsafeBufferPointer { p.q.ptr.update(from: $0.baseAddress!, count: $0.count) }
                 // One node's owners hold the sum; the others start from zero: the sum is what counts.
                 if cluster.writesCheckpoints {
                     error.withUnsafeBufferPointer { (p.error.ptr + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }

@@ -93,16 +93,20 @@ import Testing
         }
     }
 
+    /// Under full fine-tuning and under LoRA on every linear layer (whose fused groups' A
+    /// matrices are adjacent in the arena: each Q is saved under its tensor's name).
     @Test("PowerSGD's error feedback and Q are checkpointed: a resume on 1 or 3 ranks continues the 2-rank run")
     func powerSGDResume() throws {
         let data = try Self.corpus()
         let root = TestPaths.tempDir("gc-resume")
         let common = ["--mode", "full", "--grad-compression", "powersgd", "--powersgd-rank", "2", "--powersgd-start-step", "2",
                       "--steps", "6"]
-        try Self.train(2, run: root + "/whole", data: data, common)
-        let whole = try Self.metrics(root + "/whole").map { $0["loss"] as! Double }
-        for n in [1, 3] {
-            let run = "\(root)/parts-\(n)"
+        for mode in ["full", "lora"] {
+          let common = mode == "full" ? common : common + ["--mode", "lora", "--targets", "all-linear", "--rank", "16"]
+          try Self.train(2, run: root + "/whole-\(mode)", data: data, common)
+          let whole = try Self.metrics(root + "/whole-\(mode)").map { $0["loss"] as! Double }
+          for n in [1, 3] {
+            let run = "\(root)/parts-\(mode)-\(n)"
             let (st, _, err) = try Self.mpi(2, ["train", "--model", "tiny", "--data", data, "--batch", "6", "--seq", "24", "--lr", "5e-3",
                                                  "--warmup", "1", "--eval-seqs", "4", "--eval-every", "100", "--quiet", "--run-dir", run,
                                                  "--stop-after", "4"] + common)
@@ -111,8 +115,15 @@ import Testing
             let parts = try Self.metrics(run).map { $0["loss"] as! Double }
             #expect(parts.count == 6)
             for i in 0..<6 {
-                #expect(abs(parts[i] - whole[i]) <= 1e-5 * abs(whole[i]), "\(n) ranks, step \(i + 1): \(parts[i]) vs \(whole[i])")
+                #expect(abs(parts[i] - whole[i]) <= 1e-5 * abs(whole[i]), "\(mode), \(n) ranks, step \(i + 1): \(parts[i]) vs \(whole[i])")
             }
+            let (si, _, ei) = try runProcess(TestPaths.binary, ["inspect", run + "/checkpoints/step-0000004"], env: cleanEnvironment())
+            #expect(si == 0, "inspect of a checkpoint with PowerSGD state: \(ei)")
+            // Each compressed tensor's Q under its own name, [cols, r]: some there, none flat.
+            let qs = try CheckpointFiles.readManifest(run + "/checkpoints/step-0000004").slices.filter { $0.kind == "powersgd_q" }
+            #expect(!qs.isEmpty && qs.allSatisfy { $0.name != "powersgd.q" && $0.shape.count == 2 && $0.shape[1] == 2 }, "\(mode): \(qs.map(\.name))")
+            if mode == "lora" { #expect(qs.contains { $0.name.hasSuffix("k_proj.lora_A.weight") }) }
+          }
         }
         // A checkpoint with PowerSGD state, for the refusals below.
         let lost = root + "/lost"
