@@ -67,16 +67,23 @@ public enum Compare {
         var compression = CompressionOptions()
     }
 
-    /// Runs everything on every rank of `cluster`; rank 0 writes DIR/report.{md,json} and the charts.
-    @discardableResult
-    public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> CompareResults {
+    /// The domains of --corpora (the folders with a train split), sorted, once `wanted` and the
+    /// general domain are checked to be there. `flag` opens the missing-domain line ("--continual: ").
+    static func corporaDomains(_ o: CompareOptions, wanted: [String], flag: String = "") throws -> [String] {
         let domains = try FileManager.default.contentsOfDirectory(atPath: o.corpora).filter {
             FileManager.default.fileExists(atPath: o.corpora + "/" + $0 + "/train")
         }.sorted()
-        guard domains.contains(o.domain) else {
-            throw LoraDistError("domain '\(o.domain)' not found in \(o.corpora) (have: \(domains.joined(separator: ", "))); run tools/fetch-corpora.sh")
+        for d in wanted where !domains.contains(d) {
+            throw LoraDistError("\(flag)domain '\(d)' not found in \(o.corpora) (have: \(domains.joined(separator: ", "))); run tools/fetch-corpora.sh")
         }
         guard domains.contains(general) else { throw LoraDistError("\(o.corpora) has no general domain to measure forgetting on") }
+        return domains
+    }
+
+    /// Runs everything on every rank of `cluster`; rank 0 writes DIR/report.{md,json} and the charts.
+    @discardableResult
+    public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> CompareResults {
+        let domains = try corporaDomains(o, wanted: [o.domain])
         let start = Date()
         let base = try startOutput(o, cluster: cluster, log: log)
         var candidates: [Candidate] = []

@@ -35,13 +35,7 @@ public enum ContinualCompare {
     public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> ContinualResults {
         let stages = o.continual
         let general = Compare.general
-        let have = try FileManager.default.contentsOfDirectory(atPath: o.corpora).filter {
-            FileManager.default.fileExists(atPath: o.corpora + "/" + $0 + "/train")
-        }.sorted()
-        for d in stages where !have.contains(d) {
-            throw LoraDistError("--continual: domain '\(d)' not found in \(o.corpora) (have: \(have.joined(separator: ", "))); run tools/fetch-corpora.sh")
-        }
-        guard have.contains(general) else { throw LoraDistError("\(o.corpora) has no general domain to measure forgetting on") }
+        _ = try Compare.corporaDomains(o, wanted: stages, flag: "--continual: ")
         let rank = o.ranks[0], targets = o.targetSets[0]
         let lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets])
         let loraLR = o.loraLRs[0], fullLR = o.fullLRs[0]

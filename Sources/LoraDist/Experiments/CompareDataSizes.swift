@@ -55,13 +55,7 @@ public enum DataSizes {
     @discardableResult
     public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> DataSizesResults {
         let general = Compare.general
-        let domains = try FileManager.default.contentsOfDirectory(atPath: o.corpora).filter {
-            FileManager.default.fileExists(atPath: o.corpora + "/" + $0 + "/train")
-        }.sorted()
-        guard domains.contains(o.domain) else {
-            throw LoraDistError("domain '\(o.domain)' not found in \(o.corpora) (have: \(domains.joined(separator: ", "))); run tools/fetch-corpora.sh")
-        }
-        guard domains.contains(general) else { throw LoraDistError("\(o.corpora) has no general domain to measure forgetting on") }
+        let domains = try Compare.corporaDomains(o, wanted: [o.domain])
         let sizes = o.dataSizes
         guard let smallest = sizes.first, let largest = sizes.last else { throw LoraDistError("--data-sizes: no size given") }
         guard smallest > o.seqLen + 1 else {
