@@ -128,10 +128,7 @@ public enum ContinualReport {
 
     /// Renders report.md and the chart again from a report.json.
     public static func rerender(_ dir: String) throws {
-        guard let data = FileManager.default.contents(atPath: dir + "/report.json") else {
-            throw LoraDistError("\(dir)/report.json is missing or not JSON")
-        }
-        try write(try JSONCoding.decode(ContinualResults.self, from: data, source: dir + "/report.json"), to: dir)
+        try write(try CompareReport.results(ContinualResults.self, in: dir), to: dir)
     }
 
     /// Perplexity on the first domain after each stage (solid) and on general text (dashed), per method:

@@ -46,10 +46,7 @@ public enum DataSizesReport {
     static let published = "with under 10k examples full fine-tuning overfits and loses 20-30 % out of domain, while LoRA matches it in domain and gains 5-15 % out of domain; LoRA's advantage grows as data gets scarcer"
 
     public static func rerender(_ dir: String) throws {
-        guard let data = FileManager.default.contents(atPath: dir + "/report.json") else {
-            throw LoraDistError("\(dir)/report.json is missing or not JSON")
-        }
-        try write(try JSONCoding.decode(DataSizesResults.self, from: data, source: dir + "/report.json"), to: dir)
+        try write(try CompareReport.results(DataSizesResults.self, in: dir), to: dir)
     }
 
     public static func write(_ r: DataSizesResults, to dir: String) throws {

@@ -6,12 +6,17 @@ public enum CompareReport {
     /// in-domain score LoRA 92 % vs full 94 %, out-of-domain 85 % vs 73 %, forgetting +1.2 vs +4.5 perplexity.
     static let published = "in-domain LoRA 92 % vs full 94 % (LoRA slightly behind), out-of-domain 85 % vs 73 % (LoRA ahead), forgetting +1.2 vs +4.5 perplexity (LoRA forgets less)"
 
-    /// Renders report.md and the charts again from a report.json (and the runs' metrics it points at).
-    public static func rerender(_ dir: String) throws {
+    /// DIR/report.json of a comparison of any kind, read back (`compare --render-only`).
+    static func results<T: Decodable>(_ type: T.Type, in dir: String) throws -> T {
         guard let data = FileManager.default.contents(atPath: dir + "/report.json") else {
             throw LoraDistError("\(dir)/report.json is missing or not JSON")
         }
-        try write(try JSONCoding.decode(CompareResults.self, from: data, source: dir + "/report.json"), to: dir)
+        return try JSONCoding.decode(type, from: data, source: dir + "/report.json")
+    }
+
+    /// Renders report.md and the charts again from a report.json (and the runs' metrics it points at).
+    public static func rerender(_ dir: String) throws {
+        try write(try CompareReport.results(CompareResults.self, in: dir), to: dir)
     }
 
     public static func write(_ r: CompareResults, to dir: String) throws {
