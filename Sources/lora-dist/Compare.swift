@@ -133,26 +133,18 @@ struct CompareCommand: Configurable {
         }
         let cluster = Cluster()
         let log: (String) -> Void = { if cluster.isRoot { FileHandle.standardError.write(Data("compare: \($0)\n".utf8)) } }
-        if !o.continual.isEmpty {
+        // --continual and --data-sizes take one setting per method; their reports print alike.
+        func single(_ flag: String, _ run: () throws -> Double) throws {
             if o.ranks.count > 1 || o.targetSets.count > 1 || o.loraLRs.count > 1 || o.fullLRs.count > 1 {
-                log("--continual uses one setting per method: LoRA r=\(o.ranks[0]) on \(o.targetSets[0]), lr \(o.loraLRs[0]); full fine-tuning lr \(o.fullLRs[0]) (the first of each list)")
+                log("\(flag) uses one setting per method: LoRA r=\(o.ranks[0]) on \(o.targetSets[0]), lr \(o.loraLRs[0]); full fine-tuning lr \(o.fullLRs[0]) (the first of each list)")
             }
-            let report = try cluster.agree { try ContinualCompare.run(o, cluster: cluster, log: log) }
+            let wall = try cluster.agree(run)
             guard cluster.isRoot else { return }
             print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
-            print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report.wallSeconds)) s)")
-            return
+            print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", wall)) s)")
         }
-        if !o.dataSizes.isEmpty {
-            if o.ranks.count > 1 || o.targetSets.count > 1 || o.loraLRs.count > 1 || o.fullLRs.count > 1 {
-                log("--data-sizes uses one setting per method: LoRA r=\(o.ranks[0]) on \(o.targetSets[0]), lr \(o.loraLRs[0]); full fine-tuning lr \(o.fullLRs[0]) (the first of each list)")
-            }
-            let report = try cluster.agree { try DataSizes.run(o, cluster: cluster, log: log) }
-            guard cluster.isRoot else { return }
-            print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
-            print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report.wallSeconds)) s)")
-            return
-        }
+        if !o.continual.isEmpty { return try single("--continual") { try ContinualCompare.run(o, cluster: cluster, log: log).wallSeconds } }
+        if !o.dataSizes.isEmpty { return try single("--data-sizes") { try DataSizes.run(o, cluster: cluster, log: log).wallSeconds } }
         let report = try cluster.agree { try Compare.run(o, cluster: cluster, log: log) }
         guard cluster.isRoot else { return }
         print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
