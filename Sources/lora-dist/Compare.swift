@@ -35,7 +35,7 @@ struct CompareCommand: Configurable {
     @Option(help: "Early stopping patience, in evaluations.") var patience: Int?
     @Option(name: .customLong("eval-seqs"), help: "Dev windows per evaluation (early stopping).") var evalSequences: Int?
     @Option(name: .customLong("test-seqs"), help: "Test windows per domain for the final perplexities.") var testSequences: Int?
-    @Option(help: "Repeat every run with this many seeds (1234, 1235, ...: initialisation, data order, dropout); quality figures become means with 95 % intervals and the verdicts follow the intervals.")
+    @Option(help: "Repeat every run with this many seeds (1234, 1235, ...: initialisation, data order, dropout); quality figures are means with 95 % intervals and the verdicts follow the intervals. Default 3 (--continual: 1); with 1 the report has no intervals and no verdicts.")
     var seeds: Int?
     @Option(help: "Gradient exchange strategy.") var exchange: ExchangeStrategy = .hierarchical
     @Option(name: .customLong("text-field"), help: "The field of each JSON Lines record (.jsonl files in the corpora) that holds its text.")

@@ -29,7 +29,9 @@ public struct CompareOptions {
     public var quick = false
     /// `--seeds N`: every run repeated with seeds seed, seed+1, ..., seed+N−1 (initialisation, data
     /// order, dropout); quality figures are means with 95 % intervals, verdicts drawn from them.
-    public var seeds = 1
+    /// Three by default: a verdict needs an interval, and one run per setting cannot tell a
+    /// difference from noise. (`--continual` runs one seed per stage.)
+    public var seeds = 3
     /// `--continual`: the domains to adapt to one after another (ContinualCompare); empty: a plain comparison.
     public var continual: [String] = []
     /// `--data-sizes`: training tokens per size, smallest first (DataSizes); empty: a plain comparison.

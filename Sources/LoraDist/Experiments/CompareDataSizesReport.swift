@@ -106,6 +106,9 @@ public enum DataSizesReport {
             md += "Every quality figure is a mean over \(n) seeds (initialisation, data order, dropout; the same N tokens for every seed) "
             md += "± the half-width of its 95 % interval (Student's t, \(n - 1) degrees of freedom); verdicts come from the interval of "
             md += "the per-seed differences LoRA − full.\n\n"
+        } else {
+            md += "**One seed**: every figure is one run, without an interval; the comparisons below are of single runs and are not "
+            md += "verdicts (`--seeds 3` or more for verdicts).\n\n"
         }
         let basePPL = r.basePerplexity
         md += "Base perplexity: in-domain \(f(basePPL[r.domain] ?? nil, 2)), general \(f(basePPL[r.general] ?? nil, 2))"

@@ -107,6 +107,9 @@ public enum CompareReport {
         if let n = r.seeds {
             md += "Every quality figure is a mean over \(n) seeds (initialisation, data order, dropout) ± the half-width of its "
             md += "95 % interval (Student's t, \(n - 1) degrees of freedom); the learning rate is chosen by mean dev loss.\n\n"
+        } else {
+            md += "**One seed**: every figure is one run, without an interval, so the comparisons under \"Against the published "
+            md += "comparison\" are of single runs and are not verdicts: a difference may be noise (`--seeds 3` or more for verdicts).\n\n"
         }
         md += "Base perplexity: in-domain \(f(basePPL[domain] ?? nil)), general \(f(basePPL[r.general] ?? nil))"
         for d in r.outOfDomain { md += ", \(d) \(f(basePPL[d] ?? nil))" }
@@ -207,7 +210,8 @@ public enum CompareReport {
         return String(format: "%+.2f", d)
     }
 
-    /// Which way each comparison came out, in words. Lower perplexity is better.
+    /// Which way each comparison of one seed's runs came out, in words. Lower perplexity is better.
+    /// Single runs have no interval, so each quality line says it is not a verdict.
     static func verdicts(_ runs: [CompareResults.Row]) -> [String] {
         guard let full = runs.first(where: { $0.mode == "full" }) else {
             return ["No full fine-tuning run: nothing to compare LoRA against."]
@@ -220,22 +224,23 @@ public enum CompareReport {
         func v(_ x: Double?) -> Double { x ?? .nan }
         var out: [String] = []
         let li = v(lora.inDomainPerplexity), fi = v(full.inDomainPerplexity)
-        out.append(li >= fi
+        let single = "One seed, not a verdict: "
+        out.append(single + (li >= fi
             ? String(format: "In-domain: the best LoRA (%@) reaches perplexity %.2f against full fine-tuning's %.2f: LoRA behind, as published.", name, li, fi)
-            : String(format: "In-domain: the best LoRA (%@) reaches perplexity %.2f against full fine-tuning's %.2f: LoRA ahead, which disagrees with the published result (LoRA slightly behind).", name, li, fi))
+            : String(format: "In-domain: the best LoRA (%@) reaches perplexity %.2f against full fine-tuning's %.2f: LoRA ahead, which disagrees with the published result (LoRA slightly behind).", name, li, fi)))
         let lo = v(lora.outOfDomainMean), fo = v(full.outOfDomainMean)
-        out.append(lo <= fo
+        out.append(single + (lo <= fo
             ? String(format: "Out-of-domain: LoRA %.2f vs full %.2f: LoRA better, as published.", lo, fo)
-            : String(format: "Out-of-domain: LoRA %.2f vs full %.2f: full fine-tuning better, which disagrees with the published result (LoRA ahead).", lo, fo))
+            : String(format: "Out-of-domain: LoRA %.2f vs full %.2f: full fine-tuning better, which disagrees with the published result (LoRA ahead).", lo, fo)))
         let lf = v(lora.forgetting), ff = v(full.forgetting)
         func moved(_ d: Double) -> String { d >= 0 ? String(format: "rose by %.2f", d) : String(format: "fell by %.2f", -d) }
         let change = "General perplexity \(moved(lf)) under LoRA and \(moved(ff)) under full fine-tuning"
         if lf <= ff {
-            out.append("Forgetting: \(change): LoRA forgets less, as published.")
+            out.append(single + "Forgetting: \(change): LoRA forgets less, as published.")
         } else if lf <= 0 {
-            out.append("Forgetting: \(change): neither forgot, and full fine-tuning improved general text more, which differs from the published result (LoRA forgets less).")
+            out.append(single + "Forgetting: \(change): neither forgot, and full fine-tuning improved general text more, which differs from the published result (LoRA forgets less).")
         } else {
-            out.append("Forgetting: \(change): LoRA forgets more, which disagrees with the published result.")
+            out.append(single + "Forgetting: \(change): LoRA forgets more, which disagrees with the published result.")
         }
         let lb = Double(lora.exchangeBytesPerStep), fb = Double(full.exchangeBytesPerStep)
         if fb > 0 {

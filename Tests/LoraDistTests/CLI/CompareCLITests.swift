@@ -7,14 +7,14 @@ import Testing
 @Suite(.serialized, .tags(.cli)) struct CompareCLITests {
     static var corpora: String { CacheFolders.corpora }
 
-    @Test("compare --quick on 2 ranks: a consistent report")
+    @Test("compare --quick --seeds 1 on 2 ranks: a consistent report, whose comparisons say they are not verdicts")
     func quick() throws {
         if !FileManager.default.fileExists(atPath: Self.corpora + "/.complete") {
             let (status, _, err) = try runProcess("/bin/bash", [TestPaths.repo + "/tools/fetch-corpora.sh"])
             try #require(status == 0, "fetch-corpora.sh failed: \(err)")
         }
         let out = TestPaths.tempDir("compare")
-        let (status, stdout, err) = try MultiRankCLITests.launch(2, ["compare", "--quick", "--domain", "legal", "--out", out])
+        let (status, stdout, err) = try MultiRankCLITests.launch(2, ["compare", "--quick", "--seeds", "1", "--domain", "legal", "--out", out])
         try #require(status == 0, "compare exited \(status): \(err)")
         #expect(stdout.contains("# LoRA vs full fine-tuning on legal"))
         for f in ["report.md", "report.json", "loss_curves.svg", "exchange_bytes.svg", "quality_vs_bytes.svg"] {
@@ -71,5 +71,8 @@ import Testing
         #expect(md.contains("QLoRA vs LoRA r=4 (all linear)"))
         #expect(md.contains("Against the published comparison"))
         #expect(md.components(separatedBy: "as published").count + md.components(separatedBy: "disagrees").count - 2 >= 3)
+        // One seed: no intervals, so the report says its comparisons are single runs, line by line.
+        #expect(report["seeds"] == nil && md.contains("**One seed**"))
+        #expect(md.components(separatedBy: "- One seed, not a verdict: ").count - 1 == 3, "\(md)")
     }
 }

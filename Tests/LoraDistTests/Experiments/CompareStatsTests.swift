@@ -16,6 +16,11 @@ import Testing
         #expect(abs(two.halfWidth! - 12.706) < 1e-9)
     }
 
+    @Test("compare runs 3 seeds unless told otherwise: a verdict needs an interval")
+    func threeSeedsByDefault() {
+        #expect(CompareOptions().seeds == 3)
+    }
+
     @Test("one value has a mean and no interval; no values or a non-finite one, nothing")
     func edges() {
         let one = CompareStats.interval([4.5])
