@@ -33,7 +33,8 @@ public final class GradientExchange {
     public let count: Int
     public let shard: Range<Int>
     let buckets: [Range<Int>]
-    /// hierarchical: the reduced gradient of the owned shard
+    /// hierarchical with more than one rank on the node: the reduced gradient of the owned shard
+    /// (alone on its node a rank's shard is its whole gradient, summed across nodes in place)
     let reduced: FloatBuffer?
     // per-step state
     var requests: [Request]
@@ -67,7 +68,7 @@ public final class GradientExchange {
         shard = cluster.owned(count)
         let step = max(bucketElements, 1)
         buckets = stride(from: 0, to: count, by: step).map { $0..<min($0 + step, count) }
-        reduced = strategy == .hierarchical ? FloatBuffer(shard.count) : nil
+        reduced = strategy == .hierarchical && cluster.node.size > 1 ? FloatBuffer(shard.count) : nil
         requests = Array(repeating: Request(handle: nil), count: buckets.count)
         crossRequests = requests
         powerSGD = compression.method == .powersgd
@@ -196,6 +197,7 @@ public final class GradientExchange {
             countAllreduce(bucket.count, over: cluster.size, crossing: false)
         case .hierarchical:
             let node = cluster.node
+            guard node.size > 1 else { requests[b] = Request(handle: nil); return }  // nothing to reduce in the node
             let counts = (0..<node.size).map { r -> Int32 in
                 let s = Cluster.shard(count, parts: node.size, index: r)
                 return Int32(max(0, min(s.upperBound, bucket.upperBound) - max(s.lowerBound, bucket.lowerBound)))
@@ -205,9 +207,9 @@ public final class GradientExchange {
         }
     }
 
-    /// Where this rank's part of a bucket lands in the reduced shard buffer.
+    /// Where this rank's part of a bucket lands in the reduced shard buffer (or its gradient's).
     private func reducedSlot(_ bucket: Range<Int>) -> FPtr {
-        reduced!.ptr + max(0, min(max(bucket.lowerBound, shard.lowerBound), shard.upperBound) - shard.lowerBound)
+        (reduced?.ptr ?? grads + shard.lowerBound) + max(0, min(max(bucket.lowerBound, shard.lowerBound), shard.upperBound) - shard.lowerBound)
     }
 
     private func mine(_ bucket: Range<Int>) -> Int {

@@ -21,6 +21,7 @@ public final class LoadedModel {
         public var replicas: Int? = 1         // models per rank (nil: one per thread, for training)
         public var training = false           // the optimizer's state counts too (MemoryNeed)
         public var recompute = false          // activation checkpointing per layer (LlamaModel.recompute)
+        public var exchange = ExchangeStrategy.hierarchical  // whether a reduced gradient shard is held (MemoryNeed)
         public var exchangeFloatsPerTrainable = 0.0  // --grad-compression's buffers (MemoryNeed)
         /// QLoRA with replicas: they share dequantized tiles (NF4Matmul.TileShare). false gives each
         /// replica its own, the earlier path, which tests compare against.
@@ -77,16 +78,19 @@ public final class LoadedModel {
     public let options: Options
     public let cluster: Cluster
     public let source: ModelSource
-    /// This rank's model; its weights are the node's shared window.
+    /// This rank's model; its weights are the node's shared window. With replicas it is sized,
+    /// like each of them, for its part of `options.maxBatch` (`model.maxBatch`): training and
+    /// evaluation split every pass over the models.
     public let model: LlamaModel
     let window: SharedWindow
     /// An adapter set's frozen base (nil: the frozen arena is in `window`).
     let base: SharedBase?
     /// More models on the same shared weights, each with its own activations and gradients;
-    /// with `model` they split a training micro-batch over the rank's threads.
+    /// with `model` they split a training micro-batch or an evaluation pass over the rank's threads.
     let replicas: [LlamaModel]
     let replicaThreads: ReplicaThreads?
-    let replicaLosses: UnsafeMutablePointer<Double>  // Σ loss of each replica's part of a micro-batch
+    /// Each model's (Σ loss, tokens, right predictions) of its part of a pass, summed in model order.
+    let partials: UnsafeMutablePointer<(sum: Double, count: Int, correct: Int)>
     /// The NF4 tiles the model and its replicas dequantize together (QLoRA with replicas).
     let tileShare: NF4Matmul.TileShare?
     let budget: ThreadBudget
@@ -135,7 +139,8 @@ public final class LoadedModel {
             try cluster.agree {
                 let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
                                           maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training,
-                                          recompute: o.recompute, exchangeFloatsPerTrainable: o.exchangeFloatsPerTrainable)
+                                          recompute: o.recompute, exchange: o.exchange,
+                                          exchangeFloatsPerTrainable: o.exchangeFloatsPerTrainable)
                 try need.check(available: NodeMemory.availableBytes())
             }
         }
@@ -144,7 +149,9 @@ public final class LoadedModel {
         let node = cluster.node
         let tiles = o.mode.nf4Base && r > 1 && o.shareTiles ? NF4Matmul.TileShare(config: config, lanes: r) : nil
         tileShare = tiles
-        model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: o.maxBatch, seqLen: o.seqLen,
+        // Each model holds its part of a pass (Cluster.shard over r models: at most this many).
+        let perModel = (o.maxBatch + r - 1) / r
+        model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perModel, seqLen: o.seqLen,
                                recompute: o.recompute,
                                allocate: { win = SharedWindow(node: node, count: $0); return win!.base },
                                frozen: base?.window.base, dequant: tiles?.scratch(lane: 0))
@@ -153,21 +160,20 @@ public final class LoadedModel {
         budget = ThreadBudget(threads: threads, replicas: r)
         budget.claim()
         if r > 1 {
-            let values = store.values, frozen = store.frozenValues, perReplica = (o.maxBatch + r - 1) / r
+            let values = store.values, frozen = store.frozenValues
             var more: [LlamaModel] = []
             for i in 1..<r {
-                more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perReplica,
+                more.append(try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perModel,
                                            seqLen: o.seqLen, recompute: o.recompute, allocate: { _ in values }, frozen: frozen,
                                            dequant: tiles?.scratch(lane: i)))
             }
             replicas = more
             replicaThreads = ReplicaThreads(extra: r - 1)
-            replicaLosses = .allocate(capacity: r)
         } else {
             replicas = []
             replicaThreads = nil
-            replicaLosses = .allocate(capacity: 1)
         }
+        partials = .allocate(capacity: r)
         trainableShard = cluster.owned(store.trainableCount)
         // The frozen arena's share: this node's part i of it, or of the set's base (which the
         // first adapter a rank builds fills; the others find it filled).
@@ -184,7 +190,7 @@ public final class LoadedModel {
     }
 
     deinit {
-        inputs.deallocate(); targets.deallocate(); replicaLosses.deallocate()
+        inputs.deallocate(); targets.deallocate(); partials.deallocate()
     }
 
     /// Makes this rank's writes to the weights it owns visible to the node, and waits for the
@@ -213,9 +219,13 @@ public final class LoadedModel {
         public static let undefined = Evaluation(loss: .nan, accuracy: .nan)
     }
 
-    /// Loss and top-1 accuracy over the windows `evaluate` reads. Collective.
+    /// Loss and top-1 accuracy over the windows `evaluate` reads, `options.maxBatch` windows per
+    /// pass split over the model and its replicas as in training (`eachModel`). Each model's
+    /// sums are added in model order once all are done, so the result does not depend on which
+    /// thread finishes first. Collective.
     public func evaluation<C: RandomAccessCollection>(tokens: C, windows limit: Int) -> Evaluation where C.Element == Int32, C.Index == Int {
-        let T = options.seqLen, maxBatch = options.maxBatch
+        let T = options.seqLen, maxBatch = options.maxBatch, n = replicaCount
+        let inputs = self.inputs, targets = self.targets, partials = self.partials
         let available = (tokens.count - 1) / T
         guard available > 0 else { return .undefined }
         let windows = max(1, min(limit, available))
@@ -232,11 +242,16 @@ public final class LoadedModel {
                     targets[i * T + t] = tokens[start + t + 1]
                 }
             }
-            model.forward(ids: inputs, batch: b)
-            let l = model.loss(targets: targets, batch: b)
-            sum += l.sum
-            count += Double(l.count)
-            correct += Double(l.correct)
+            partials.update(repeating: (0, 0, 0), count: n)
+            eachModel(b) { r, m, part in
+                m.forward(ids: inputs + part.lowerBound * T, batch: part.count)
+                partials[r] = m.loss(targets: targets + part.lowerBound * T, batch: part.count)
+            }
+            for r in 0..<n {
+                sum += partials[r].sum
+                count += Double(partials[r].count)
+                correct += Double(partials[r].correct)
+            }
             w += b
         }
         let total = cluster.sum([sum, count, correct])
@@ -251,28 +266,35 @@ public final class LoadedModel {
         for m in replicas { m.store.grads.zero() }
     }
 
-    /// Forward and backward of the b sequences in `inputs`, split over the model and its
-    /// replicas, one thread each (the calling thread runs `model`), each replica thread with one
-    /// BLAS thread. Returns Σ loss. The gradients stay in each model's own buffer until
-    /// `sumReplicaGradients`.
-    func replicated(_ b: Int, seeds: UnsafePointer<UInt64>, scale: Float) -> Double {
-        let T = options.seqLen, n = replicas.count + 1
-        let losses = replicaLosses
-        let models = [model] + replicas, inputs = self.inputs, targets = self.targets
-        let budget = self.budget, threads = replicaThreads!
-        // The replicas with sequences (the first min(b, n): Cluster.shard) share NF4 tiles.
+    /// body(r, m, part) for model r (`model`, then the replicas) and its part of the b
+    /// sequences of a pass (Cluster.shard; models without sequences are skipped), each on a
+    /// thread of its own with one BLAS thread: the calling thread runs `model`. Without
+    /// replicas, `model` on the calling thread with every thread to its sgemm.
+    func eachModel(_ b: Int, _ body: @escaping (Int, LlamaModel, Range<Int>) -> Void) {
+        guard let threads = replicaThreads else { return body(0, model, 0..<b) }
+        let n = replicaCount, models = [model] + replicas, budget = self.budget
         let run = { budget.replicaPhase { threads.run { r in
-            let m = models[r]
             let part = Cluster.shard(b, parts: n, index: r)
-            losses[r] = 0
-            guard !part.isEmpty else { return }
+            if !part.isEmpty { body(r, models[r], part) }
+        } } }
+        // The models with sequences (the first min(b, n): Cluster.shard) share NF4 tiles.
+        if let tileShare { tileShare.pass(lanes: min(b, n), run) } else { run() }
+    }
+
+    /// Forward and backward of the b sequences in `inputs`, split over the model and its
+    /// replicas (`eachModel`). Returns Σ loss. The gradients stay in each model's own buffer
+    /// until `sumReplicaGradients`.
+    func replicated(_ b: Int, seeds: UnsafePointer<UInt64>, scale: Float) -> Double {
+        let T = options.seqLen, n = replicaCount
+        let inputs = self.inputs, targets = self.targets, partials = self.partials
+        partials.update(repeating: (0, 0, 0), count: n)
+        eachModel(b) { r, m, part in
             let ids = inputs + part.lowerBound * T, tg = targets + part.lowerBound * T
             m.forward(ids: ids, batch: part.count, dropoutSeeds: seeds + part.lowerBound)
-            losses[r] = m.loss(targets: tg, batch: part.count).sum
+            partials[r] = m.loss(targets: tg, batch: part.count)
             m.backward(ids: ids, targets: tg, batch: part.count, scale: scale)
-        } } }
-        if let tileShare { tileShare.pass(lanes: min(b, n), run) } else { run() }
-        return (0..<n).reduce(0.0) { $0 + losses[$1] }
+        }
+        return (0..<n).reduce(0.0) { $0 + partials[$1].sum }
     }
 
     /// Adds the replicas' gradients into the rank's, in replica order (the same bits every run).

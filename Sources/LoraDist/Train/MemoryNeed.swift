@@ -6,16 +6,17 @@ import Foundation
 ///
 /// - weights: one copy per node (the shared window), in fp32 slots (NF4 bytes included);
 /// - per rank: each model's gradient, saved activations, logits (V floats per row) and scratch
-///   (`LlamaModel.workingFloats`) — the rank's model sized for its micro-batch, each extra
-///   replica for its part of it — the batch's token buffers, and the runtime;
-/// - training: AdamW's two moments and the reduced gradient shard of the trainable set, split
-///   among the node's ranks (each holds the shard it owns).
+///   (`LlamaModel.workingFloats`) — the rank's model and each replica sized for its part of the
+///   micro-batch — the batch's token buffers, and the runtime;
+/// - training: AdamW's two moments of the trainable set, and under the hierarchical exchange
+///   with more than one rank on a node its reduced gradient, split among the node's ranks (each
+///   holds the shard it owns; GradientExchange.reduced).
 public struct MemoryNeed {
     /// Bytes of the shared weights, once per node.
     public var weights = 0.0
     /// Bytes each rank adds: its models' working sets, batch buffers, runtime.
     public var perRank = 0.0
-    /// Bytes of optimizer state and reduced gradient, per node (its ranks' shards together).
+    /// Bytes of optimizer state (and reduced gradient), per node (its ranks' shards together).
     public var sharded = 0.0
     public var ranksPerNode = 1
     /// Tokens one forward pass of a rank's model holds (micro-batch × sequence length).
@@ -28,26 +29,26 @@ public struct MemoryNeed {
 
     /// `maxBatch` sequences of `seqLen` tokens per forward pass of a rank, split over
     /// `replicas` models (the rank's own and replicas − 1 more); `training` adds the
-    /// optimizer's state.
+    /// optimizer's state and, for `exchange`, the reduced gradient.
     /// `exchangeFloatsPerTrainable`: what the gradient exchange keeps per rank beyond the
     /// gradient, per trainable value (GradCompression.extraFloatsPerTrainable).
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, ranksPerNode: Int, maxBatch: Int,
                 replicas: Int = 1, seqLen: Int, training: Bool, recompute: Bool = false,
-                exchangeFloatsPerTrainable: Double = 0) throws {
+                exchange: ExchangeStrategy = .hierarchical, exchangeFloatsPerTrainable: Double = 0) throws {
         let specs = try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4Base)
         let trainable = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
         weights = 4 * Double(specs.reduce(0) { $0 + $1.slots })
+        // r models of the same size (LoadedModel: the rank's own and r − 1 replicas)
         let r = max(1, min(replicas, maxBatch))
-        let main = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base, maxBatch: maxBatch, seqLen: seqLen,
-                                                recompute: recompute)
-        let replica = r > 1 ? try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base,
-                                                           maxBatch: (maxBatch + r - 1) / r, seqLen: seqLen, recompute: recompute) : 0
+        let model = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base, maxBatch: (maxBatch + r - 1) / r,
+                                                 seqLen: seqLen, recompute: recompute)
         let tokens = 2 * Double(maxBatch) * Double(seqLen)  // inputs and targets, Int32
         // QLoRA replicas share NF4Matmul.TileShare's buffers instead of one dequantization tile each.
         let tiles = nf4Base && r > 1 ? Double(NF4Matmul.TileShare.slots - r) * Double(NF4Matmul.Scratch.floats(config: config)) : 0
-        perRank = 4 * (main + Double(r - 1) * replica + tiles + tokens + exchangeFloatsPerTrainable * trainable)
+        perRank = 4 * (Double(r) * model + tiles + tokens + exchangeFloatsPerTrainable * trainable)
             + Self.runtimeBytesPerRank
-        sharded = training ? 4 * 3 * trainable : 0
+        let reduced = exchange == .hierarchical && ranksPerNode > 1 ? 1.0 : 0
+        sharded = training ? 4 * (2 + reduced) * trainable : 0
         self.ranksPerNode = ranksPerNode
         tokensPerPass = maxBatch * seqLen
     }

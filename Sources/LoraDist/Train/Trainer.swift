@@ -228,6 +228,7 @@ public final class Trainer {
         m.seqLen = o.seqLen; m.maxBatch = maxBatch; m.seed = o.seed
         m.threads = o.threads; m.replicas = o.replicas
         m.training = true
+        m.exchange = o.exchange
         m.exchangeFloatsPerTrainable = o.compression.method.extraFloatsPerTrainable
         m.recompute = o.recompute
         m.shareTiles = o.shareTiles

@@ -69,7 +69,11 @@ import Testing
         let lora = try LoRAConfig(rank: 4, alpha: 8, targets: ["all-linear"])
         let one = try MemoryNeed(config: tiny, lora: lora, ranksPerNode: 1, maxBatch: 4, seqLen: 64, training: true)
         let four = try MemoryNeed(config: tiny, lora: lora, ranksPerNode: 4, maxBatch: 4, seqLen: 64, training: true)
-        #expect(four.weights == one.weights && four.perNode == one.perNode + 3 * one.perRank)
+        // alone on its node a rank's shard is its whole gradient: no reduced copy (GradientExchange.reduced)
+        let trainable = Double(try LlamaModel.specs(config: tiny, lora: lora).filter(\.trainable).reduce(0) { $0 + $1.count })
+        #expect(four.weights == one.weights && four.perNode == one.perNode + 3 * one.perRank + 4 * trainable)
+        let flat = try MemoryNeed(config: tiny, lora: lora, ranksPerNode: 4, maxBatch: 4, seqLen: 64, training: true, exchange: .flat)
+        #expect(flat.perNode == one.perNode + 3 * one.perRank)
         #expect(one.perNode > one.weights + MemoryNeed.runtimeBytesPerRank)
         try one.check(available: one.perNode)
         try one.check(available: nil)
@@ -83,5 +87,35 @@ import Testing
             #expect(e.message.contains("per node, the node has 24.0 GiB available"), "\(e.message)")
         }
         #expect(NodeMemory.availableBytes().map { $0 > 0 } ?? true)
+    }
+
+    /// MemoryNeed's models against a LoadedModel's: the rank's model and its replicas, each sized
+    /// for its part of the pass.
+    @Test(arguments: [1, 2, 3])
+    func needCountsTheLoadedModels(replicas: Int) throws {
+        var o = LoadedModel.Options()
+        o.model = "tiny"; o.mode = .full; o.lora = nil; o.seqLen = 24; o.maxBatch = 5; o.replicas = replicas; o.threads = 2
+        let loaded = try LoadedModel(o, cluster: TestCluster.shared)
+        let per = (5 + replicas - 1) / replicas
+        #expect(([loaded.model] + loaded.replicas).map(\.maxBatch) == Array(repeating: per, count: replicas))
+        let need = try MemoryNeed(config: loaded.config, lora: nil, ranksPerNode: 1, maxBatch: 5, replicas: replicas, seqLen: 24,
+                                  training: false)
+        let models = (need.perRank - MemoryNeed.runtimeBytesPerRank) / 4 - 2 * 5 * 24  // less the batch's token buffers
+        #expect(models == Double(Self.allocatedFloats([loaded.model] + loaded.replicas)), "replicas \(replicas)")
+    }
+
+    /// MemoryNeed.sharded against what a trainer holds beyond its models: AdamW's two moments,
+    /// and the hierarchical exchange's reduced shard only with more than one rank on the node.
+    @Test(arguments: [ExchangeStrategy.hierarchical, .flat])
+    func shardedIsTheOptimizerAndExchange(_ exchange: ExchangeStrategy) throws {
+        let data = try writeCorpus("memory-sharded") { "Line \($0): some text." }
+        var o = TrainOptions()
+        o.mode = .full; o.model = "tiny"; o.data = data; o.steps = 1; o.batch = 2; o.seqLen = 16; o.quiet = true
+        o.exchange = exchange; o.runDir = TestPaths.tempDir("memory-sharded-run")
+        let t = try makeTrainer(o)
+        #expect(t.cluster.node.size == 1 && t.exchange.reduced == nil)
+        let need = try MemoryNeed(config: t.loaded.config, lora: nil, ranksPerNode: t.cluster.node.size, maxBatch: 2, seqLen: 16,
+                                  training: true, exchange: exchange)
+        #expect(need.sharded == 4 * Double(t.optimizer.m.count + t.optimizer.v.count + (t.exchange.reduced?.count ?? 0)))
     }
 }

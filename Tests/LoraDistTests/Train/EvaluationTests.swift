@@ -34,4 +34,37 @@ import Testing
         #expect(abs(result.loss - loss / Double(T)) < 1e-4, "loss \(result.loss), by hand \(loss / Double(T))")
         #expect(abs(result.perplexity - exp(result.loss)) < 1e-9 * result.perplexity)
     }
+
+    @Test("with replicas the rank's model and each replica are sized for their share of a pass, and evaluation over more windows than one of them holds gives what one model on the whole pass gives")
+    func replicasShareEvaluation() throws {
+        let data = try writeCorpus("evaluation-replicas") { "Line \($0): the quick brown fox jumps over the lazy dog." }
+        var o = TrainOptions()
+        o.mode = .full; o.model = "tiny"; o.data = data; o.steps = 30; o.batch = 5; o.seqLen = 16
+        o.lr = 1e-2; o.warmup = 2; o.evalEvery = 100; o.quiet = true; o.runDir = TestPaths.tempDir("evaluation-replicas-run")
+        o.threads = 2; o.replicas = 2
+        let trainer = try makeTrainer(o)
+        try trainer.run()   // some predictions right, some wrong
+        let loaded = trainer.loaded
+        #expect(loaded.replicaCount == 2 && loaded.options.maxBatch == 5)
+        #expect(([loaded.model] + loaded.replicas).map(\.maxBatch) == [3, 3], "each model holds its part of 5 sequences")
+
+        // One model on every thread, sized for the whole pass, with the trained weights.
+        var one = Trainer.modelOptions(o, maxBatch: 5)
+        one.replicas = 1; one.training = false
+        let single = try LoadedModel(one, cluster: TestCluster.shared)
+        #expect(single.replicaCount == 1 && single.model.maxBatch == 5)
+        let store = trainer.model.store
+        single.setOwnedTrainable(Array(UnsafeBufferPointer(start: store.trainableValues, count: store.trainableCount)))
+        single.publish()
+
+        // 13 windows: passes of 5, 5 and 3, each split over the two models.
+        let tokens = Array(trainer.corpus.train.prefix(13 * o.seqLen + 1))
+        let split = trainer.evaluation(tokens: tokens, windows: 13)
+        let whole = single.evaluation(tokens: tokens, windows: 13)
+        #expect(split.accuracy > 0 && split.accuracy < 1, "accuracy \(split.accuracy): the case does not tell hits from misses")
+        #expect(split.accuracy == whole.accuracy, "accuracy \(split.accuracy) split, \(whole.accuracy) on one model")
+        #expect(abs(split.loss - whole.loss) < 1e-6 * whole.loss, "loss \(split.loss) split, \(whole.loss) on one model")
+        // the models' sums are added in model order: the same bits every time
+        #expect(trainer.evaluation(tokens: tokens, windows: 13) == split)
+    }
 }

@@ -17,8 +17,8 @@ extension NF4Matmul {
     /// Tile t lives in buffer t mod `slots`; the last lane to finish its sgemm on a tile hands the
     /// buffer to tile t + slots. A lane waits only for chunks another lane is still dequantizing,
     /// or when it is `slots` tiles ahead of the slowest. Memory: `slots` tiles per rank (4 × 4
-    /// MiB), in place of one per replica. Outside a pass lane 0 (the rank's own model: evaluation,
-    /// generation) uses the first buffer alone, as a model with a private Scratch does.
+    /// MiB), in place of one per replica. Outside a pass lane 0 (the rank's own model run alone)
+    /// uses the first buffer alone, as a model with a private Scratch does.
     public final class TileShare: @unchecked Sendable {
         static let slots = 4
         let buffers: [FloatBuffer]
