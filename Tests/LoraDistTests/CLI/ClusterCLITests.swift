@@ -26,27 +26,28 @@ import Testing
          "--lr", "5e-3", "--rank", "4", "--warmup", "1", "--eval-seqs", "4", "--quiet", "--exchange", exchange, "--run-dir", run]
     }
 
-    @Test("2 hosts × 2 ranks: the loss curve of 1 host × 4, one weight copy per host, fewer bytes across hosts with hierarchical exchange, bursting")
+    @Test("2 hosts × 2 ranks (and × 1): the loss curve of 1 host × 4 (× 2), one weight copy per host, fewer bytes across hosts with hierarchical exchange, bursting")
     func multiHost() throws {
         let (up, _, upErr) = try Self.sh(["up", "2", "", "", "4"])
         try #require(up == 0, "testbed up failed: \(upErr)")
         defer { _ = try? Self.sh(["down"]) }
         let data = try MultiRankCLITests.corpus()
 
-        for mode in ["full", "lora"] {
+        // × 1: a rank alone on its host sums its gradient across hosts in place (GradientExchange.reduced)
+        for mode in ["full", "lora"] { for perHost in [2, 1] {
             let one = TestPaths.tempDir("tb-one-\(mode)"), two = TestPaths.tempDir("tb-two-\(mode)")
-            let (s1, _, e1) = try MultiRankCLITests.launch(4, Self.args(mode, data: data, run: one))
+            let (s1, _, e1) = try MultiRankCLITests.launch(2 * perHost, Self.args(mode, data: data, run: one))
             try #require(s1 == 0, "\(e1)")
-            let (s2, _, e2) = try Self.mpirun(hosts: 2, perHost: 2, Self.args(mode, data: data, run: two))
+            let (s2, _, e2) = try Self.mpirun(hosts: 2, perHost: perHost, Self.args(mode, data: data, run: two))
             try #require(s2 == 0, "\(e2)")
             let a = try CheckpointCLITests.losses(one), b = try CheckpointCLITests.losses(two)
             #expect(a.count == 6 && b.count == 6)
-            for (step, loss) in a { #expect(abs(b[step]! - loss) <= 1e-5 * loss, "\(mode) step \(step)") }
+            for (step, loss) in a { #expect(abs(b[step]! - loss) <= 1e-5 * loss, "\(mode) × \(perHost) step \(step)") }
             let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: two + "/summary.json"))) as? [String: Any])
-            #expect(summary["nodes"] as? Int == 2 && summary["ranks_per_node"] as? Int == 2)
+            #expect(summary["nodes"] as? Int == 2 && summary["ranks_per_node"] as? Int == perHost)
             // one window per host holding every parameter once
             #expect(summary["weights_bytes_per_node"] as? Int == 4 * (summary["total_params"] as! Int))
-        }
+        } }
 
         // What crosses hosts, measured on the links: hierarchical sends each host's gradient once,
         // flat has every rank's ring cross; LoRA sends only its adapters; bf16 half of fp32;
