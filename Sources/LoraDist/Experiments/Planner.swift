@@ -127,15 +127,18 @@ public struct Planner {
         // matrix is kept) and forms dP, dV, dQ and dK: 2 and 5 products of 2·rows·keys·D FLOPs
         let attention = 2 * 2 * Double(batch * pairs) * q * Double(c.numHiddenLayers)
         let forward = matmul + attention
-        var adapters = 0.0
+        var adapters = 0.0, adapterUps = 0.0  // adapterUps: the B products of all but down_proj
         if lora {
             for (name, out, inp) in LlamaModel.projections(c, q: Int(q), kv: Int(kv)) where self.lora.targets.contains(name) {
                 adapters += 2 * tokens * Double(self.lora.rank) * Double(out + inp) * Double(c.numHiddenLayers)
+                if name != "down_proj" { adapterUps += 2 * tokens * Double(self.lora.rank) * Double(out) * Double(c.numHiddenLayers) }
             }
         }
-        // recompute: the backward runs every layer's forward again but the last one's (no head)
+        // recompute: the backward runs every layer's forward again but the last one's (no head),
+        // without attention (its output is kept), the down projection (its output is the next
+        // layer's input) and the adapters' A products (kept): DecoderLayer.recompute
         let L = Double(c.numHiddenLayers)
-        let again = recompute ? (L - 1) / L * (2 * tokens * L * perLayer + attention + adapters) : 0
+        let again = recompute ? (L - 1) / L * (2 * tokens * L * (perLayer - I * C) + adapterUps) : 0
         if !lora { return forward + 2 * matmul + 2.5 * attention + again }  // backward: input and weight gradients
         // backward: input gradients only through frozen weights, attention's five products, adapters three times
         return forward + (matmul + 2.5 * attention) + 3 * adapters + again

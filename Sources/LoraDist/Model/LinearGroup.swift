@@ -60,21 +60,25 @@ final class LinearGroup {
         }
     }
 
-    /// y[n, width] = the parts' outputs side by side.
-    func forward(y: FPtr, x: UnsafePointer<Float>, n: Int, seqLen: Int, dropoutSeeds: UnsafePointer<UInt64>?) {
+    /// y[n, width] = the parts' outputs side by side. `recomputing`: as Linear.forward (the
+    /// adapters' x·Aᵀ of the forward on this x are still held; only the B products run).
+    func forward(y: FPtr, x: UnsafePointer<Float>, n: Int, seqLen: Int, dropoutSeeds: UnsafePointer<UInt64>?,
+                 recomputing: Bool = false) {
         if fusedWeight {
             Matmul.forward(y: y, x: x, w: parts[0].weight.value, n: n, inDim: inDim, outDim: width)
             for (p, c) in zip(parts, columns) { p.addBias(y: y + c, ldy: width, n: n) }
         } else {
             for (p, c) in zip(parts, columns) { p.forwardBase(y: y + c, ldy: width, x: x, n: n) }
         }
-        if fusedA, let xa {
+        if fusedA, let xa, !recomputing {
             let g = adapterWidth
             sgemm(transB: true, m: n, n: g, k: inDim, a: x, lda: inDim, b: parts[0].loraA!.value, ldb: inDim,
                   c: xa.ptr, ldc: g)
-            for (p, c) in zip(parts, columns) { p.adapterUp(y: y + c, ldy: width, n: n) }
-        } else {
-            for (p, c) in zip(parts, columns) {
+        }
+        for (p, c) in zip(parts, columns) {
+            if fusedA || recomputing {
+                p.adapterUp(y: y + c, ldy: width, n: n)
+            } else {
                 p.forwardAdapter(y: y + c, ldy: width, x: x, n: n, seqLen: seqLen, dropoutSeeds: dropoutSeeds)
             }
         }

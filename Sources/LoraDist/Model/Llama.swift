@@ -23,9 +23,10 @@ public final class LlamaModel {
     let acts: Activations
     /// Activation checkpointing per layer (`train --recompute`): one layer's saved activations
     /// instead of every layer's, for one more forward of each layer but the last in the backward.
+    /// Selective, as in Megatron: each layer still keeps its attention output and log-sum-exp
+    /// (2·T·H·D + B·H·T floats per sequence), so the recomputed forward skips attention, and
+    /// skips the down projection, whose output the residual stream holds (DecoderLayer.recompute).
     public let recompute: Bool
-    /// The dropout seeds of the last forward, for the backward's recomputed forwards.
-    var lastDropoutSeeds: UnsafePointer<UInt64>?
 
     /// The parameters a model of this config has, and which of them train.
     /// lora == nil means full fine-tuning: everything trains. `nf4Base` (QLoRA)
@@ -114,6 +115,7 @@ public final class LlamaModel {
         var layers: [DecoderLayer] = []
         // With recompute the layers share one set of saved activations: the backward re-runs a
         // layer's forward from its input (kept in the residual stream) before its backward.
+        // The attention output and lse stay per layer (DecoderLayer.attOut).
         self.recompute = recompute
         let shared = recompute ? LayerActivations(config: config, rows: n, batch: maxBatch, seqLen: seqLen) : nil
         for i in 0..<config.numHiddenLayers {
@@ -150,9 +152,11 @@ public final class LlamaModel {
         // Activations: residual stream (L+1), final norm, logits, backward scratch, one attention block
         let shared = (L + 1) * n * C + n * C + n + n * V + 2 * n * C + 2 * n * q + 2 * n * kv + qk * (n * q + n * kv)
             + 3 * n * I + 2 * Double(Attention.block) * T
-        // LayerActivations (one set under recompute, else one per layer): x1, rstd1, q/k/v, (raw q/k and their rstd), lse, attOut, mid, x2, rstd2, gate/up/act, tmp
-        let perLayer = n * C + n + n * q + 2 * n * kv + qk * (n * q + n * kv + n * H + n * KV) + B * H * T + n * q
+        // LayerActivations (one set under recompute, else one per layer): x1, rstd1, q/k/v, (raw q/k and their rstd), mid, x2, rstd2, gate/up/act, tmp
+        let perLayer = n * C + n + n * q + 2 * n * kv + qk * (n * q + n * kv + n * H + n * KV)
             + n * C + n * C + n + 3 * n * I + n * C
+        // each layer's own, recompute or not: the attention output and lse
+        let attention = n * q + B * H * T
         var adapters = 0.0
         if let lora {
             for (name, _, inDim) in projections(c, q: Int(q), kv: Int(kv)) where lora.targets.contains(name) {
@@ -161,7 +165,7 @@ public final class LlamaModel {
         }
         let dequant = nf4Base ? Double(max(NF4Matmul.tileFloats, c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim)) : 0
         let rope = T * Double(c.headDim / 2) * 2
-        return grads + shared + (recompute ? 1 : L) * perLayer + L * adapters + dequant + rope
+        return grads + shared + (recompute ? 1 : L) * perLayer + L * (attention + adapters) + dequant + rope
     }
 
     /// Whether models are built with q, k, v and gate, up as one product each (where their weights
@@ -204,7 +208,6 @@ public final class LlamaModel {
     public func forward(ids: UnsafePointer<Int32>, batch: Int, dropoutSeeds: UnsafePointer<UInt64>? = nil) -> FPtr {
         precondition(batch <= maxBatch)
         let n = batch * seqLen, C = config.hiddenSize, a = acts
-        lastDropoutSeeds = dropoutSeeds
         Embedding.forward(out: a.res[0].ptr, ids: ids, table: embed.value, n: n, dim: C)
         for (l, layer) in layers.enumerated() {
             layer.forward(resIn: a.res[l].ptr, resOut: a.res[l + 1].ptr, batch: batch, rope: rope,
@@ -241,8 +244,7 @@ public final class LlamaModel {
             // The last layer's activations are still there from the forward; the others' are
             // recomputed from the layer's input, bit for bit what the forward saved.
             if recompute && l < layers.count - 1 {
-                layers[l].forward(resIn: a.res[l].ptr, resOut: a.res[l + 1].ptr, batch: batch, rope: rope,
-                                  dropoutSeeds: lastDropoutSeeds, scratch: a.attScratch.ptr)
+                layers[l].recompute(resIn: a.res[l].ptr, batch: batch, rope: rope)
             }
             layers[l].backward(resIn: a.res[l].ptr, batch: batch, rope: rope, a: a)
             afterLayer?(l)
@@ -285,7 +287,7 @@ final class Activations {
 }
 
 /// What one layer's backward needs of its forward, N = maxBatch·T rows: every layer's own, or
-/// one set all layers share under recompute.
+/// one set all layers share under recompute (the attention output and lse aside: DecoderLayer's own).
 final class LayerActivations {
     let x1: FloatBuffer, rstd1: FloatBuffer          // norm1 out [N, C], [N]
     /// The q, k, v projections' output [N, H·D + 2·KV·D], q, k and v side by side in each row;
@@ -293,8 +295,6 @@ final class LayerActivations {
     let qkv: FloatBuffer
     let qn: FloatBuffer?, kn: FloatBuffer?           // Qwen3: q, k after their norms and RoPE [N, H·D], [N, KV·D]
     let qRstd: FloatBuffer?, kRstd: FloatBuffer?     // [N·H], [N·KV]
-    let lse: FloatBuffer                             // attention's log-sum-exp per row [B, H, T]
-    let attOut: FloatBuffer                          // [N, H·D]
     let mid: FloatBuffer                             // x + attention [N, C]
     let x2: FloatBuffer, rstd2: FloatBuffer          // norm2 out
     let gateUp: FloatBuffer                          // the gate, up projections' output side by side [N, 2·I]
@@ -309,8 +309,6 @@ final class LayerActivations {
         kn = c.qkNorm ? FloatBuffer(n * kvd) : nil
         qRstd = c.qkNorm ? FloatBuffer(n * c.numAttentionHeads) : nil
         kRstd = c.qkNorm ? FloatBuffer(n * c.numKeyValueHeads) : nil
-        lse = FloatBuffer(batch * c.numAttentionHeads * seqLen)
-        attOut = FloatBuffer(n * qd)
         mid = FloatBuffer(n * c.hiddenSize)
         x2 = FloatBuffer(n * c.hiddenSize); rstd2 = FloatBuffer(n)
         gateUp = FloatBuffer(2 * n * c.intermediateSize)
@@ -340,8 +338,9 @@ final class DecoderLayer {
     var kn: FloatBuffer? { saved.kn }
     var qRstd: FloatBuffer? { saved.qRstd }
     var kRstd: FloatBuffer? { saved.kRstd }
-    var lse: FloatBuffer { saved.lse }
-    var attOut: FloatBuffer { saved.attOut }
+    /// Attention's output [N, H·D] and log-sum-exp per row [B, H, T]: this layer's own even under
+    /// recompute, so that the recomputed forward need not run attention again.
+    let attOut: FloatBuffer, lse: FloatBuffer
     var mid: FloatBuffer { saved.mid }
     var x2: FloatBuffer { saved.x2 }
     var rstd2: FloatBuffer { saved.rstd2 }
@@ -357,6 +356,8 @@ final class DecoderLayer {
         self.c = c
         self.seqLen = seqLen
         self.saved = saved
+        attOut = FloatBuffer(n * c.numAttentionHeads * c.headDim)
+        lse = FloatBuffer(batch * c.numAttentionHeads * seqLen)
         let p = "model.layers.\(i)."
         ln1 = store[p + "input_layernorm.weight"]
         ln2 = store[p + "post_attention_layernorm.weight"]
@@ -394,11 +395,33 @@ final class DecoderLayer {
     }
 
     func forward(resIn: FPtr, resOut: FPtr, batch: Int, rope: RoPE, dropoutSeeds: UnsafePointer<UInt64>?, scratch: FPtr) {
-        let n = batch * seqLen, C = c.hiddenSize, T = seqLen, I = c.intermediateSize
+        let n = batch * seqLen, C = c.hiddenSize, T = seqLen
+        attentionInputsForward(resIn: resIn, batch: batch, rope: rope, dropoutSeeds: dropoutSeeds)
+        let at = attentionInputs()
+        Attention.forward(out: attOut.ptr, lse: lse.ptr, q: at.q, k: at.k, v: at.v, scratch: scratch,
+                          shape(batch, ldq: at.ldq, ldk: at.ldk))
+        mlpInputsForward(resIn: resIn, batch: batch, dropoutSeeds: dropoutSeeds)
+        down.forward(y: tmp.ptr, x: act.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        Residual.forward(out: resOut, a: mid.ptr, b: tmp.ptr, count: n * C)
+    }
+
+    /// Re-runs the forward from the layer's input for what the backward reads of the shared set
+    /// (x1, q/k/v, mid, x2, gate/up, act), the same operations on the same values as the forward.
+    /// Not attention (its output and lse are this layer's own), not the down projection (the
+    /// residual stream holds the layer's output), not the adapters' x·Aᵀ and dropout masks (each
+    /// projection keeps its own): their B products only.
+    func recompute(resIn: FPtr, batch: Int, rope: RoPE) {
+        attentionInputsForward(resIn: resIn, batch: batch, rope: rope, dropoutSeeds: nil, recomputing: true)
+        mlpInputsForward(resIn: resIn, batch: batch, dropoutSeeds: nil, recomputing: true)
+    }
+
+    /// x1 = norm(x); q, k, v = rope(q(x1)), rope(k(x1)), v(x1) (Qwen3: q, k normalised first).
+    private func attentionInputsForward(resIn: FPtr, batch: Int, rope: RoPE, dropoutSeeds: UnsafePointer<UInt64>?,
+                                        recomputing: Bool = false) {
+        let n = batch * seqLen, C = c.hiddenSize, T = seqLen
         let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim, qd = H * D
-        // attention half: mid = x + o(attn(rope(q(norm(x))), rope(k(·)), v(·)))
         RMSNorm.forward(out: x1.ptr, rstd: rstd1.ptr, x: resIn, w: ln1.value, n: n, dim: C, eps: c.rmsNormEps)
-        qkv.forward(y: proj.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        qkv.forward(y: proj.ptr, x: x1.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds, recomputing: recomputing)
         if let qn, let kn, let qRstd, let kRstd, let qNorm, let kNorm {
             // Qwen3: q and k normalised per head, before RoPE
             RMSNorm.forward(out: qn.ptr, rstd: qRstd.ptr, x: proj.ptr, w: qNorm.value, n: n * H, dim: D, eps: c.rmsNormEps,
@@ -409,16 +432,17 @@ final class DecoderLayer {
         let at = attentionInputs()
         rope.forward(at.q, rows: n, seqLen: T, heads: H, ld: at.ldq)
         rope.forward(at.k, rows: n, seqLen: T, heads: KV, ld: at.ldk)
-        Attention.forward(out: attOut.ptr, lse: lse.ptr, q: at.q, k: at.k, v: at.v, scratch: scratch,
-                          shape(batch, ldq: at.ldq, ldk: at.ldk))
-        o.forward(y: tmp.ptr, x: attOut.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+    }
+
+    /// From attention's output: mid = x + o(attOut), x2 = norm(mid), act = silu(gate(x2)) ⊙ up(x2):
+    /// the attention half's end and the MLP half up to the down projection.
+    private func mlpInputsForward(resIn: FPtr, batch: Int, dropoutSeeds: UnsafePointer<UInt64>?, recomputing: Bool = false) {
+        let n = batch * seqLen, C = c.hiddenSize, T = seqLen, I = c.intermediateSize
+        o.forward(y: tmp.ptr, x: attOut.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds, recomputing: recomputing)
         Residual.forward(out: mid.ptr, a: resIn, b: tmp.ptr, count: n * C)
-        // MLP half: out = mid + down(silu(gate(norm(mid))) ⊙ up(norm(mid)))
         RMSNorm.forward(out: x2.ptr, rstd: rstd2.ptr, x: mid.ptr, w: ln2.value, n: n, dim: C, eps: c.rmsNormEps)
-        gateUp.forward(y: gu.ptr, x: x2.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
+        gateUp.forward(y: gu.ptr, x: x2.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds, recomputing: recomputing)
         SwiGLU.forward(act: act.ptr, gate: gu.ptr, up: gu.ptr + I, rows: n, dim: I, ld: 2 * I)
-        down.forward(y: tmp.ptr, x: act.ptr, n: n, seqLen: T, dropoutSeeds: dropoutSeeds)
-        Residual.forward(out: resOut, a: mid.ptr, b: tmp.ptr, count: n * C)
     }
 
     /// On entry a.dRes = ∂L/∂(layer output); on exit ∂L/∂(layer input).

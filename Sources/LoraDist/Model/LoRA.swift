@@ -103,12 +103,17 @@ public final class Linear {
 
     var rank: Int { loraA.map { $0.spec.shape[0] } ?? 0 }
 
-    /// y[n, out] = x[n, in]·Wᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ
+    /// y[n, out] = x[n, in]·Wᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ. `recomputing`: the same forward on
+    /// the same x again (activation checkpointing), so dropout(x)·Aᵀ and the mask are still held.
     func forward(y: FPtr, ldy: Int? = nil, x: UnsafePointer<Float>, n: Int, seqLen: Int,
-                 dropoutSeeds: UnsafePointer<UInt64>?) {
+                 dropoutSeeds: UnsafePointer<UInt64>?, recomputing: Bool = false) {
         let ldy = ldy ?? outDim
         forwardBase(y: y, ldy: ldy, x: x, n: n)
-        forwardAdapter(y: y, ldy: ldy, x: x, n: n, seqLen: seqLen, dropoutSeeds: dropoutSeeds)
+        if recomputing {
+            adapterUp(y: y, ldy: ldy, n: n)
+        } else {
+            forwardAdapter(y: y, ldy: ldy, x: x, n: n, seqLen: seqLen, dropoutSeeds: dropoutSeeds)
+        }
     }
 
     /// y = x·Wᵀ + b
