@@ -35,7 +35,7 @@ struct Train: Configurable {
     @Option(help: "Sequences per optimizer step (the global batch).") var batch: Int = defaults.batch
     @Option(name: .customLong("micro-batch"), help: "Sequences per forward/backward pass; gradients accumulate over batch / micro-batch passes. Default: the whole batch.")
     var microBatch: Int?
-    @Flag(inversion: .prefixedNo, help: "Activation checkpointing per layer: keep each layer's input and recompute its forward in the backward (less memory, more compute, the same gradients).")
+    @Flag(inversion: .prefixedNo, help: "Activation checkpointing per layer: keep each layer's input and attention output and recompute the rest of its forward in the backward (less memory, more compute, the same gradients).")
     var recompute = defaults.recompute
     @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = defaults.seqLen
     @Option(help: "Peak learning rate.") var lr: Float = defaults.lr

@@ -57,8 +57,9 @@ public struct TrainOptions {
     /// Seconds a collective may wait for a rank that stopped responding before the job ends
     /// (CollectiveTimeout); nil: LORA_DIST_COLLECTIVE_TIMEOUT, else 300. Set before MPI starts.
     public var collectiveTimeout: Double? = nil
-    /// Activation checkpointing per layer: keep each layer's input only and recompute its forward
-    /// in the backward (less memory, about one more forward of compute; the same gradients).
+    /// Activation checkpointing per layer: keep each layer's input and attention output and
+    /// recompute the rest of its forward in the backward (less memory, about three quarters of
+    /// one more forward's projections; the same gradients). LlamaModel.recompute.
     public var recompute = false
     /// QLoRA replicas share dequantized tiles (LoadedModel.Options.shareTiles); tests turn it off.
     var shareTiles = true
