@@ -38,4 +38,6 @@ func runCommand() -> Never {
     }
 }
 
+// Before anything else (MPI included): OpenBLAS may have picked kernels below the CPU's.
+BLASCore.reexecWithBetterKernels()
 runCommand()

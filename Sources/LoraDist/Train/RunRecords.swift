@@ -36,6 +36,8 @@ public struct RunSummary: Codable, Equatable {
     public var ranksPerNode: Int
     public var exchange: String
     public var blasThreads: Int
+    /// OpenBLAS's kernel set ("SkylakeX", "Haswell", ...): speed depends on it (BLASCore).
+    public var blasCore: String? = nil
     public var replicas: Int
     public var exchangeBytesPerStep: Int          // the mean over the steps done (PowerSGD's vary)
     public var fullFTExchangeBytesPerStep: Int
@@ -56,7 +58,7 @@ public struct RunSummary: Codable, Equatable {
         case trainableParams = "trainable_params", totalParams = "total_params", baseParams = "base_params"
         case weightBytes = "weight_bytes", baseStorage = "base_storage", weightsBytesPerNode = "weights_bytes_per_node"
         case tokensPerSecond = "tokens_per_s", wallSeconds = "wall_s", commWaitShare = "comm_wait_share"
-        case worldSize = "world_size", ranksPerNode = "ranks_per_node", blasThreads = "blas_threads"
+        case worldSize = "world_size", ranksPerNode = "ranks_per_node", blasThreads = "blas_threads", blasCore = "blas_core"
         case exchangeBytesPerStep = "exchange_bytes_per_step", fullFTExchangeBytesPerStep = "full_ft_exchange_bytes_per_step"
         case exchangeRatio = "exchange_ratio", nodeMemoryBytes = "node_memory_bytes"
         case exchangeBytesTotal = "exchange_bytes_total", gradCompression = "grad_compression", powersgd

@@ -506,7 +506,7 @@ public final class Trainer {
                 tokensPerSecond: rounded(Double(tokens) / max(trainSeconds, 1e-9), 1), wallSeconds: rounded(wall, 3),
                 lora: o.mode.hasAdapters ? RunSummary.LoRASummary(o.lora!) : nil, lr: o.lr.shortest,
                 worldSize: cluster.size, nodes: cluster.nodes, ranksPerNode: cluster.node.size,
-                exchange: o.exchange.rawValue, blasThreads: t.loaded.blasThreadsPerReplica,
+                exchange: o.exchange.rawValue, blasThreads: t.loaded.blasThreadsPerReplica, blasCore: BLASCore.name,
                 replicas: t.loaded.replicaCount,
                 exchangeBytesPerStep: Int(perStep), fullFTExchangeBytesPerStep: Int(fullPerStep),
                 exchangeRatio: fullPerStep > 0 ? rounded(perStep / fullPerStep, 6) : nil,

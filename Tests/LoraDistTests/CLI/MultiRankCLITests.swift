@@ -103,6 +103,11 @@ import Testing
         // 4 ranks on this machine's cores: OpenBLAS threads are the cores shared among the ranks
         let cores = ProcessInfo.processInfo.activeProcessorCount
         #expect(lora.summary["blas_threads"] as? Int == max(1, cores / 4))
+        // OpenBLAS's kernels at least AVX2's where the CPU has AVX2: a fallback below it (OpenBLAS 0.3.21
+        // takes newer Intel CPUs for Prescott) is replaced before the run starts (BLASCore).
+        let core = try #require(lora.summary["blas_core"] as? String)
+        let best = BLASCore.best(flags: BLASCore.cpuFlags())
+        #expect(BLASCore.level(core).map { $0 >= min(best?.level ?? 1, 3) } == true, "OpenBLAS runs \(core) kernels")
     }
 
     @Test("bad input under mpirun: one line, every rank exits non-zero, nothing written")
