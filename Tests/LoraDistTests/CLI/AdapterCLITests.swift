@@ -136,7 +136,11 @@ import Testing
         let out = TestPaths.tempDir("cli-merge")
         defer { try? FileManager.default.removeItem(atPath: out) }
         let args = ["export", "--format", "merged", "--model", Self.base] + Self.adapter("legal") + Self.adapter("code")
-        let (s, o, e) = try Self.run(args + ["--weights", "0.5,-0.25", "--out", out + "/cli"])
+        // Bit for bit against this process's merge: the binary must run the kernels OpenBLAS picked
+        // here, not the ones it would pick for itself where OpenBLAS falls back (BLASCore).
+        var env = cleanEnvironment()
+        env[BLASCore.choiceVariable] = "detected"
+        let (s, o, e) = try runProcess(TestPaths.binary, args + ["--weights", "0.5,-0.25", "--out", out + "/cli"], env: env)
         try #require(s == 0, "\(e)")
         #expect(o.contains("wrote merged export of legal, code"))
         try Exporter.mergeAdapters(model: Self.base, adapters: ["legal", "code"].map(AdapterCombineTests.adapter), weights: [0.5, -0.25], out: out + "/lib")

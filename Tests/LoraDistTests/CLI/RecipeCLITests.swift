@@ -239,6 +239,7 @@ import Testing
             eval-every: 1
             eval-seqs: 2
             test-seqs: 2
+            seeds: 1
             """)
         var (status, _, err) = try Self.lora(["compare", "--config", recipe, "--out", out])
         try #require(status == 0, "compare exited \(status): \(err)")
