@@ -50,10 +50,11 @@ public enum BLASCore {
     /// otherwise: a choice of AVX2 kernels or better is OpenBLAS's to make (its Zen kernels on an
     /// AMD with AVX-512 were measured fast; SkylakeX's there were not), a name unknown to this
     /// table is left alone, and so is the user's decision (OPENBLAS_CORETYPE, LORA_DIST_BLAS_CORE=detected).
-    static func better(detected: String, cpuFlags: Set<Substring>, environment: [String: String]) -> String? {
+    /// `cpuFlags` is read only when OpenBLAS did fall back: start-up does not parse /proc/cpuinfo otherwise.
+    static func better(detected: String, cpuFlags: @autoclosure () -> Set<Substring>, environment: [String: String]) -> String? {
         guard environment["OPENBLAS_CORETYPE"] == nil, environment[replacedVariable] == nil,
               environment[choiceVariable] != "detected",
-              let have = level(detected), have < 3, let best = best(flags: cpuFlags) else { return nil }
+              let have = level(detected), have < 3, let best = best(flags: cpuFlags()) else { return nil }
         return best.core
     }
 
