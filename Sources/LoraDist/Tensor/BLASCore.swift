@@ -58,6 +58,12 @@ public enum BLASCore {
         return best.core
     }
 
+    /// LORA_DIST_BLAS_CORE takes one value; anything else is refused by name, not ignored.
+    static func choiceError(_ environment: [String: String]) -> String? {
+        guard let v = environment[choiceVariable], v != "detected" else { return nil }
+        return "\(choiceVariable)=\(v) is not implemented: it takes 'detected' (OpenBLAS's own kernels); OPENBLAS_CORETYPE chooses kernels"
+    }
+
     /// The flags of the first CPU in /proc/cpuinfo (what the kernel lets programs use); empty elsewhere.
     static func cpuFlags() -> Set<Substring> {
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
@@ -70,6 +76,10 @@ public enum BLASCore {
     /// CPU's (before MPI_Init: the process keeps its pid, its arguments and the rest of its
     /// environment). Returns when there is nothing to do or the exec failed.
     public static func reexecWithBetterKernels() {
+        if let message = choiceError(ProcessInfo.processInfo.environment) {
+            FileHandle.standardError.write(Data("lora-dist: error: \(message)\n".utf8))
+            exit(1)
+        }
         let detected = name
         guard let core = better(detected: detected, cpuFlags: cpuFlags(), environment: ProcessInfo.processInfo.environment) else { return }
         setenv("OPENBLAS_CORETYPE", core, 1)

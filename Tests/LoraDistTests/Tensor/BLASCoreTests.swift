@@ -28,6 +28,13 @@ import Testing
         #expect(BLASCore.better(detected: "Prescott", cpuFlags: Self.avx512, environment: [BLASCore.replacedVariable: "Prescott"]) == nil)
     }
 
+    @Test("LORA_DIST_BLAS_CORE takes 'detected' only; another value is refused by name")
+    func choiceValues() {
+        #expect(BLASCore.choiceError([:]) == nil)
+        #expect(BLASCore.choiceError(["LORA_DIST_BLAS_CORE": "detected"]) == nil)
+        #expect(BLASCore.choiceError(["LORA_DIST_BLAS_CORE": "SkylakeX"])?.contains("LORA_DIST_BLAS_CORE=SkylakeX is not implemented") == true)
+    }
+
     @Test("this machine's CPU flags are read from /proc/cpuinfo")
     func flags() {
         let f = BLASCore.cpuFlags()
