@@ -97,7 +97,7 @@ public final class LlamaModel {
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int, seqLen: Int,
                 recompute: Bool = false, fuseProjections: Bool = LlamaModel.fuseProjections,
                 allocate: ((Int) -> FPtr)? = nil, frozen: FPtr? = nil,
-                dequant shared: NF4Matmul.Scratch? = nil) throws {
+                dequant shared: NF4Matmul.Scratch? = nil, attentionLanes: Int = 1) throws {
         try config.validate()
         guard seqLen >= 1, seqLen <= config.maxPositionEmbeddings else {
             throw LoraDistError("sequence length \(seqLen) must be between 1 and max_position_embeddings \(config.maxPositionEmbeddings)")
@@ -121,6 +121,7 @@ public final class LlamaModel {
         for i in 0..<config.numHiddenLayers {
             layers.append(DecoderLayer(index: i, config: config, store: store, lora: lora, rows: n,
                                        batch: maxBatch, seqLen: seqLen, dequant: dequant, fuse: fuseProjections,
+                                       attentionLanes: attentionLanes,
                                        linearIndex: &linearIndex,
                                        saved: shared ?? LayerActivations(config: config, rows: n, batch: maxBatch, seqLen: seqLen)))
         }
@@ -131,7 +132,8 @@ public final class LlamaModel {
         rope = RoPE(headDim: config.headDim, maxPositions: seqLen,
                     inverseFrequencies: RopeScaling.inverseFrequencies(headDim: config.headDim, theta: config.ropeTheta,
                                                                        scaling: config.ropeScaling))
-        acts = Activations(config: config, rows: n, seqLen: seqLen, layers: config.numHiddenLayers)
+        acts = Activations(config: config, rows: n, seqLen: seqLen, layers: config.numHiddenLayers,
+                           attention: Self.attentionShape(config, batch: maxBatch, seqLen: seqLen, lanes: attentionLanes))
     }
 
     /// Floats one model allocates besides its weights, for `maxBatch` sequences of `seqLen`
@@ -141,7 +143,7 @@ public final class LlamaModel {
     /// `init` allocates, buffer for buffer (ModelMemoryTests checks it on built models), in
     /// Double so that sizes which would overflow an Int are measured, not trapped on.
     public static func workingFloats(config c: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, maxBatch: Int,
-                                     seqLen: Int, recompute: Bool = false) throws -> Double {
+                                     seqLen: Int, recompute: Bool = false, attentionLanes: Int = 1) throws -> Double {
         let specs = try specs(config: c, lora: lora, nf4Base: nf4Base)
         let n = Double(maxBatch) * Double(seqLen), T = Double(seqLen), B = Double(maxBatch)
         let C = Double(c.hiddenSize), I = Double(c.intermediateSize), V = Double(c.vocabSize), L = Double(c.numHiddenLayers)
@@ -149,9 +151,11 @@ public final class LlamaModel {
         let q = H * Double(c.headDim), kv = KV * Double(c.headDim)
         let qk = c.qkNorm ? 1.0 : 0
         let grads = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
-        // Activations: residual stream (L+1), final norm, logits, backward scratch, one attention block
+        // Activations: residual stream (L+1), final norm, logits, backward scratch, attention's scratch
+        // (a block of scores per lane; under GQA each head's dK, dV)
+        let lanes = Double(max(1, attentionLanes)), gqa = c.numAttentionHeads > c.numKeyValueHeads ? 1.0 : 0
         let shared = (L + 1) * n * C + n * C + n + n * V + 2 * n * C + 2 * n * q + 2 * n * kv + qk * (n * q + n * kv)
-            + 3 * n * I + 2 * Double(Attention.block) * T
+            + 3 * n * I + lanes * 2 * Double(Attention.block) * T + gqa * 2 * n * q
         // LayerActivations (one set under recompute, else one per layer): x1, rstd1, q/k/v, (raw q/k and their rstd), mid, x2, rstd2, gate/up/act, tmp
         let perLayer = n * C + n + n * q + 2 * n * kv + qk * (n * q + n * kv + n * H + n * KV)
             + n * C + n * C + n + 3 * n * I + n * C
@@ -166,6 +170,12 @@ public final class LlamaModel {
         let dequant = nf4Base ? Double(max(NF4Matmul.tileFloats, c.hiddenSize, c.intermediateSize, c.numAttentionHeads * c.headDim)) : 0
         let rope = T * Double(c.headDim / 2) * 2
         return grads + shared + (recompute ? 1 : L) * perLayer + L * (attention + adapters) + dequant + rope
+    }
+
+    /// Attention's shape for `batch` sequences; its scratch is Activations.attScratch.
+    static func attentionShape(_ c: ModelConfig, batch: Int, seqLen: Int, lanes: Int) -> Attention.Shape {
+        Attention.Shape(batch: batch, seqLen: seqLen, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+                        headDim: c.headDim, window: c.slidingWindow, lanes: lanes)
     }
 
     /// Whether models are built with q, k, v and gate, up as one product each (where their weights
@@ -269,9 +279,10 @@ final class Activations {
     let dq: FloatBuffer?, dk: FloatBuffer?         // after the q/k norms (Qwen3): [N, H·D], [N, KV·D]
     let dGateUp: FloatBuffer        // gradient of the gate, up projections' output [N, 2·I]
     let dAct: FloatBuffer           // [N, I]
-    let attScratch: FloatBuffer     // one block of attention scores and their gradient: [2, 64, T]
+    let attScratch: FloatBuffer     // per lane a block of attention scores and their gradient [2, 64, T]; GQA: each head's dK, dV
+    let attentionLanes: Int
 
-    init(config c: ModelConfig, rows n: Int, seqLen: Int, layers: Int) {
+    init(config c: ModelConfig, rows n: Int, seqLen: Int, layers: Int, attention: Attention.Shape) {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
         res = (0...layers).map { _ in FloatBuffer(n * c.hiddenSize) }
         lnf = FloatBuffer(n * c.hiddenSize); lnfRstd = FloatBuffer(n)
@@ -282,7 +293,8 @@ final class Activations {
         dk = c.qkNorm ? FloatBuffer(n * kv) : nil
         dGateUp = FloatBuffer(2 * n * c.intermediateSize)
         dAct = FloatBuffer(n * c.intermediateSize)
-        attScratch = FloatBuffer(2 * Attention.block * seqLen)
+        attScratch = FloatBuffer(attention.scratchCount)
+        attentionLanes = attention.lanes
     }
 }
 
@@ -330,6 +342,8 @@ final class DecoderLayer {
     var gate: Linear { gateUp.parts[0] }
     var up: Linear { gateUp.parts[1] }
     let seqLen: Int
+    /// (sequence, head) pairs attention runs at once (Attention.Shape.lanes).
+    let attentionLanes: Int
     let saved: LayerActivations
     var x1: FloatBuffer { saved.x1 }
     var rstd1: FloatBuffer { saved.rstd1 }
@@ -351,10 +365,11 @@ final class DecoderLayer {
     var linears: [Linear] { [q, k, v, o, gate, up, down] }
 
     init(index i: Int, config c: ModelConfig, store: ParameterStore, lora: LoRAConfig?, rows n: Int,
-         batch: Int, seqLen: Int, dequant: NF4Matmul.Scratch?, fuse: Bool, linearIndex: inout Int,
+         batch: Int, seqLen: Int, dequant: NF4Matmul.Scratch?, fuse: Bool, attentionLanes: Int, linearIndex: inout Int,
          saved: LayerActivations) {
         self.c = c
         self.seqLen = seqLen
+        self.attentionLanes = attentionLanes
         self.saved = saved
         attOut = FloatBuffer(n * c.numAttentionHeads * c.headDim)
         lse = FloatBuffer(batch * c.numAttentionHeads * seqLen)
@@ -388,8 +403,7 @@ final class DecoderLayer {
     }
 
     func shape(_ batch: Int, ldq: Int, ldk: Int) -> Attention.Shape {
-        var s = Attention.Shape(batch: batch, seqLen: seqLen, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
-                                headDim: c.headDim, window: c.slidingWindow)
+        var s = LlamaModel.attentionShape(c, batch: batch, seqLen: seqLen, lanes: attentionLanes)
         s.qLD = ldq; s.kLD = ldk; s.vLD = qkv.width
         return s
     }

@@ -9,15 +9,24 @@ import Foundation
 /// matrix is never computed), in a scratch of block × T scores. No T × T matrix is kept:
 /// the forward saves each row's log-sum-exp, and the backward recomputes the block's
 /// probabilities from it (one more Q·Kᵀ product for T² · H floats less memory per layer).
+///
+/// The (sequence, head) pairs are independent, so up to `lanes` of them run at once, each on
+/// a worker thread with single-threaded sgemm (BLAS.oneThreadPerWorker): at batch 1 the
+/// softmax and gradient loops no longer run on one core while the others wait. Under GQA the
+/// heads of a group add into the same dK, dV; each head's share goes to its own slice of the
+/// scratch and they are summed in head order afterwards, so the bits do not depend on how
+/// many lanes ran.
 public enum Attention {
     static let block = 64
 
     public struct Shape {
         public var batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int
         public var window: Int?
-        public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, window: Int? = nil) {
+        /// (sequence, head) pairs processed at once, each with its own block of scratch.
+        public var lanes = 1
+        public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, window: Int? = nil, lanes: Int = 1) {
             self.batch = batch; self.seqLen = seqLen; self.heads = heads
-            self.kvHeads = kvHeads; self.headDim = headDim; self.window = window
+            self.kvHeads = kvHeads; self.headDim = headDim; self.window = window; self.lanes = max(1, lanes)
         }
         /// The first key query i sees.
         @inline(__always) func firstKey(_ i: Int) -> Int { window.map { Swift.max(0, i - $0 + 1) } ?? 0 }
@@ -31,38 +40,60 @@ public enum Attention {
         var ldk: Int { kLD ?? kvStride }
         var ldv: Int { vLD ?? kvStride }
         var scale: Float { 1 / Float(headDim).squareRoot() }
-        /// Floats of the scratch forward and backward need: one block of scores, and its gradient.
-        public var scratchCount: Int { 2 * Attention.block * seqLen }
+        /// Heads sharing one key/value head.
+        var group: Int { heads / kvHeads }
+        /// Floats of one lane's block of scores and their gradient.
+        var laneCount: Int { 2 * Attention.block * seqLen }
+        /// Under GQA, each (sequence, head)'s dK and dV [T, D] before they are summed per group.
+        var headGradsCount: Int { group > 1 ? 2 * batch * heads * seqLen * headDim : 0 }
+        /// Floats of the scratch forward and backward need: a block of scores and its gradient
+        /// per lane, and (GQA) each head's dK, dV.
+        public var scratchCount: Int { lanes * laneCount + headGradsCount }
         /// Floats of the saved log-sum-exp.
         public var lseCount: Int { batch * heads * seqLen }
+    }
+
+    /// body(pair, laneScratch) for every (sequence, head) pair b·H + h, on up to `s.lanes`
+    /// workers with one BLAS thread each; pairs are split into contiguous runs, one per lane.
+    private static func eachPair(_ s: Shape, scratch: FPtr, _ body: (Int, FPtr) -> Void) {
+        let pairs = s.batch * s.heads, lanes = min(s.lanes, Parallel.workers, pairs)
+        if lanes <= 1 {
+            for pair in 0..<pairs { body(pair, scratch) }
+            return
+        }
+        BLAS.oneThreadPerWorker {
+            DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                let lo = pairs * lane / lanes, hi = pairs * (lane + 1) / lanes
+                for pair in lo..<hi { body(pair, scratch + lane * s.laneCount) }
+            }
+        }
     }
 
     /// out = softmax(scale · Q Kᵀ, causal) V;  lse[b, h, i] = log Σⱼ exp(scale · qᵢ·kⱼ) over the visible keys.
     public static func forward(out: FPtr, lse: FPtr, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                v: UnsafePointer<Float>, scratch: FPtr, _ s: Shape) {
         Profile.measure(.attention) {
-            let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
-            for b in 0..<s.batch {
-                for h in 0..<s.heads {
-                    let qh = q + b * T * s.ldq + h * D
-                    let kg = k + b * T * s.ldk + (h / group) * D
-                    let vg = v + b * T * s.ldv + (h / group) * D
-                    let oh = out + b * T * s.qStride + h * D
-                    let lh = lse + (b * s.heads + h) * T
-                    var i0 = 0
-                    while i0 < T {
-                        let i1 = min(i0 + block, T), rows = i1 - i0
-                        // p[0..<rows, 0..<i1] = scale · Q Kᵀ, then the causal softmax of each row
-                        sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.ldq,
-                              lda: s.ldq, b: kg, ldb: s.ldk, c: scratch, ldc: i1)
-                        for i in i0..<i1 {
-                            lh[i] = softmaxCausalRow(scratch + (i - i0) * i1, first: s.firstKey(i), visible: i + 1, width: i1)
-                        }
-                        // out[i0..<i1] = P V
-                        sgemm(m: rows, n: D, k: i1, a: scratch, lda: i1, b: vg, ldb: s.ldv,
-                              c: oh + i0 * s.qStride, ldc: s.qStride)
-                        i0 = i1
+            let T = s.seqLen, D = s.headDim, group = s.group
+            eachPair(s, scratch: scratch) { pair, p in
+                let b = pair / s.heads, h = pair % s.heads
+                let qh = q + b * T * s.ldq + h * D
+                let kg = k + b * T * s.ldk + (h / group) * D
+                let vg = v + b * T * s.ldv + (h / group) * D
+                let oh = out + b * T * s.qStride + h * D
+                let lh = lse + pair * T
+                var i0 = 0
+                while i0 < T {
+                    let i1 = min(i0 + block, T), rows = i1 - i0
+                    // p[0..<rows, 0..<i1] = scale · Q Kᵀ, then the causal softmax of each row
+                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.ldq,
+                          lda: s.ldq, b: kg, ldb: s.ldk, c: p, ldc: i1)
+                    for i in i0..<i1 {
+                        lh[i] = softmaxCausalRow(p + (i - i0) * i1, first: s.firstKey(i), visible: i + 1, width: i1)
                     }
+                    // out[i0..<i1] = P V
+                    sgemm(m: rows, n: D, k: i1, a: p, lda: i1, b: vg, ldb: s.ldv,
+                          c: oh + i0 * s.qStride, ldc: s.qStride)
+                    i0 = i1
                 }
             }
         }
@@ -94,50 +125,81 @@ public enum Attention {
                                 k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                 scratch: FPtr, _ s: Shape) {
         Profile.measure(.attention) {
-            let T = s.seqLen, D = s.headDim, group = s.heads / s.kvHeads
-            for r in 0..<(s.batch * T) {
-                (dk + r * s.ldk).update(repeating: 0, count: s.kvStride)
-                (dv + r * s.ldv).update(repeating: 0, count: s.kvStride)
+            let T = s.seqLen, D = s.headDim, group = s.group
+            // Under GQA each head's dK, dV [T, D] go to its slice of the scratch, after the lanes'.
+            let headGrads = scratch + s.lanes * s.laneCount, headDV = headGrads + s.headGradsCount / 2
+            if group == 1 {
+                for r in 0..<(s.batch * T) {
+                    (dk + r * s.ldk).update(repeating: 0, count: s.kvStride)
+                    (dv + r * s.ldv).update(repeating: 0, count: s.kvStride)
+                }
             }
-            let p = scratch, dp = scratch + block * T
-            for b in 0..<s.batch {
-                for h in 0..<s.heads {
-                    let off = b * T * s.qStride + h * D                 // out, dout
-                    let qOff = b * T * s.ldq + h * D                    // q, dq
-                    let kOff = b * T * s.ldk + (h / group) * D, vOff = b * T * s.ldv + (h / group) * D
-                    let lh = lse + (b * s.heads + h) * T
-                    var i0 = 0
-                    while i0 < T {
-                        let i1 = min(i0 + block, T), rows = i1 - i0
-                        // P rebuilt: exp(scale · q·k − lse) over the visible keys, 0 elsewhere
-                        sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: q + qOff + i0 * s.ldq,
-                              lda: s.ldq, b: k + kOff, ldb: s.ldk, c: p, ldc: i1)
-                        // dP = dO Vᵀ over the visible keys
-                        sgemm(transB: true, m: rows, n: i1, k: D, a: dout + off + i0 * s.qStride, lda: s.qStride,
-                              b: v + vOff, ldb: s.ldv, c: dp, ldc: i1)
-                        for i in i0..<i1 {
-                            let pr = p + (i - i0) * i1, dr = dp + (i - i0) * i1
-                            let first = s.firstKey(i), shift = lh[i]
-                            var dot: Float = 0
-                            let oi = out + off + i * s.qStride, gi = dout + off + i * s.qStride
-                            for d in 0..<D { dot += oi[d] * gi[d] }
-                            for j in 0..<first { pr[j] = 0; dr[j] = 0 }
-                            for j in first...i {
-                                let pj = fastExp(pr[j] - shift)
-                                pr[j] = pj
-                                dr[j] = pj * (dr[j] - dot)
-                            }
-                            for j in (i + 1)..<i1 { pr[j] = 0; dr[j] = 0 }
+            eachPair(s, scratch: scratch) { pair, p in
+                let b = pair / s.heads, h = pair % s.heads
+                let dp = p + block * T
+                let off = b * T * s.qStride + h * D                 // out, dout
+                let qOff = b * T * s.ldq + h * D                    // q, dq
+                let kOff = b * T * s.ldk + (h / group) * D, vOff = b * T * s.ldv + (h / group) * D
+                // where this head's dK, dV add up: its group's columns, or (GQA) its own slice
+                let (dkh, ldk, dvh, ldv) = group == 1
+                    ? (dk + kOff, s.ldk, dv + vOff, s.ldv)
+                    : (headGrads + pair * T * D, D, headDV + pair * T * D, D)
+                if group > 1 {
+                    dkh.update(repeating: 0, count: T * D)
+                    dvh.update(repeating: 0, count: T * D)
+                }
+                let lh = lse + pair * T
+                var i0 = 0
+                while i0 < T {
+                    let i1 = min(i0 + block, T), rows = i1 - i0
+                    // P rebuilt: exp(scale · q·k − lse) over the visible keys, 0 elsewhere
+                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: q + qOff + i0 * s.ldq,
+                          lda: s.ldq, b: k + kOff, ldb: s.ldk, c: p, ldc: i1)
+                    // dP = dO Vᵀ over the visible keys
+                    sgemm(transB: true, m: rows, n: i1, k: D, a: dout + off + i0 * s.qStride, lda: s.qStride,
+                          b: v + vOff, ldb: s.ldv, c: dp, ldc: i1)
+                    for i in i0..<i1 {
+                        let pr = p + (i - i0) * i1, dr = dp + (i - i0) * i1
+                        let first = s.firstKey(i), shift = lh[i]
+                        var dot: Float = 0
+                        let oi = out + off + i * s.qStride, gi = dout + off + i * s.qStride
+                        for d in 0..<D { dot += oi[d] * gi[d] }
+                        for j in 0..<first { pr[j] = 0; dr[j] = 0 }
+                        for j in first...i {
+                            let pj = fastExp(pr[j] - shift)
+                            pr[j] = pj
+                            dr[j] = pj * (dr[j] - dot)
                         }
-                        // dV[0..<i1] += Pᵀ dO
-                        sgemm(transA: true, m: i1, n: D, k: rows, a: p, lda: i1,
-                              b: dout + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dv + vOff, ldc: s.ldv)
-                        // dQ = scale · dS K ;  dK += scale · dSᵀ Q
-                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: k + kOff, ldb: s.ldk,
-                              c: dq + qOff + i0 * s.ldq, ldc: s.ldq)
-                        sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: i1,
-                              b: q + qOff + i0 * s.ldq, ldb: s.ldq, beta: 1, c: dk + kOff, ldc: s.ldk)
-                        i0 = i1
+                        for j in (i + 1)..<i1 { pr[j] = 0; dr[j] = 0 }
+                    }
+                    // dV[0..<i1] += Pᵀ dO
+                    sgemm(transA: true, m: i1, n: D, k: rows, a: p, lda: i1,
+                          b: dout + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dvh, ldc: ldv)
+                    // dQ = scale · dS K ;  dK += scale · dSᵀ Q
+                    sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: k + kOff, ldb: s.ldk,
+                          c: dq + qOff + i0 * s.ldq, ldc: s.ldq)
+                    sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: i1,
+                          b: q + qOff + i0 * s.ldq, ldb: s.ldq, beta: 1, c: dkh, ldc: ldk)
+                    i0 = i1
+                }
+            }
+            // GQA: dK, dV of each group = its heads' shares, added in head order.
+            if group > 1 {
+                Parallel.chunks(s.batch * T, grain: 16) { rows in
+                    for r in rows {
+                        let b = r / T, t = r % T
+                        for g in 0..<s.kvHeads {
+                            let dkr = dk + r * s.ldk + g * D, dvr = dv + r * s.ldv + g * D
+                            for i in 0..<group {
+                                let pair = b * s.heads + g * group + i
+                                let hk = headGrads + (pair * T + t) * D, hv = headDV + (pair * T + t) * D
+                                if i == 0 {
+                                    for d in 0..<D { dkr[d] = hk[d]; dvr[d] = hv[d] }
+                                } else {
+                                    for d in 0..<D { dkr[d] += hk[d]; dvr[d] += hv[d] }
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -51,6 +51,17 @@ public enum BLAS {
         Parallel.workers = max(1, n)
     }
     public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// body with one BLAS thread, for work that calls sgemm from each of Parallel.workers
+    /// threads at once (OpenBLAS runs concurrent multi-threaded calls one after another, on a
+    /// lock); the thread count as before afterwards. Parallel.workers stays as it is.
+    static func oneThreadPerWorker<T>(_ body: () throws -> T) rethrows -> T {
+        let n = openblas_get_num_threads()
+        guard n > 1 else { return try body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(n) }
+        return try body()
+    }
     public static var config: String { String(cString: openblas_get_config()) }
 }
 

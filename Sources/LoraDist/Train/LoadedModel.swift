@@ -135,11 +135,13 @@ public final class LoadedModel {
         self.base = base
         let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
         let r = max(1, min(o.replicas ?? threads, o.maxBatch))
+        // Without replicas the one model spreads attention's heads over every thread.
+        let attentionLanes = r > 1 ? 1 : threads
         if base == nil {
             try cluster.agree {
                 let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
                                           maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training,
-                                          recompute: o.recompute, exchange: o.exchange,
+                                          recompute: o.recompute, attentionLanes: attentionLanes, exchange: o.exchange,
                                           exchangeFloatsPerTrainable: o.exchangeFloatsPerTrainable)
                 try need.check(available: NodeMemory.availableBytes())
             }
@@ -154,7 +156,7 @@ public final class LoadedModel {
         model = try LlamaModel(config: config, lora: lora, nf4Base: o.mode.nf4Base, maxBatch: perModel, seqLen: o.seqLen,
                                recompute: o.recompute,
                                allocate: { win = SharedWindow(node: node, count: $0); return win!.base },
-                               frozen: base?.window.base, dequant: tiles?.scratch(lane: 0))
+                               frozen: base?.window.base, dequant: tiles?.scratch(lane: 0), attentionLanes: attentionLanes)
         window = win!
         let store = model.store
         budget = ThreadBudget(threads: threads, replicas: r)

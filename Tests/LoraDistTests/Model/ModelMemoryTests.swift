@@ -47,10 +47,11 @@ import Testing
         }
         for (batch, seq) in [(1, 8), (3, 40), (2, 130)] {
             let weights = FloatBuffer(try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4).reduce(0) { $0 + $1.slots })
+            let lanes = batch  // attention's lanes, each with its scratch: 1, 3 and 2
             let model = try LlamaModel(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq,
-                                       recompute: recompute) { _ in weights.ptr }
+                                       recompute: recompute, allocate: { _ in weights.ptr }, attentionLanes: lanes)
             let estimate = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4, maxBatch: batch, seqLen: seq,
-                                                        recompute: recompute)
+                                                        recompute: recompute, attentionLanes: lanes)
             #expect(estimate == Double(Self.allocatedFloats(model)), "\(kind) batch \(batch) seq \(seq) recompute \(recompute)")
         }
     }
@@ -99,7 +100,7 @@ import Testing
         let per = (5 + replicas - 1) / replicas
         #expect(([loaded.model] + loaded.replicas).map(\.maxBatch) == Array(repeating: per, count: replicas))
         let need = try MemoryNeed(config: loaded.config, lora: nil, ranksPerNode: 1, maxBatch: 5, replicas: replicas, seqLen: 24,
-                                  training: false)
+                                  training: false, attentionLanes: 2)  // one model alone runs attention on both threads
         let models = (need.perRank - MemoryNeed.runtimeBytesPerRank) / 4 - 2 * 5 * 24  // less the batch's token buffers
         #expect(models == Double(Self.allocatedFloats([loaded.model] + loaded.replicas)), "replicas \(replicas)")
     }

@@ -48,4 +48,32 @@ import Testing
         Parallel.workers = saved
         for (i, (a, b)) in zip(one, three).enumerated() { #expect(a == b, "output \(i) differs") }
     }
+    @Test("attention on one lane or three (single-threaded sgemm inside): the same bits",
+          arguments: [(6, 2, nil), (4, 4, nil), (6, 3, 40)] as [(Int, Int, Int?)])
+    func attentionLanesDoNotChangeResults(heads: Int, kvHeads: Int, window: Int?) {
+        let T = 150, batch = 2, D = 16  // three query blocks, grouped or not, with and without a window
+        let one = Attention.Shape(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: D, window: window)
+        var three = one
+        three.lanes = 3
+        let nq = batch * T * heads * D, nkv = batch * T * kvHeads * D
+        var g = SplitMix64(seed: 9)
+        func random(_ n: Int) -> FloatBuffer { FloatBuffer((0..<n).map { _ in g.normal() }) }
+        let q = random(nq), k = random(nkv), v = random(nkv), dout = random(nq)
+        func run(_ s: Attention.Shape) -> [[Float]] {
+            let out = FloatBuffer(nq), lse = FloatBuffer(s.lseCount), scratch = FloatBuffer(s.scratchCount)
+            let dq = FloatBuffer(nq), dk = FloatBuffer(nkv), dv = FloatBuffer(nkv)
+            Attention.forward(out: out.ptr, lse: lse.ptr, q: q.ptr, k: k.ptr, v: v.ptr, scratch: scratch.ptr, s)
+            Attention.backward(dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, dout: dout.ptr, out: out.ptr, lse: lse.ptr,
+                               q: q.ptr, k: k.ptr, v: v.ptr, scratch: scratch.ptr, s)
+            return [out.array, lse.array, dq.array, dk.array, dv.array]
+        }
+        let saved = BLAS.threads
+        BLAS.setThreads(1)
+        let serial = run(one)
+        BLAS.setThreads(3)
+        let parallel = run(three)
+        #expect(BLAS.threads == 3, "the BLAS thread count is restored after attention")
+        BLAS.setThreads(saved)
+        for (i, (a, b)) in zip(serial, parallel).enumerated() { #expect(a == b, "output \(i) differs") }
+    }
 }
