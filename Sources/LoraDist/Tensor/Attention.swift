@@ -106,13 +106,31 @@ public enum Attention {
         // Keys outside [first, visible) get probability 0, and so (dS = P ⊙ ...) no gradient.
         for j in 0..<first { row[j] = 0 }
         let seen = row + first, count = visible - first
-        var mx = -Float.infinity
-        for j in 0..<count { mx = max(mx, seen[j]) }
+        let mx = rowMax(seen, count)
         let sum = expShifted(seen, seen, count, shift: mx)
-        let inv = 1 / sum
-        for j in 0..<count { seen[j] *= inv }
+        scaleRow(seen, count, by: 1 / sum)
         for j in visible..<width { row[j] = 0 }
         return mx + Foundation.log(sum)
+    }
+
+    /// p[j] = exp(p[j] − shift) (the score rebuilt into a probability), dp[j] = p[j] · (dp[j] − dot)
+    /// for j in 0..<count. Explicit vectors: p and dp are two rows of one scratch, which LLVM
+    /// cannot prove apart, so it left this loop scalar.
+    @inline(__always)
+    static func probabilityAndScoreGradient(p: FPtr, dp: FPtr, count: Int, shift: Float, dot: Float) {
+        var j = 0
+        while j + 8 <= count {
+            let pj = fastExp(load8(p, j) - shift)
+            store8(pj, p, j)
+            store8(pj * (load8(dp, j) - dot), dp, j)
+            j += 8
+        }
+        while j < count {
+            let pj = fastExp(p[j] - shift)
+            p[j] = pj
+            dp[j] = pj * (dp[j] - dot)
+            j += 1
+        }
     }
 
     /// dq = ∂L/∂q (overwritten); dk, dv (overwritten). `out` and `lse` are the forward's.
@@ -165,11 +183,7 @@ public enum Attention {
                         let oi = out + off + i * s.qStride, gi = dout + off + i * s.qStride
                         for d in 0..<D { dot += oi[d] * gi[d] }
                         for j in 0..<first { pr[j] = 0; dr[j] = 0 }
-                        for j in first...i {
-                            let pj = fastExp(pr[j] - shift)
-                            pr[j] = pj
-                            dr[j] = pj * (dr[j] - dot)
-                        }
+                        probabilityAndScoreGradient(p: pr + first, dp: dr + first, count: i + 1 - first, shift: shift, dot: dot)
                         for j in (i + 1)..<i1 { pr[j] = 0; dr[j] = 0 }
                     }
                     // dV[0..<i1] += Pᵀ dO

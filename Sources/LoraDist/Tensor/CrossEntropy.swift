@@ -11,8 +11,11 @@ public enum CrossEntropy {
         var total = 0.0, count = 0, correct = 0
         for i in 0..<n where targets[i] >= 0 {
             let row = logits + i * vocab
-            var mx = -Float.infinity, top = 0
-            for j in 0..<vocab where row[j] > mx { mx = row[j]; top = j }
+            // the largest logit, then its first index
+            let mx = rowMax(row, vocab)
+            var top = 0
+            while top < vocab && !(row[top] == mx) { top += 1 }
+            if top == vocab { top = 0 }  // a row of NaNs
             total += Double(Foundation.log(sumExpShifted(row, vocab, shift: mx)) + mx - row[Int(targets[i])])
             count += 1
             if top == Int(targets[i]) { correct += 1 }
@@ -34,10 +37,8 @@ public enum CrossEntropy {
                         d.update(repeating: 0, count: vocab)
                         continue
                     }
-                    var mx = -Float.infinity
-                    for j in 0..<vocab { mx = max(mx, row[j]) }
-                    let inv = scale / expShifted(row, d, vocab, shift: mx)
-                    for j in 0..<vocab { d[j] *= inv }
+                    let mx = rowMax(row, vocab)
+                    scaleRow(d, vocab, by: scale / expShifted(row, d, vocab, shift: mx))
                     d[Int(targets[i])] -= scale
                 }
             }

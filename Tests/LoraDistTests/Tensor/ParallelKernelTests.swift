@@ -19,6 +19,44 @@ import Testing
         #expect(fastExp(0) == 1)
     }
 
+    @Test("fastExp on 8 lanes: each lane's bits equal the scalar function's, clamps and NaN included")
+    func fastExpLanesMatchScalar() {
+        var xs: [Float] = [-1000, -87.4, -87.3, 0, 88.3, 88.4, 1000, .nan, -.infinity, .infinity]
+        var x: Float = -90
+        while x < 90 { xs.append(x); x += 0.00731 }
+        while xs.count % 8 != 0 { xs.append(1.5) }
+        for i in stride(from: 0, to: xs.count, by: 8) {
+            let lanes = fastExp(SIMD8<Float>(xs[i..<(i + 8)]))
+            for k in 0..<8 {
+                let scalar = fastExp(xs[i + k])
+                #expect(lanes[k].bitPattern == scalar.bitPattern || (lanes[k].isNaN && scalar.isNaN), "x = \(xs[i + k])")
+            }
+        }
+    }
+
+    @Test("rowMax, expShifted and sumExpShifted against plain loops, every tail length")
+    func rowReductions() {
+        var g = SplitMix64(seed: 21)
+        for n in 0..<41 {
+            var row = (0..<n).map { _ in 3 * g.normal() }
+            if n > 5 { row[n / 2] = .nan }  // passed over, as `x > m` passes over it
+            var mx = -Float.infinity
+            for v in row where v > mx { mx = v }
+            #expect(row.withUnsafeBufferPointer { rowMax($0.baseAddress!, n) } == mx, "n = \(n)")
+            if n > 5 { row[n / 2] = 0 }
+            let out = FloatBuffer(max(n, 1))
+            let sum = row.withUnsafeBufferPointer { expShifted($0.baseAddress!, out.ptr, n, shift: 1) }
+            let sum2 = row.withUnsafeBufferPointer { sumExpShifted($0.baseAddress!, n, shift: 1) }
+            #expect(sum == sum2)
+            var reference = 0.0
+            for j in 0..<n {
+                #expect(out[j] == fastExp(row[j] - 1))
+                reference += Double(fastExp(row[j] - 1))
+            }
+            #expect(abs(Double(sum) - reference) <= 1e-5 * max(1, reference), "n = \(n)")
+        }
+    }
+
     @Test("one worker or three: the same bits")
     func splitDoesNotChangeResults() {
         let n = 137, dim = 70, count = n * dim  // enough rows and elements for every kernel to split
