@@ -132,21 +132,27 @@ public final class PowerSGD {
         for m in compressed { orthogonalize(q.ptr + m.q, rows: m.cols, cols: m.rank) }
         // P = M·Q
         for m in compressed {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m.rows), Int32(m.rank), Int32(m.cols), 1,
-                        grads + m.offset, Int32(m.cols), q.ptr + m.q, Int32(m.rank), 0, p.ptr + m.p, Int32(m.rank))
+            BLAS.call {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m.rows), Int32(m.rank), Int32(m.cols), 1,
+                            grads + m.offset, Int32(m.cols), q.ptr + m.q, Int32(m.rank), 0, p.ptr + m.p, Int32(m.rank))
+            }
         }
         allreduce(p.ptr, p.count)
         for m in compressed { orthogonalize(p.ptr + m.p, rows: m.rows, cols: m.rank) }
         // Q = Mᵀ·P
         for m in compressed {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m.cols), Int32(m.rank), Int32(m.rows), 1,
-                        grads + m.offset, Int32(m.cols), p.ptr + m.p, Int32(m.rank), 0, q.ptr + m.q, Int32(m.rank))
+            BLAS.call {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m.cols), Int32(m.rank), Int32(m.rows), 1,
+                            grads + m.offset, Int32(m.cols), p.ptr + m.p, Int32(m.rank), 0, q.ptr + m.q, Int32(m.rank))
+            }
         }
         allreduce(q.ptr, q.count)
         // M ≈ P·Qᵀ
         for m in compressed {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m.rows), Int32(m.cols), Int32(m.rank), 1,
-                        p.ptr + m.p, Int32(m.rank), q.ptr + m.q, Int32(m.rank), 0, grads + m.offset, Int32(m.cols))
+            BLAS.call {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m.rows), Int32(m.cols), Int32(m.rank), 1,
+                            p.ptr + m.p, Int32(m.rank), q.ptr + m.q, Int32(m.rank), 0, grads + m.offset, Int32(m.cols))
+            }
         }
         let share = 1 / Float(worldSize)
         for i in 0..<n { e[i] = c[i] - grads[i] * share }

@@ -10,11 +10,13 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
            beta: Float = 0, c: FPtr, ldc: Int) {
     FlopCounter.add(2 &* m &* n &* k)
     Profile.measure(.sgemm) {
-        cblas_sgemm(CblasRowMajor,
-                    transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
-                    beta, c, Int32(ldc))
+        BLAS.call {
+            cblas_sgemm(CblasRowMajor,
+                        transA ? CblasTrans : CblasNoTrans,
+                        transB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
+                        beta, c, Int32(ldc))
+        }
     }
 }
 
@@ -45,9 +47,34 @@ public enum Matmul {
 }
 
 public enum BLAS {
+    /// OpenBLAS's thread count must not change while a threaded call runs on another thread
+    /// (the call splits its work by the count it reads as it goes: a change mid-call gives wrong
+    /// products). Calls hold this lock shared, changes of the count exclusively. In a training
+    /// process one thread calls sgemm at a time (replicas run on one BLAS thread each); the test
+    /// process runs many models at once.
+    nonisolated(unsafe) private static let lock: UnsafeMutablePointer<pthread_rwlock_t> = {
+        let l = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+        pthread_rwlock_init(l, nil)
+        return l
+    }()
+
+    /// body (an OpenBLAS call) while the thread count cannot change.
+    @inline(__always)
+    static func call<T>(_ body: () -> T) -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return body()
+    }
+
+    private static func setOpenBLASThreads(_ n: Int32) {
+        pthread_rwlock_wrlock(lock)
+        openblas_set_num_threads(n)
+        pthread_rwlock_unlock(lock)
+    }
+
     /// Also sets how many workers the element-wise kernels use.
     public static func setThreads(_ n: Int) {
-        openblas_set_num_threads(Int32(n))
+        setOpenBLASThreads(Int32(n))
         Parallel.workers = max(1, n)
     }
     public static var threads: Int { Int(openblas_get_num_threads()) }
@@ -58,8 +85,8 @@ public enum BLAS {
     static func oneThreadPerWorker<T>(_ body: () throws -> T) rethrows -> T {
         let n = openblas_get_num_threads()
         guard n > 1 else { return try body() }
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(n) }
+        setOpenBLASThreads(1)
+        defer { setOpenBLASThreads(n) }
         return try body()
     }
     public static var config: String { String(cString: openblas_get_config()) }
