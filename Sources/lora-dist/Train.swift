@@ -187,7 +187,7 @@ struct Train: Configurable {
         }
         guard cluster.isRoot else { return }
         if let exportMerged {
-            do { try HuggingFace.saveMerged(trainer.model, to: exportMerged) } catch { cluster.abort("\(error)") }
+            do { try HuggingFace.saveMerged(trainer.model, tokenizerOf: trainer.loaded.source, to: exportMerged) } catch { cluster.abort("\(error)") }
         }
         print(Report.closing(s))
         print("run directory: \(runDir) (config.yaml, metrics.jsonl, TensorBoard events, summary.json)")

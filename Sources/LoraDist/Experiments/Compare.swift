@@ -204,7 +204,7 @@ public enum Compare {
         t.configYAML = o.runConfig?(t)
         let trainer = try Trainer(options: t, cluster: cluster)
         try trainer.run()
-        try cluster.agree { if cluster.isRoot { try HuggingFace.saveMerged(trainer.model, to: dir) } }
+        try cluster.agree { if cluster.isRoot { try HuggingFace.saveMerged(trainer.model, tokenizerOf: trainer.loaded.source, to: dir) } }
     }
 
     /// Every domain's test tokens, and what --replace-invalid-utf8 replaced in them.

@@ -88,7 +88,8 @@ public enum ContinualCompare {
                     case .full, .merged:
                         // The next stage starts from these weights (adapters folded in), saved as a model directory.
                         try cluster.agree {
-                            if cluster.isRoot { try saveModel(model, base: base, tokenizer: basePlan.source.tokenizer, to: dir + "/model") }
+                            // with the base's tokenizer, so the next stage reads text as the base does
+                            if cluster.isRoot { try HuggingFace.saveMerged(model, tokenizerOf: basePlan.source, to: dir + "/model") }
                         }
                         from = Start(model: dir + "/model", adapter: nil)
                     case .lora, .switched:
@@ -151,19 +152,5 @@ public enum ContinualCompare {
             out[domain] = model.evaluation(tokens: tests[domain]!, windows: o.testSequences)
         }
         return out
-    }
-
-    /// A stage's weights as a model directory the next stage loads: config, merged weights, and
-    /// the base's tokenizer: its tokenizer.json copied when it has one, written from the tokenizer
-    /// it carries otherwise (a GGUF file's, from its metadata), so the next stage reads text as the
-    /// base does; a byte-level base needs none (a directory without tokenizer.json reads bytes).
-    static func saveModel(_ model: LlamaModel, base: String, tokenizer: Tokenizer, to dir: String) throws {
-        try HuggingFace.saveMerged(model, to: dir)
-        let json = base + "/tokenizer.json"
-        if FileManager.default.fileExists(atPath: json) {
-            try Files.writeAtomically(try Data(contentsOf: URL(fileURLWithPath: json)), to: dir + "/tokenizer.json")
-        } else if let bpe = tokenizer as? BPETokenizer {
-            try Files.writeAtomically(try bpe.tokenizerJSON(), to: dir + "/tokenizer.json")
-        }
     }
 }

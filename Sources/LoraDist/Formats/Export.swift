@@ -18,7 +18,13 @@ public enum Exporter {
         let loaded = try CheckpointModel.load(dir, model: spec, needsBase: format == .merged)
         switch format {
         case .peft: try HuggingFace.savePEFT(loaded.model, baseModel: baseName ?? loaded.manifest.modelSource, to: out)
-        case .merged: try HuggingFace.saveMerged(loaded.model, to: out)
+        case .merged:
+            // The base is read for its tokenizer too (a full fine-tuning checkpoint needs no weights of it).
+            let source: ModelSource
+            do { source = try ModelSource(loaded.sourceSpec) } catch let e as LoraDistError {
+                throw LoraDistError("the merged model needs the tokenizer of its base \(loaded.sourceSpec): \(e.message) (--model names the base if it has moved)")
+            }
+            try HuggingFace.saveMerged(loaded.model, tokenizerOf: source, to: out)
         }
     }
 
@@ -61,6 +67,6 @@ public enum Exporter {
             fused[lin.weight.name] = w
         }
         let note = "PEFT adapters merged, W + Σ w·s·B·A with w: " + adapters.indices.map { "\(adapters[$0].name) \(weights[$0])" }.joined(separator: ", ")
-        try HuggingFace.saveMerged(model, fused: fused, to: out, note: note)
+        try HuggingFace.saveMerged(model, fused: fused, tokenizerOf: source, to: out, note: note)
     }
 }

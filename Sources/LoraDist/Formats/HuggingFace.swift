@@ -170,18 +170,21 @@ extension LoRAConfig {
 }
 
 extension HuggingFace {
-    /// Writes a Hugging Face model directory (config.json, model.safetensors) with
-    /// every adapter folded into its base weight: W + s·B·A.
-    public static func saveMerged(_ model: LlamaModel, to dir: String) throws {
+    /// Writes a Hugging Face model directory (config.json, model.safetensors, and the tokenizer
+    /// of `source`, the base the model came from: ModelSource.saveTokenizer) with every adapter
+    /// folded into its base weight: W + s·B·A.
+    public static func saveMerged(_ model: LlamaModel, tokenizerOf source: ModelSource, to dir: String) throws {
         var fused: [String: [Float]] = [:]
         for lin in model.linears where lin.loraA != nil { fused[lin.weight.name] = lin.fused() }
-        try saveMerged(model, fused: fused, to: dir)
+        try saveMerged(model, fused: fused, tokenizerOf: source, to: dir)
     }
 
     /// Writes `model`'s config and weights, with `fused` (weight name → values) in place of those
-    /// weights; `note` goes into the safetensors metadata (lora_dist_merge).
-    static func saveMerged(_ model: LlamaModel, fused: [String: [Float]], to dir: String, note: String? = nil) throws {
+    /// weights, and `source`'s tokenizer; `note` goes into the safetensors metadata (lora_dist_merge).
+    static func saveMerged(_ model: LlamaModel, fused: [String: [Float]], tokenizerOf source: ModelSource, to dir: String,
+                           note: String? = nil) throws {
         try Files.createDirectory(dir)
+        try source.saveTokenizer(to: dir)
         let tensors = model.store.params.filter { !$0.name.contains(".lora_") }.map { p in
             (name: p.name, shape: p.spec.shape, values: fused[p.name] ?? p.floats)
         }

@@ -95,4 +95,17 @@ extension ModelSource {
                                 bos: try f.int("tokenizer.ggml.bos_token_id"), eos: try f.int("tokenizer.ggml.eos_token_id"),
                                 pre: try f.string("tokenizer.ggml.pre"))
     }
+
+    /// Puts this source's tokenizer into a model directory, so that the directory reads text as
+    /// the source does: its tokenizer.json copied (a Hugging Face directory that has one), or
+    /// written from the tokenizer it carries (a GGUF file's, from its tokenizer.ggml.* metadata).
+    /// A byte-level source needs none: a directory without tokenizer.json reads bytes. Without
+    /// this a merged export of a GGUF base read text as bytes, whose ids fit its vocabulary
+    /// silently.
+    public func saveTokenizer(to dir: String) throws {
+        guard let bpe = tokenizer as? BPETokenizer else { return }
+        let json = spec + "/tokenizer.json"
+        let data = spec.hasSuffix(".gguf") ? try bpe.tokenizerJSON() : try Data(contentsOf: URL(fileURLWithPath: json))
+        try Files.writeAtomically(data, to: dir + "/tokenizer.json")
+    }
 }

@@ -271,6 +271,31 @@ import Testing
         }
     }
 
+    /// Without its tokenizer a merged model directory reads text as bytes, whose ids fit a BPE
+    /// vocabulary silently: every merged export carries its base's.
+    @Test("a merged export carries its base's tokenizer: a GGUF's written from its metadata, a Hugging Face directory's copied")
+    func mergedExportCarriesTheTokenizer() throws {
+        let args = try Args(), fm = FileManager.default
+        let tmp = TestPaths.tempDir("export-tokenizer")
+        defer { try? fm.removeItem(atPath: tmp) }
+        let gguf = TestPaths.fixtures + "/gguf/tiny_bpe.gguf"
+        let base = try #require(try ModelSource(gguf).tokenizer as? BPETokenizer)
+        let short = ["--steps", "2", "--batch", "2", "--seq", "16", "--eval-every", "2", "--eval-seqs", "2"]
+        try Self.lora(["train", "--model", gguf, "--data", args.data, "--run-dir", tmp + "/run",
+                       "--export-merged", tmp + "/trained"] + short)
+        try Self.lora(["export", "--format", "merged", "--checkpoint", tmp + "/run", "--out", tmp + "/exported"])
+        for dir in [tmp + "/trained", tmp + "/exported"] {
+            #expect(fm.fileExists(atPath: dir + "/tokenizer.json"), "\(dir): no tokenizer.json")
+            let merged = try #require(try ModelSource(dir).tokenizer as? BPETokenizer, "\(dir): not read as BPE")
+            #expect(merged.identity == base.identity, "\(dir)")
+            #expect(merged.encode("the merged model reads text as its base does") == base.encode("the merged model reads text as its base does"))
+        }
+        // a Hugging Face base: its tokenizer.json, byte for byte
+        try Self.lora(["train", "--model", tmp + "/trained", "--mode", "full", "--data", args.data, "--run-dir", tmp + "/run2"] + short)
+        try Self.lora(["export", "--format", "merged", "--checkpoint", tmp + "/run2", "--out", tmp + "/exported2"])
+        #expect(fm.contents(atPath: tmp + "/exported2/tokenizer.json") == fm.contents(atPath: tmp + "/trained/tokenizer.json"))
+    }
+
     @Test("export --format peft of a full fine-tuning checkpoint: one clear line")
     func peftOfFullCheckpoint() throws {
         let args = try Args()

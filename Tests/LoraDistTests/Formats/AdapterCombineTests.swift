@@ -177,7 +177,7 @@ import Testing
             try HuggingFace.loadAdapter(m, from: SafeTensors(path: a.dir + "/adapter_model.safetensors"))
             let d = TestPaths.tempDir("merge-one")
             defer { try? FileManager.default.removeItem(atPath: d) }
-            try HuggingFace.saveMerged(m, to: d)
+            try HuggingFace.saveMerged(m, tokenizerOf: try ModelSource(Self.dir + "/base"), to: d)
             singles.append(try SafeTensors(path: d + "/model.safetensors"))
         }
         let adapted = Set(adapters.flatMap { $0.modules.keys.map { $0 + ".weight" } })

@@ -29,7 +29,7 @@ import Testing
         let (model, _) = try Self.adapted(f)
         let dir = TestPaths.tempDir("family-merged")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try HuggingFace.saveMerged(model, to: dir)
+        try HuggingFace.saveMerged(model, tokenizerOf: try ModelSource("tiny"), to: dir)  // the fixtures carry no tokenizer
 
         // config.json names the family as the fixture's does, and reads back (strictly) as the same config.
         let written = try Self.json(dir + "/config.json"), original = try Self.json(f.dir + "/config.json")

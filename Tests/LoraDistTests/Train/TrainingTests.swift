@@ -49,7 +49,7 @@ import Testing
         #expect(lines.count == 40)
 
         let base = TestPaths.tempDir("base")
-        try HuggingFace.saveMerged(full.model, to: base)
+        try HuggingFace.saveMerged(full.model, tokenizerOf: full.loaded.source, to: base)
         let domain = TestPaths.tempDir("domain")
         var shouted = try String(contentsOfFile: general + "/a.txt", encoding: .utf8).uppercased()
         shouted = shouted.replacingOccurrences(of: " ", with: "_")
@@ -78,7 +78,7 @@ import Testing
         let full = try makeTrainer(o)
         try full.run()
         let base = TestPaths.tempDir("q-base")
-        try HuggingFace.saveMerged(full.model, to: base)
+        try HuggingFace.saveMerged(full.model, tokenizerOf: full.loaded.source, to: base)
 
         let domain = try writeCorpus("q-domain") { "LINE_\($0):_THE_RAIN_IN_SPAIN_STAYS_MAINLY_IN_THE_PLAIN" }
         var lo = try Self.options(.lora, data: domain, steps: 1)
@@ -103,7 +103,7 @@ import Testing
         #expect(final < initial - 0.5, "qlora: dev loss \(initial) → \(final)")
 
         let merged = TestPaths.tempDir("q-merged")
-        try HuggingFace.saveMerged(q.model, to: merged)
+        try HuggingFace.saveMerged(q.model, tokenizerOf: q.loaded.source, to: merged)
         let meta = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: merged + "/config.json"))) as? [String: Any])
         #expect((meta["lora_dist"] as? [String: Any])?["merged_from"] as? String == "qlora")
         var fo = try Self.options(.full, data: domain, steps: 1)
