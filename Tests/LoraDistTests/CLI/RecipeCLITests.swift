@@ -158,6 +158,14 @@ import Testing
     /// docs/results.md's commands before they used recipes, and the recipe plus the command-line
     /// flags that replace each.
     static let resultsCommands: [(recipe: String, extra: [String], original: [String])] = [
+        ("seeds-small.yaml", ["--domain", "legal", "--out", "runs/seeds3-small-legal"],
+         ["compare", "--base", "runs/small-general", "--domain", "legal", "--out", "runs/seeds3-small-legal", "--ranks", "8,32",
+          "--targets", "all-linear", "--qlora", "--no-compressed", "--steps", "150", "--batch", "8", "--seq", "128",
+          "--lr-lora", "5e-3", "--lr-full", "1.5e-3", "--eval-every", "25", "--patience", "3", "--seeds", "3"]),
+        ("earlystop-smollm2.yaml", ["--base", "G.gguf", "--domain", "legal", "--out", "runs/earlystop-smollm2-legal"],
+         ["compare", "--base", "G.gguf", "--domain", "legal", "--out", "runs/earlystop-smollm2-legal", "--data-sizes", "5k",
+          "--ranks", "32", "--targets", "all-linear", "--steps", "100", "--batch", "4", "--seq", "64", "--lr-lora", "1e-3",
+          "--lr-full", "5e-5", "--eval-every", "10", "--patience", "3", "--eval-seqs", "8", "--test-seqs", "16", "--seeds", "1"]),
         ("pretrain-small.yaml", ["--data", "C/general/train", "--dev-data", "C/general/dev"],
          ["train", "--mode", "full", "--model", "small", "--data", "C/general/train", "--dev-data", "C/general/dev", "--steps", "600",
           "--batch", "16", "--seq", "128", "--lr", "3e-3", "--warmup", "30", "--eval-every", "100", "--run-dir", "runs/pretrain-small",
