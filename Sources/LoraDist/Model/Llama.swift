@@ -280,7 +280,6 @@ final class Activations {
     let dGateUp: FloatBuffer        // gradient of the gate, up projections' output [N, 2·I]
     let dAct: FloatBuffer           // [N, I]
     let attScratch: FloatBuffer     // per lane a block of attention scores and their gradient [2, 64, T]; GQA: each head's dK, dV
-    let attentionLanes: Int
 
     init(config c: ModelConfig, rows n: Int, seqLen: Int, layers: Int, attention: Attention.Shape) {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
@@ -294,7 +293,6 @@ final class Activations {
         dGateUp = FloatBuffer(2 * n * c.intermediateSize)
         dAct = FloatBuffer(n * c.intermediateSize)
         attScratch = FloatBuffer(attention.scratchCount)
-        attentionLanes = attention.lanes
     }
 }
 
