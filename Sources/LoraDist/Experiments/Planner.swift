@@ -174,7 +174,7 @@ public struct Planner {
     func memoryPerNode(lora isLoRA: Bool, micro: Int, recompute: Bool) throws -> Double {
         try MemoryNeed(config: config, lora: isLoRA ? lora : nil, ranksPerNode: ranksPerNode, maxBatch: micro,
                        replicas: max(1, coresPerNode / ranksPerNode), seqLen: seqLen, training: true, recompute: recompute,
-                       attentionLanes: max(1, coresPerNode / ranksPerNode), exchange: exchange).perNode
+                       threads: max(1, coresPerNode / ranksPerNode), exchange: exchange).perNode
     }
 
     /// The largest micro-batch (at most the rank's share) whose memory fits `nodeMemory`: without

@@ -169,7 +169,7 @@ public final class AdapterSet {
             let r = max(1, min(po.replicas ?? threads, po.maxBatch))
             let one = try MemoryNeed(config: config, lora: po.lora, nf4Base: po.mode.nf4Base, ranksPerNode: cluster.node.size,
                                      maxBatch: po.maxBatch, replicas: r, seqLen: po.seqLen, training: true, recompute: po.recompute,
-                                     attentionLanes: threads, exchange: po.exchange)
+                                     threads: threads, exchange: po.exchange)
             let specsOfModel = try LlamaModel.specs(config: config, lora: po.lora, nf4Base: po.mode.nf4Base)
             let need = one.adapterSet(adapters: specs.count, perRank: (specs.count + cluster.size - 1) / cluster.size,
                                       frozenBytes: 4 * Double(ParameterStore.frozenSlots(specsOfModel)))

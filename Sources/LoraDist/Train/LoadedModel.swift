@@ -136,12 +136,13 @@ public final class LoadedModel {
         let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
         let r = max(1, min(o.replicas ?? threads, o.maxBatch))
         // Without replicas the one model spreads attention's heads over every thread.
-        let attentionLanes = r > 1 ? 1 : threads
+        budget = ThreadBudget(threads: threads, replicas: r)
+        let attentionLanes = budget.blasThreadsPerReplica
         if base == nil {
             try cluster.agree {
                 let need = try MemoryNeed(config: config, lora: lora, nf4Base: o.mode.nf4Base, ranksPerNode: cluster.node.size,
                                           maxBatch: o.maxBatch, replicas: r, seqLen: o.seqLen, training: o.training,
-                                          recompute: o.recompute, attentionLanes: attentionLanes, exchange: o.exchange,
+                                          recompute: o.recompute, threads: threads, exchange: o.exchange,
                                           exchangeFloatsPerTrainable: o.exchangeFloatsPerTrainable)
                 try need.check(available: NodeMemory.availableBytes())
             }
@@ -159,7 +160,6 @@ public final class LoadedModel {
                                frozen: base?.window.base, dequant: tiles?.scratch(lane: 0), attentionLanes: attentionLanes)
         window = win!
         let store = model.store
-        budget = ThreadBudget(threads: threads, replicas: r)
         budget.claim()
         if r > 1 {
             let values = store.values, frozen = store.frozenValues

@@ -28,13 +28,13 @@ public struct MemoryNeed {
     public var perNode: Double { weights + sharded + Double(ranksPerNode) * perRank }
 
     /// `maxBatch` sequences of `seqLen` tokens per forward pass of a rank, split over
-    /// `replicas` models (the rank's own and replicas − 1 more; a model alone runs attention on
-    /// `attentionLanes` threads, each with its own scratch); `training` adds the
+    /// `replicas` models (the rank's own and replicas − 1 more) on the rank's `threads` (a model
+    /// alone runs attention on all of them, each with its own scratch); `training` adds the
     /// optimizer's state and, for `exchange`, the reduced gradient.
     /// `exchangeFloatsPerTrainable`: what the gradient exchange keeps per rank beyond the
     /// gradient, per trainable value (GradCompression.extraFloatsPerTrainable).
     public init(config: ModelConfig, lora: LoRAConfig?, nf4Base: Bool = false, ranksPerNode: Int, maxBatch: Int,
-                replicas: Int = 1, seqLen: Int, training: Bool, recompute: Bool = false, attentionLanes: Int = 1,
+                replicas: Int = 1, seqLen: Int, training: Bool, recompute: Bool = false, threads: Int = 1,
                 exchange: ExchangeStrategy = .hierarchical, exchangeFloatsPerTrainable: Double = 0) throws {
         let specs = try LlamaModel.specs(config: config, lora: lora, nf4Base: nf4Base)
         let trainable = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
@@ -43,7 +43,7 @@ public struct MemoryNeed {
         let r = max(1, min(replicas, maxBatch))
         let model = try LlamaModel.workingFloats(config: config, lora: lora, nf4Base: nf4Base, maxBatch: (maxBatch + r - 1) / r,
                                                  seqLen: seqLen, recompute: recompute,
-                                                 attentionLanes: r > 1 ? 1 : attentionLanes)
+                                                 attentionLanes: ThreadBudget(threads: threads, replicas: r).blasThreadsPerReplica)
         let tokens = 2 * Double(maxBatch) * Double(seqLen)  // inputs and targets, Int32
         // QLoRA replicas share NF4Matmul.TileShare's buffers instead of one dequantization tile each.
         let tiles = nf4Base && r > 1 ? Double(NF4Matmul.TileShare.slots - r) * Double(NF4Matmul.Scratch.floats(config: config)) : 0

@@ -100,7 +100,7 @@ import Testing
         let per = (5 + replicas - 1) / replicas
         #expect(([loaded.model] + loaded.replicas).map(\.maxBatch) == Array(repeating: per, count: replicas))
         let need = try MemoryNeed(config: loaded.config, lora: nil, ranksPerNode: 1, maxBatch: 5, replicas: replicas, seqLen: 24,
-                                  training: false, attentionLanes: 2)  // one model alone runs attention on both threads
+                                  training: false, threads: 2)  // one model alone runs attention on both threads
         let models = (need.perRank - MemoryNeed.runtimeBytesPerRank) / 4 - 2 * 5 * 24  // less the batch's token buffers
         #expect(models == Double(Self.allocatedFloats([loaded.model] + loaded.replicas)), "replicas \(replicas)")
     }
