@@ -11,6 +11,8 @@ public enum CheckpointModel {
         public let dir: String
         /// The --model the base came from (the checkpoint's own unless overridden).
         public let sourceSpec: String
+        /// That base, when the load read it (a LoRA checkpoint with `needsBase`).
+        public let source: ModelSource?
     }
 
     /// `model` overrides the base recorded in the checkpoint (needed when it has moved).
@@ -25,16 +27,18 @@ public enum CheckpointModel {
         let lora = mode.hasAdapters ? try LoRAConfig.fromPEFT(json: Data(m.loraConfigJSON.utf8), source: src) : nil
         // A QLoRA base is quantized on load exactly as in training (see docs/formats.md).
         let model = try LlamaModel(config: config, lora: lora, nf4Base: mode.nf4Base, maxBatch: maxBatch, seqLen: seqLen)
+        var source: ModelSource?
         if lora != nil && needsBase {
             // The base is not in a LoRA checkpoint: rebuild it as training did, and check it is the same.
-            let source = try ModelSource(spec ?? m.modelSource)
-            guard source.config == config else {
-                throw LoraDistError("base \(source.spec) has another config than the checkpoint's model")
+            let base = try ModelSource(spec ?? m.modelSource)
+            source = base
+            guard base.config == config else {
+                throw LoraDistError("base \(base.spec) has another config than the checkpoint's model")
             }
-            try source.build(model, seed: m.samplerSeed, owned: model.store.all)
+            try base.build(model, seed: m.samplerSeed, owned: model.store.all)
             let identity = BaseIdentity.of(model)
             guard identity == m.baseIdentity else {
-                throw LoraDistError("base \(source.spec) differs from the one the adapters were trained on (\(identity), checkpoint: \(m.baseIdentity))")
+                throw LoraDistError("base \(base.spec) differs from the one the adapters were trained on (\(identity), checkpoint: \(m.baseIdentity))")
             }
         }
         let reader = CheckpointFiles.Reader(dir: dir)
@@ -43,6 +47,6 @@ public enum CheckpointModel {
             try CheckpointFiles.gather(p.name, kind: "param", range: 0..<p.count, into: p.value, manifest: m,
                                        reader: reader, index: index)
         }
-        return Loaded(model: model, manifest: m, dir: dir, sourceSpec: spec ?? m.modelSource)
+        return Loaded(model: model, manifest: m, dir: dir, sourceSpec: spec ?? m.modelSource, source: source)
     }
 }

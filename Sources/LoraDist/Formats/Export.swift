@@ -19,9 +19,10 @@ public enum Exporter {
         switch format {
         case .peft: try HuggingFace.savePEFT(loaded.model, baseModel: baseName ?? loaded.manifest.modelSource, to: out)
         case .merged:
-            // The base is read for its tokenizer too (a full fine-tuning checkpoint needs no weights of it).
+            // The base's tokenizer goes with the model: the base the load read, or (a full fine-tuning
+            // checkpoint needs no weights of it) the base read now for its tokenizer alone.
             let source: ModelSource
-            do { source = try ModelSource(loaded.sourceSpec) } catch let e as LoraDistError {
+            do { source = try loaded.source ?? ModelSource(loaded.sourceSpec) } catch let e as LoraDistError {
                 throw LoraDistError("the merged model needs the tokenizer of its base \(loaded.sourceSpec): \(e.message) (--model names the base if it has moved)")
             }
             try HuggingFace.saveMerged(loaded.model, tokenizerOf: source, to: out)
