@@ -198,6 +198,11 @@ mb = lambda side: max(r["peak_rss_bytes"] for r in runs[side]) / 1e6
 sg, tr = ld.get("sgemm_gflops"), ld.get("training_gflops")
 share = ld.get("sgemm_ratio") or (tr / sg if sg and tr else None)
 gf = [f"{sg:.1f}" if sg else "n/a", f"{tr:.1f}" if tr else "n/a", f"{100 * share:.0f} %" if share else "n/a"]
+# The ratio lora-dist would reach if everything but its sgemm calls took no time: PyTorch's
+# step time over lora-dist's sgemm time per step (rank 0's main thread, best round).
+sgemm_ms = (ld.get("sections_ms") or {}).get("sgemm")
+pt_step_ms = 1000 * ld["tokens_per_step"] / pt["tokens_per_s"] if ld.get("tokens_per_step") else None
+gf.append(f"{pt_step_ms / sgemm_ms:.2f}×" if sgemm_ms and pt_step_ms else "n/a")
 tok = lambda r: f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] >= 100 else f"{r['tokens_per_s']:.1f}"
 cells = [f"{ranks} × {threads}", mode, tok(pt), tok(ld),
          f"{ld['tokens_per_s'] / pt['tokens_per_s']:.2f}×", f"{mb('pytorch'):.0f}", f"{mb('lora-dist'):.0f}",
@@ -226,10 +231,11 @@ fi
 echo "- PyTorch: \`OMP_NUM_THREADS=T $PYTHON tools/bench_torch.py --model $PT_MODEL --mode M --threads T --batch $BATCH --seq $SEQ --steps $STEPS --json [--checkpointing]\` (1 rank), \`OMP_NUM_THREADS=1 $TORCHRUN --standalone --nproc-per-node 2 tools/bench_torch.py --threads 1 ...\` (2 ranks, DDP over gloo); SDPA attention"
 echo "- lora-dist: \`OPENBLAS_NUM_THREADS=T $LORA_DIST bench step --model $LD_MODEL --mode full|lora|qlora [--targets ... --rank $LORA_RANK] --batch $BATCH --seq $SEQ --steps $STEPS --threads T --json [--recompute]\` (1 rank), under \`mpirun -n 2 --bind-to none -x OPENBLAS_NUM_THREADS=1\` (2 ranks)"
 echo "- peak MB: peak RSS summed over ranks (highest of the rounds), 10⁶ bytes; sgemm and training GFLOP/s as lora-dist reports them in its best round"
+echo "- ceiling: PyTorch's step time over the time lora-dist's sgemm calls take per step (bench step's sgemm section, best round): the ratio lora-dist would reach if nothing but its sgemm calls took time"
 echo "- logs: $LOGDIR"
 echo
-echo "| ranks × threads | mode | PyTorch tok/s | lora-dist tok/s | ratio | PyTorch peak MB | lora-dist peak MB | peak lora-dist / PyTorch | sgemm GFLOP/s | lora-dist training GFLOP/s | training / sgemm |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| ranks × threads | mode | PyTorch tok/s | lora-dist tok/s | ratio | PyTorch peak MB | lora-dist peak MB | peak lora-dist / PyTorch | sgemm GFLOP/s | lora-dist training GFLOP/s | training / sgemm | ceiling: PyTorch step / lora-dist sgemm |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 
 start=$SECONDS
 for config in $CONFIGS; do
