@@ -1,5 +1,23 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
+
+// The library's loops (softmax, SwiGLU, RMSNorm, RoPE, AdamW, ...) compile for x86-64 Haswell
+// (AVX2, FMA) instead of SSE2: 8 floats per instruction instead of 4 (docs/performance.md,
+// "Element-wise code for AVX2"). Every CPU of the machine kinds this runs on has them, and the
+// executable refuses, by name, one without (Sources/CPUFeatures) before any library code runs.
+// LORA_DIST_TARGET_CPU=x86-64 builds for the baseline instead.
+let targetCPU = ProcessInfo.processInfo.environment["LORA_DIST_TARGET_CPU"] ?? "haswell"
+guard ["haswell", "x86-64"].contains(targetCPU) else {
+    fatalError("LORA_DIST_TARGET_CPU=\(targetCPU) is not implemented: it takes haswell (the default) or x86-64")
+}
+#if arch(x86_64)
+let libraryCPU: [SwiftSetting] = targetCPU == "haswell" ? [.unsafeFlags(["-target-cpu", "haswell"])] : []
+let targetDefine: [SwiftSetting] = targetCPU == "haswell" ? [.define("LORA_DIST_TARGET_HASWELL")] : []
+#else
+let libraryCPU: [SwiftSetting] = []
+let targetDefine: [SwiftSetting] = []
+#endif
 
 // System libraries come from Debian packages (tools/install-deps.sh):
 // libopenmpi-dev, libopenblas-dev, libprotobuf-c-dev. Each C shim includes the
@@ -19,9 +37,11 @@ let package = Package(
         .target(name: "CMPI", linkerSettings: [.linkedLibrary("mpi")]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("openblas")]),
         .target(name: "CProto", linkerSettings: [.linkedLibrary("protobuf-c")]),
+        .target(name: "CPUFeatures", swiftSettings: targetDefine),  // compiled for the baseline: it checks the CPU
         .target(
             name: "LoraDist",
-            dependencies: ["CMPI", "CBLAS", "CProto"]
+            dependencies: ["CMPI", "CBLAS", "CProto", "CPUFeatures"],
+            swiftSettings: libraryCPU
         ),
         // `lora-dist --version`: the commit the binary is built from, generated into .build.
         .plugin(name: "BuildCommit", capability: .buildTool()),
@@ -29,6 +49,7 @@ let package = Package(
             name: "lora-dist",
             dependencies: [
                 "LoraDist",
+                "CPUFeatures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -36,7 +57,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LoraDistTests",
-            dependencies: ["LoraDist"]
+            dependencies: ["LoraDist", "CPUFeatures"]
         ),
     ],
     swiftLanguageModes: [.v5]

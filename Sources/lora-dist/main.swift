@@ -1,4 +1,5 @@
 import ArgumentParser
+import CPUFeatures
 import Foundation
 import LoraDist
 
@@ -38,6 +39,8 @@ func runCommand() -> Never {
     }
 }
 
+// Before any code of the library runs: it is compiled for AVX2 and FMA (CPUFeatures).
+CPUFeatures.refuseUnsupportedCPU()
 // Before anything else (MPI included): OpenBLAS may have picked kernels below the CPU's.
 BLASCore.reexecWithBetterKernels()
 runCommand()

@@ -1,3 +1,4 @@
+import CPUFeatures
 import Foundation
 
 /// `lora-dist bench step`: the trainer's own optimizer step (sampling, forward,
@@ -110,7 +111,7 @@ public struct StepBenchmark {
                        ranks, threads, replicas > 1 ? "\(replicas) model replicas, 1 BLAS thread each" : "one model",
                        tokensPerStep, trainable.formatted(), total.formatted())
         if unfused { s += "q, k, v and gate, up as separate products (--unfused)\n" }
-        s += "OpenBLAS kernels: \(BLASCore.description)\n"
+        s += "OpenBLAS kernels: \(BLASCore.description); element-wise code compiled for \(CPUFeatures.libraryTarget)\n"
         s += "time per step on rank 0, by kind of work:\n"
         let sum = sections.reduce(0) { $0 + $1.1 }
         for (name, ms) in sections {
@@ -136,7 +137,8 @@ public struct StepBenchmark {
          "tokens_per_s": tokensPerSecond, "step_ms": stepMs, "training_gflops": gflops, "sgemm_gflops": sgemmGflops,
          "sgemm_ratio": gflops / sgemmGflops, "trainable": trainable, "total": total, "unfused": unfused,
          "peak_rss_bytes": peakRSSBytes, "node_memory_bytes": nodeMemoryBytes, "allocated_bytes": allocatedBytes,
-         "sections_ms": Dictionary(uniqueKeysWithValues: sections), "blas_core": BLASCore.name]
+         "sections_ms": Dictionary(uniqueKeysWithValues: sections), "blas_core": BLASCore.name,
+         "library_target": CPUFeatures.libraryTarget]
     }
 
     /// sgemm GFLOP/s on square n × n matrices: the best of a few runs.

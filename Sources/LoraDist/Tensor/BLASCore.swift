@@ -1,4 +1,5 @@
 import CBLAS
+import CPUFeatures
 import Foundation
 
 /// Which kernels OpenBLAS runs, and a remedy when it picked kernels below what the CPU can do.
@@ -64,14 +65,6 @@ public enum BLASCore {
         return "\(choiceVariable)=\(v) is not implemented: it takes 'detected' (OpenBLAS's own kernels); OPENBLAS_CORETYPE chooses kernels"
     }
 
-    /// The flags of the first CPU in /proc/cpuinfo (what the kernel lets programs use); empty elsewhere.
-    static func cpuFlags() -> Set<Substring> {
-        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let colon = line.firstIndex(of: ":") else { return [] }
-        return Set(line[line.index(after: colon)...].split(separator: " "))
-    }
-
     /// Runs this command again with OPENBLAS_CORETYPE set when OpenBLAS picked kernels below the
     /// CPU's (before MPI_Init: the process keeps its pid, its arguments and the rest of its
     /// environment). Returns when there is nothing to do or the exec failed.
@@ -81,7 +74,7 @@ public enum BLASCore {
             exit(1)
         }
         let detected = name
-        guard let core = better(detected: detected, cpuFlags: cpuFlags(), environment: ProcessInfo.processInfo.environment) else { return }
+        guard let core = better(detected: detected, cpuFlags: CPUFeatures.current(), environment: ProcessInfo.processInfo.environment) else { return }
         setenv("OPENBLAS_CORETYPE", core, 1)
         setenv(replacedVariable, detected, 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)

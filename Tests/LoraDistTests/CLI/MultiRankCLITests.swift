@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LoraDist
+import CPUFeatures
 
 /// Multi-rank behaviour under the real mpirun (OpenMPI), launched from the test.
 @Suite(.serialized, .tags(.cli)) struct MultiRankCLITests {
@@ -106,7 +107,7 @@ import Testing
         // OpenBLAS's kernels at least AVX2's where the CPU has AVX2: a fallback below it (OpenBLAS 0.3.21
         // takes newer Intel CPUs for Prescott) is replaced before the run starts (BLASCore).
         let core = try #require(lora.summary["blas_core"] as? String)
-        let best = BLASCore.best(flags: BLASCore.cpuFlags())
+        let best = BLASCore.best(flags: CPUFeatures.current())
         #expect(BLASCore.level(core).map { $0 >= min(best?.level ?? 1, 3) } == true, "OpenBLAS runs \(core) kernels")
     }
 
