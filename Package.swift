@@ -9,7 +9,8 @@ import PackageDescription
 // LORA_DIST_TARGET_CPU=x86-64 builds for the baseline instead.
 let targetCPU = ProcessInfo.processInfo.environment["LORA_DIST_TARGET_CPU"] ?? "haswell"
 guard ["haswell", "x86-64"].contains(targetCPU) else {
-    fatalError("LORA_DIST_TARGET_CPU=\(targetCPU) is not implemented: it takes haswell (the default) or x86-64")
+    FileHandle.standardError.write(Data("LORA_DIST_TARGET_CPU=\(targetCPU) is not implemented: it takes haswell (the default) or x86-64\n".utf8))
+    exit(1)
 }
 #if arch(x86_64)
 let libraryCPU: [SwiftSetting] = targetCPU == "haswell" ? [.unsafeFlags(["-target-cpu", "haswell"])] : []
