@@ -85,7 +85,8 @@ final class LinearGroup {
     }
 
     /// dx (=, or += when accumulateDx) ∂L/∂x from dy[n, width]; weight and adapter gradients accumulate.
-    func backward(dx: FPtr, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
+    /// dx nil: no ∂L/∂x (Linear.backward).
+    func backward(dx: FPtr?, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
         if fusedWeight {
             Matmul.backward(dx: dx, dw: parts[0].weight.grad, dy: dy, x: x, w: parts[0].weight.value, n: n,
                             inDim: inDim, outDim: width, accumulateDx: accumulateDx)
@@ -102,7 +103,7 @@ final class LinearGroup {
             if let ga = a.grad {
                 sgemm(transA: true, m: g, n: inDim, k: n, a: mid.ptr, lda: g, b: x, ldb: inDim, beta: 1, c: ga, ldc: inDim)
             }
-            sgemm(m: n, n: inDim, k: g, a: mid.ptr, lda: g, b: a.value, ldb: inDim, beta: 1, c: dx, ldc: inDim)
+            if let dx { sgemm(m: n, n: inDim, k: g, a: mid.ptr, lda: g, b: a.value, ldb: inDim, beta: 1, c: dx, ldc: inDim) }
         } else {
             for (p, c) in zip(parts, columns) { p.backwardAdapter(dx: dx, dy: dy + c, ldy: width, x: x, n: n) }
         }

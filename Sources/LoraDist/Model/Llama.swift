@@ -126,6 +126,7 @@ public final class LlamaModel {
                                        saved: shared ?? LayerActivations(config: config, rows: n, batch: maxBatch, seqLen: seqLen)))
         }
         self.layers = layers
+        firstLayerInputGradient = embed.grad != nil || layers.first?.ln1.grad != nil
         lmHead = Linear(name: "lm_head", inDim: config.hiddenSize, outDim: config.vocabSize, store: store,
                         lora: nil, index: linearIndex, maxRows: n,
                         weightName: config.tieWordEmbeddings ? "model.embed_tokens.weight" : nil)
@@ -238,6 +239,12 @@ public final class LlamaModel {
 
     // MARK: backward
 
+    /// Whether the backward computes ∂L/∂(the first layer's input): only the embedding's gradient
+    /// and the first input norm's read it, so under LoRA (both frozen) the first layer skips its
+    /// q, k, v input product and that norm's backward, as autograd skips what no leaf needs.
+    /// A `var` so tests can ask for the gradient and compare.
+    var firstLayerInputGradient: Bool
+
     /// Accumulates gradients of scale · Σ loss into the trainable arena.
     /// Needs the activations of the forward just run on the same batch.
     public func backward(ids: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, batch: Int, scale: Float,
@@ -256,7 +263,8 @@ public final class LlamaModel {
             if recompute && l < layers.count - 1 {
                 layers[l].recompute(resIn: a.res[l].ptr, batch: batch, rope: rope)
             }
-            layers[l].backward(resIn: a.res[l].ptr, batch: batch, rope: rope, a: a)
+            layers[l].backward(resIn: a.res[l].ptr, batch: batch, rope: rope, a: a,
+                               inputGradient: l > 0 || firstLayerInputGradient)
             afterLayer?(l)
         }
         if let g = embed.grad {
@@ -459,7 +467,9 @@ final class DecoderLayer {
 
     /// On entry a.dRes = ∂L/∂(layer output); on exit ∂L/∂(layer input).
     /// The residual adds pass dRes through unchanged, so each half adds its branch's gradient to it.
-    func backward(resIn: FPtr, batch: Int, rope: RoPE, a: Activations) {
+    /// `inputGradient` false: a.dRes on exit is not ∂L/∂(layer input) (nothing reads it:
+    /// LlamaModel.firstLayerInputGradient); the layer's own gradients are the same.
+    func backward(resIn: FPtr, batch: Int, rope: RoPE, a: Activations, inputGradient: Bool = true) {
         let n = batch * seqLen, C = c.hiddenSize, T = seqLen, I = c.intermediateSize
         let H = c.numAttentionHeads, KV = c.numKeyValueHeads, D = c.headDim, qd = H * D, kvd = KV * D, F = qkv.width
         // MLP half
@@ -487,9 +497,11 @@ final class DecoderLayer {
             RMSNorm.backward(dx: dqkv + qd, dw: kNorm.grad, dout: dk, x: proj.ptr + qd, w: kNorm.value,
                              rstd: kRstd.ptr, n: n * KV, dim: D, rowsPerLine: KV, ld: F)
         }
-        qkv.backward(dx: a.dLn.ptr, dy: dqkv, x: x1.ptr, n: n, accumulateDx: false)
-        RMSNorm.backward(dx: a.dRes.ptr, dw: ln1.grad, dout: a.dLn.ptr, x: resIn, w: ln1.value,
-                         rstd: rstd1.ptr, n: n, dim: C)
+        qkv.backward(dx: inputGradient ? a.dLn.ptr : nil, dy: dqkv, x: x1.ptr, n: n, accumulateDx: false)
+        if inputGradient {
+            RMSNorm.backward(dx: a.dRes.ptr, dw: ln1.grad, dout: a.dLn.ptr, x: resIn, w: ln1.value,
+                             rstd: rstd1.ptr, n: n, dim: C)
+        }
     }
 }
 

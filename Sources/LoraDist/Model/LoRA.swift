@@ -161,7 +161,8 @@ public final class Linear {
     }
 
     /// dx (=, or += when accumulateDx) ∂L/∂x; weight and adapter gradients accumulate.
-    func backward(dx: FPtr, dy: UnsafePointer<Float>, ldy: Int? = nil, x: UnsafePointer<Float>, n: Int,
+    /// dx nil: nothing below needs ∂L/∂x (the first layer's input under a frozen embedding).
+    func backward(dx: FPtr?, dy: UnsafePointer<Float>, ldy: Int? = nil, x: UnsafePointer<Float>, n: Int,
                   accumulateDx: Bool) {
         let ldy = ldy ?? outDim
         backwardBase(dx: dx, dy: dy, ldy: ldy, x: x, n: n, accumulateDx: accumulateDx)
@@ -169,8 +170,9 @@ public final class Linear {
     }
 
     /// dx (+)= dy·W;  dW += dyᵀ·x and db += Σ dy when they train
-    func backwardBase(dx: FPtr, dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
+    func backwardBase(dx: FPtr?, dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, n: Int, accumulateDx: Bool) {
         if let q = weightNF4, let dequant {
+            guard let dx else { biasBackward(dy: dy, ldy: ldy, n: n); return }  // an NF4 weight is frozen: only dx
             NF4Matmul.backwardInput(dx: dx, dy: dy, w: q, n: n, inDim: inDim, outDim: outDim,
                                     accumulate: accumulateDx, scratch: dequant, ldy: ldy)
         } else {
@@ -185,7 +187,7 @@ public final class Linear {
     }
 
     /// The adapter's share: dx += s·(dy·B)·A (through the dropout mask); dA, dB accumulate.
-    func backwardAdapter(dx: FPtr, dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, n: Int) {
+    func backwardAdapter(dx: FPtr?, dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, n: Int) {
         guard let a = loraA, let mid else { return }
         adapterMid(dy: dy, ldy: ldy, n: n)
         let r = rank
@@ -195,6 +197,7 @@ public final class Linear {
             sgemm(transA: true, m: r, n: inDim, k: n, a: mid, lda: ldr, b: xin, ldb: inDim, beta: 1, c: ga, ldc: inDim)
         }
         // dx += mid·A, through the dropout mask
+        guard let dx else { return }
         if let mask, let tmp {
             sgemm(m: n, n: inDim, k: r, a: mid, lda: ldr, b: a.value, ldb: inDim, c: tmp.ptr, ldc: inDim)
             Profile.measure(.elementwise) { for i in 0..<(n * inDim) { dx[i] += tmp[i] * mask[i] } }
