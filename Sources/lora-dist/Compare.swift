@@ -33,6 +33,8 @@ struct CompareCommand: Configurable {
     @Option(name: .customLong("lr-full"), help: "Full fine-tuning learning rates to sweep, comma-separated.") var lrFull: String?
     @Option(name: .customLong("eval-every"), help: "Evaluate dev loss every this many steps.") var evalEvery: Int?
     @Option(help: "Early stopping patience, in evaluations.") var patience: Int?
+    @Flag(name: .customLong("early-stopping"), inversion: .prefixedNo, help: "Early stopping on dev loss, each run ending on its best weights (--no-early-stopping: every run trains all --steps and is measured on its final weights; dev loss is still evaluated every --eval-every and the best step reported; not with --patience or --continual).")
+    var earlyStopping = true
     @Option(name: .customLong("eval-seqs"), help: "Dev windows per evaluation (early stopping).") var evalSequences: Int?
     @Option(name: .customLong("test-seqs"), help: "Test windows per domain for the final perplexities.") var testSequences: Int?
     @Option(help: "Repeat every run with this many seeds (1234, 1235, ...: initialisation, data order, dropout); quality figures are means with 95 % intervals and the verdicts follow the intervals. Default 3 (--continual: 1); with 1 the report has no intervals and no verdicts.")
@@ -114,6 +116,11 @@ struct CompareCommand: Configurable {
         if let seqLen { o.seqLen = seqLen }
         if let evalEvery { o.evalEvery = evalEvery }
         if let patience { o.patience = patience }
+        if !earlyStopping {
+            guard patience == nil else { throw LoraDistError("--no-early-stopping with --patience: give one of them (--patience sets early stopping's patience)") }
+            guard continual == nil else { throw LoraDistError("--no-early-stopping with --continual is not implemented (each stage stops early)") }
+            o.patience = nil
+        }
         if let evalSequences { o.evalSequences = evalSequences }
         if let testSequences { o.testSequences = testSequences }
         if let seeds {

@@ -21,7 +21,10 @@ public struct CompareOptions {
     public var steps = 300, batch = 8, seqLen = 128
     public var loraLRs: [Float] = [1e-3, 3e-3]
     public var fullLRs: [Float] = [3e-4, 1e-3]
-    public var evalEvery = 25, patience = 3
+    public var evalEvery = 25
+    /// Early stopping's patience, in evaluations; nil (`--no-early-stopping`): every run trains all
+    /// --steps and is measured on its final weights, dev loss still evaluated every --eval-every.
+    public var patience: Int? = 3
     public var evalSequences = 32, testSequences = 64
     public var exchange = ExchangeStrategy.hierarchical
     public var reading = CorpusReading()   // how the corpora's files are read (JSON Lines field, invalid UTF-8)
@@ -147,9 +150,9 @@ public enum Compare {
                     // A QLoRA run starts from the quantized base: what quantization alone costs.
                     let quantized = c.mode.nf4Base ? evaluations(trainer, tests: tests!, windows: o.testSequences) : nil
                     log("\(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : ""): training up to \(o.steps) steps")
-                    let s = try trainer.run().summary
+                    let outcome = try trainer.run(), s = outcome.summary
                     let evals = evaluations(trainer, tests: tests!, windows: o.testSequences)
-                    var row = result(c, lr: lr, summary: s, evals: evals, baseline: baselines[seed]!, domain: o.domain, runDir: t.runDir)
+                    var row = result(c, lr: lr, outcome: outcome, evals: evals, baseline: baselines[seed]!, domain: o.domain, runDir: t.runDir)
                     row.nf4BasePerplexity = quantized?.mapValues(\.perplexity).finiteValues
                     row.gradCompression = c.compression.method.rawValue
                     sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, seed: o.seeds > 1 ? seed : nil,
@@ -232,8 +235,11 @@ public enum Compare {
         values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count)
     }
 
-    static func result(_ c: Candidate, lr: Float, summary s: RunSummary, evals: [String: LoadedModel.Evaluation],
+    /// One run's row. Its dev loss is that of the weights it is measured on: the best under early
+    /// stopping, the final ones without; its best step is the lowest dev loss's either way.
+    static func result(_ c: Candidate, lr: Float, outcome: Trainer.Outcome, evals: [String: LoadedModel.Evaluation],
                        baseline baseEvals: [String: LoadedModel.Evaluation], domain: String, runDir: String) -> CompareResults.Row {
+        let s = outcome.summary
         let ppl = evals.mapValues(\.perplexity), baseline = baseEvals.mapValues(\.perplexity)
         let acc = evals.mapValues(\.accuracy)
         let isOOD: (String) -> Bool = { $0 != domain && $0 != general }
@@ -249,7 +255,7 @@ public enum Compare {
             exchangeBytesPerStep: s.exchangeBytesPerStep, fullFTExchangeBytesPerStep: s.fullFTExchangeBytesPerStep,
             nodeMemoryBytes: s.nodeMemoryBytes,
             secondsPerStep: trainSeconds / Double(max(steps, 1)), tokensPerSecond: s.tokensPerSecond,
-            stepsDone: steps, bestStep: s.bestStep, earlyStopped: s.earlyStopped,
+            stepsDone: steps, bestStep: outcome.bestStep, earlyStopped: s.earlyStopped,
             bestDevLoss: s.devLoss.finite, devPerplexity: Foundation.exp(s.devLoss).finite,
             inDomainPerplexity: ppl[domain]?.finite, baseInDomainPerplexity: baseline[domain]?.finite,
             outOfDomainPerplexity: ood.finiteValues, outOfDomainMean: oodMean.finite, baseOutOfDomainMean: baseOODMean.finite,

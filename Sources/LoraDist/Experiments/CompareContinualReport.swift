@@ -157,7 +157,7 @@ public enum ContinualReport {
         md += "Base `\(r.base)`, \(r.worldSize) rank(s) on \(r.nodes) node(s), \(r.exchange) exchange. "
         md += "Each stage trains on one domain for up to \(r.budget.steps) steps of \(r.budget.batch) × \(r.budget.seqLen) tokens "
         md += "(\(r.budget.tokens) tokens), early stopping on that domain's dev loss (every \(r.earlyStopping.evalEvery) steps, "
-        md += "patience \(r.earlyStopping.patience)), and starts from what the stage before left. "
+        md += "patience \(r.earlyStopping.patience.map(String.init) ?? "none")), and starts from what the stage before left. "
         md += "LoRA: r = \(r.lora.rank), alpha \(CompareReport.f(r.lora.alpha, 0)), \(r.lora.targets.joined(separator: ", ")), lr \(r.lora.lr); "
         md += "full fine-tuning lr \(r.fullLR) (one learning rate per method, no sweep). "
         md += "**One seed**: every figure is one run, without an interval, so the orderings below may be noise.\n\n"

@@ -111,9 +111,9 @@ public enum DataSizes {
                         baselines[seed] = Compare.evaluations(trainer, tests: tests!, windows: o.testSequences)
                     }
                     log("\(label(size)) tokens, \(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : ""): training up to \(o.steps) steps")
-                    let s = try trainer.run().summary
+                    let outcome = try trainer.run()
                     let evals = Compare.evaluations(trainer, tests: tests!, windows: o.testSequences)
-                    seedRows.append(Compare.result(c, lr: lr, summary: s, evals: evals, baseline: baselines[seed]!,
+                    seedRows.append(Compare.result(c, lr: lr, outcome: outcome, evals: evals, baseline: baselines[seed]!,
                                                    domain: o.domain, runDir: t.runDir))
                 }
                 rows.append(o.seeds > 1 ? CompareResults.Row.over(seeds: seedRows, first: o.seed) : seedRows[0])

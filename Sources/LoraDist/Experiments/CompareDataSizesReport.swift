@@ -99,8 +99,8 @@ public enum DataSizesReport {
         md += "Base `\(r.base)`, \(r.worldSize) rank(s) on \(r.nodes) node(s), \(r.exchange) exchange. "
         md += "Each size trains on \(r.selection), of the \(r.domainTrainTokens.formatted()) training tokens of \(r.domain); "
         md += "everything else is fixed: up to \(b.steps) steps of \(b.batch) × \(b.seqLen) tokens (windows drawn at random "
-        md += "from the N tokens, so a small size is passed over many times), early stopping on the same dev set "
-        md += "(every \(r.earlyStopping.evalEvery) steps, patience \(r.earlyStopping.patience) evaluations, ending on the best weights), "
+        md += "from the N tokens, so a small size is passed over many times), the same dev set for "
+        md += r.earlyStopping.sentence + ", "
         md += "the same test sets; learning rate LoRA \(CompareReport.lrs(r.lr.lora)), full \(CompareReport.lrs(r.lr.full)) (not swept per size).\n\n"
         if let n = r.seeds {
             md += "Every quality figure is a mean over \(n) seeds (initialisation, data order, dropout; the same N tokens for every seed) "
@@ -125,7 +125,8 @@ public enum DataSizesReport {
                 let runs = row.perSeed ?? [row]
                 let steps = runs.map { "\($0.stepsDone) (\($0.bestStep.map(String.init) ?? "-"))" }.joined(separator: ", ")
                 let stopped = runs.filter(\.earlyStopped).count
-                let stoppedText = runs.count == 1 ? (stopped == 1 ? "yes" : "no") : "\(stopped) of \(runs.count) seeds"
+                let stoppedText = !r.earlyStopping.enabled ? "off"
+                    : runs.count == 1 ? (stopped == 1 ? "yes" : "no") : "\(stopped) of \(runs.count) seeds"
                 let passes = runs.map { Double($0.stepsDone * b.batch * b.seqLen) / Double(size.tokens) }
                 let passesText = passes.map { String(format: $0 < 10 ? "%.1f" : "%.0f", $0) }.joined(separator: ", ")
                 md += "| \(row.label) | \(steps) | \(stoppedText) | \(passesText) "

@@ -102,7 +102,7 @@ public enum CompareReport {
         var md = "# LoRA vs full fine-tuning on \(domain)\n\n"
         md += "Base `\(r.base)`, \(r.worldSize) rank(s) on \(r.nodes) node(s), \(r.exchange) exchange. "
         md += "Budget per run: up to \(budget.steps) steps of \(budget.batch) × \(budget.seqLen) tokens "
-        md += "(\(budget.tokens) tokens), early stopping on dev loss (`report.json` has the settings); "
+        md += "(\(budget.tokens) tokens), \(r.earlyStopping.sentence); "
         md += "each row is the best learning rate of the grid (LoRA \(lrs(r.lrGrid.lora)), full \(lrs(r.lrGrid.full))) by dev loss.\n\n"
         if let n = r.seeds {
             md += "Every quality figure is a mean over \(n) seeds (initialisation, data order, dropout) ± the half-width of its "

@@ -37,10 +37,34 @@ public struct CompareResults: Codable {
         }
     }
 
+    /// How the runs ended. `patience` null and `enabled` false: `--no-early-stopping` (every run
+    /// trained all its steps and was measured on its final weights).
     public struct EarlyStopping: Codable {
-        public var evalEvery: Int, patience: Int
+        public var evalEvery: Int
+        public var patience: Int?
+        public var enabled: Bool { patience != nil }
         enum CodingKeys: String, CodingKey {
-            case patience, evalEvery = "eval_every"
+            case patience, enabled, evalEvery = "eval_every"
+        }
+        public init(evalEvery: Int, patience: Int?) { self.evalEvery = evalEvery; self.patience = patience }
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            evalEvery = try c.decode(Int.self, forKey: .evalEvery)
+            patience = try c.decodeIfPresent(Int.self, forKey: .patience)
+        }
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(evalEvery, forKey: .evalEvery)
+            try c.encode(patience, forKey: .patience)
+            try c.encode(enabled, forKey: .enabled)
+        }
+        /// The reports' words for it.
+        public var sentence: String {
+            guard let patience else {
+                return "no early stopping (`--no-early-stopping`): every run trains all its steps and is measured on its final weights; "
+                    + "dev loss is still evaluated every \(evalEvery) steps, and \"best\" is the step with the lowest"
+            }
+            return "early stopping on dev loss (every \(evalEvery) steps, patience \(patience) evaluations, ending on the best weights)"
         }
     }
 

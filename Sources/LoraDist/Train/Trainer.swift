@@ -349,6 +349,10 @@ public final class Trainer {
         public var summary: RunSummary
         /// Stopped early (SIGTERM or --stop-after) with a checkpoint to resume from.
         public var preempted: Bool
+        /// The evaluated step with the lowest dev loss, with or without --patience (summary.json's
+        /// best_step is null without it; without it, only steps since a resume count); nil when no
+        /// evaluation after step 0 was done.
+        public var bestStep: Int? = nil
     }
 
     /// The whole run, from step 1 or from a checkpoint. Rank 0 writes config.yaml,
@@ -428,8 +432,12 @@ public final class Trainer {
 
         func runState() -> RunState {
             let o = trainer.options
+            // The best step is saved only under --patience, as before it was tracked without it: a run
+            // resumed with --patience then never points at a best checkpoint that was not kept.
+            let es = o.patience != nil
             return RunState(initialDevLoss: initialDev, devLoss: devLoss, finalLoss: lastLoss, trainSeconds: trainSeconds,
-                     waitSeconds: waitSeconds, bestDevLoss: bestDev.finite, bestStep: bestStep, evalsSinceBest: evalsSinceBest,
+                     waitSeconds: waitSeconds, bestDevLoss: es ? bestDev.finite : nil, bestStep: es ? bestStep : 0,
+                     evalsSinceBest: es ? evalsSinceBest : 0,
                      exchangeBytes: bytesTotal, gradCompression: o.compression.method.rawValue,
                      powersgdRank: o.compression.method == .powersgd ? o.compression.powerSGDRank : nil,
                      powersgdState: trainer.exchange.powerSGD?.hasQ)
@@ -460,11 +468,11 @@ public final class Trainer {
                 CollectiveTimeout.phase = "the evaluation after step \(s)"
                 devLoss = t.evaluate()
                 rec.devLoss = rounded(devLoss)
-                if o.patience != nil {
-                    if devLoss < bestDev { bestDev = devLoss; bestStep = s; evalsSinceBest = 0; newBest = true }
-                    else { evalsSinceBest += 1 }
-                    earlyStopped = evalsSinceBest >= o.patience!
-                }
+                // The best step is tracked with or without early stopping (compare --no-early-stopping
+                // reports it); only under --patience does it stop the run and keep a best checkpoint.
+                if devLoss < bestDev { bestDev = devLoss; bestStep = s; evalsSinceBest = 0; newBest = o.patience != nil }
+                else { evalsSinceBest += 1 }
+                if let patience = o.patience { earlyStopped = evalsSinceBest >= patience }
             }
             if let metrics, let events {
                 do { try metrics.append(rec); try events.append(rec) } catch { cluster.abort("\(error)") }
@@ -525,7 +533,7 @@ public final class Trainer {
                 do { try Files.writeAtomically(try JSONCoding.encode(summary), to: o.runDir + "/summary.json") }
                 catch { cluster.abort("\(error)") }
             }
-            return Outcome(summary: summary, preempted: preempted)
+            return Outcome(summary: summary, preempted: preempted, bestStep: bestStep > 0 ? bestStep : nil)
         }
     }
 }

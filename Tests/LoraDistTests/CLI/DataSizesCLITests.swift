@@ -52,10 +52,53 @@ import Testing
         #expect(try String(contentsOfFile: out + "/report.md", encoding: .utf8) == md)
     }
 
-    @Test("a size above the domain's training tokens, a bad size and --continual are refused with one line, nothing written",
+    @Test("compare --data-sizes --no-early-stopping: every run trains all its steps, measured on its final weights, best step still reported")
+    func noEarlyStopping() throws {
+        if !FileManager.default.fileExists(atPath: CompareCLITests.corpora + "/.complete") {
+            let (status, _, err) = try runProcess("/bin/bash", [TestPaths.repo + "/tools/fetch-corpora.sh"])
+            try #require(status == 0, "fetch-corpora.sh failed: \(err)")
+        }
+        let out = TestPaths.tempDir("compare-datasizes-no-es"), stopping = TestPaths.tempDir("compare-datasizes-es")
+        // lr 1e-1 on 500 tokens: dev loss turns up early, so with --patience 1 every run stops before step 12.
+        let args = ["compare", "--base", "tiny", "--domain", "legal", "--ranks", "2", "--targets", "q_proj,v_proj",
+                    "--steps", "12", "--batch", "2", "--seq", "16", "--lr-lora", "1e-1", "--lr-full", "1e-1", "--eval-every", "2",
+                    "--eval-seqs", "2", "--test-seqs", "4", "--seeds", "2", "--data-sizes", "500"]
+        let (esStatus, _, esErr) = try runProcess(TestPaths.binary, args + ["--patience", "1", "--out", stopping])
+        try #require(esStatus == 0, "compare --data-sizes --patience 1 exited \(esStatus): \(esErr)")
+        let stopped = try JSONCoding.decode(DataSizesResults.self, from: Data(contentsOf: URL(fileURLWithPath: stopping + "/report.json")),
+                                            source: "report.json")
+        #expect(stopped.earlyStopping.enabled && stopped.earlyStopping.patience == 1)
+        #expect(stopped.sizes.flatMap(\.runs).flatMap { $0.perSeed ?? [$0] }.allSatisfy { $0.earlyStopped && $0.stepsDone < 12 })
+
+        let (status, _, err) = try runProcess(TestPaths.binary, args + ["--no-early-stopping", "--out", out])
+        try #require(status == 0, "compare --data-sizes --no-early-stopping exited \(status): \(err)")
+        let json = try Data(contentsOf: URL(fileURLWithPath: out + "/report.json"))
+        let r = try JSONCoding.decode(DataSizesResults.self, from: json, source: "report.json")
+        #expect(r.earlyStopping.patience == nil && !r.earlyStopping.enabled)
+        let raw = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        let es = try #require(raw["early_stopping"] as? [String: Any])
+        #expect(es["enabled"] as? Bool == false && es["patience"] is NSNull && es["eval_every"] as? Int == 2, "\(es)")
+        let rows = r.sizes.flatMap(\.runs).flatMap { $0.perSeed ?? [$0] }
+        #expect(rows.count == 4)
+        for row in rows {
+            #expect(row.stepsDone == 12 && !row.earlyStopped, "\(row.runDir): \(row.stepsDone) steps")
+            let best = try #require(row.bestStep, "\(row.runDir): no best step")
+            #expect(best % 2 == 0 && (2...12).contains(best))
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: row.runDir + "/summary.json"))) as? [String: Any]
+            #expect(summary?["steps_done"] as? Int == 12 && summary?["early_stopped"] as? Bool == false)
+        }
+        let md = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
+        #expect(md.contains("no early stopping (`--no-early-stopping`): every run trains all its steps and is measured on its final weights"))
+        let tableRows = md.split(separator: "\n").filter { $0.hasPrefix("| LoRA r=2 (q,v) |") || $0.hasPrefix("| full fine-tuning |") }
+        #expect(tableRows.count == 2 && tableRows.allSatisfy { $0.contains("| off |") && $0.contains("| 12 (") }, "\(tableRows)")
+    }
+
+    @Test("a size above the domain's training tokens, a bad size, --continual and --no-early-stopping beside --patience are refused with one line, nothing written",
           arguments: [(["--data-sizes", "5k,90M"], "--data-sizes: 90M is more than the "),
                       (["--data-sizes", "5k,lots"], "--data-sizes: 'lots' is not a token count"),
-                      (["--data-sizes", "5k", "--continual", "legal,medical"], "--data-sizes with --continual is not implemented")])
+                      (["--data-sizes", "5k", "--continual", "legal,medical"], "--data-sizes with --continual is not implemented"),
+                      (["--data-sizes", "5k", "--no-early-stopping", "--patience", "2"], "--no-early-stopping with --patience: give one of them"),
+                      (["--continual", "legal,medical", "--no-early-stopping"], "--no-early-stopping with --continual is not implemented")])
     func refused(_ args: [String], _ message: String) throws {
         let out = TestPaths.tempDir("compare-datasizes-bad") + "/out"
         let (status, _, err) = try runProcess(TestPaths.binary, ["compare", "--base", "tiny", "--domain", "legal", "--out", out] + args)
