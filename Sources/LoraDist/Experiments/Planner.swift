@@ -140,8 +140,15 @@ public struct Planner {
         let L = Double(c.numHiddenLayers)
         let again = recompute ? (L - 1) / L * (2 * tokens * L * (perLayer - I * C) + adapterUps) : 0
         if !lora { return forward + 2 * matmul + 2.5 * attention + again }  // backward: input and weight gradients
-        // backward: input gradients only through frozen weights, attention's five products, adapters three times
-        return forward + (matmul + 2.5 * attention) + 3 * adapters + again
+        // backward: input gradients only through frozen weights, attention's five products, adapters three times;
+        // none into the first layer's q, k, v input, which only the frozen embedding and norm would read
+        // (LlamaModel.firstLayerInputGradient): neither its base product nor its adapters' share of it
+        var firstLayerInput = 2 * tokens * C * (q + 2 * kv)
+        for (name, _, inp) in LlamaModel.projections(c, q: Int(q), kv: Int(kv))
+        where ["q_proj", "k_proj", "v_proj"].contains(name) && self.lora.targets.contains(name) {
+            firstLayerInput += 2 * tokens * Double(self.lora.rank) * Double(inp)
+        }
+        return forward + (matmul + 2.5 * attention) + 3 * adapters + again - firstLayerInput
     }
 
     func exchangeSeconds(bytes n: Double, nodes N: Int) -> Double {
