@@ -31,9 +31,17 @@ public enum CPUFeatures {
     }
 
     /// This machine's flags; empty where there is no /proc/cpuinfo.
-    public static func current() -> Set<Substring> {
-        (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)).map { flags(cpuinfo: $0) } ?? []
-    }
+    public static func current() -> Set<Substring> { machineFlags }
+
+    /// Read once per process (the refusal and BLASCore both ask, on every rank's start-up), and only
+    /// the file's first 16 KiB: the kernel writes /proc/cpuinfo CPU by CPU as it is read, the first
+    /// CPU's block holds the flags line, and the whole file of a many-core node is hundreds of KiB.
+    private static let machineFlags: Set<Substring> = {
+        guard let file = FileHandle(forReadingAtPath: "/proc/cpuinfo") else { return [] }
+        defer { try? file.close() }
+        guard let head = try? file.read(upToCount: 16 << 10) else { return [] }
+        return flags(cpuinfo: String(decoding: head, as: UTF8.self))
+    }()
 
     /// The required flags a CPU lacks, in the order `required` lists them. A CPU whose flags
     /// cannot be read (no /proc/cpuinfo) lacks nothing: there is nothing to go by.
