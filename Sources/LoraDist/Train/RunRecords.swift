@@ -165,10 +165,15 @@ public struct RunState: Codable, Equatable {
     public var gradCompression: String? = nil
     public var powersgdRank: Int? = nil
     public var powersgdState: Bool? = nil
+    /// The lowest dev loss so far and its step, kept with or without --patience (best_dev_loss and
+    /// best_step only under it): a run resumed without early stopping still reports its best step
+    /// over all its steps (compare --no-early-stopping --resume). Absent in older checkpoints.
+    public var lowestDevLoss: Double? = nil
+    public var lowestDevStep: Int? = nil
 
     enum CodingKeys: String, CodingKey {
         case exchangeBytes = "exchange_bytes", gradCompression = "grad_compression", powersgdRank = "powersgd_rank"
-        case powersgdState = "powersgd_state"
+        case powersgdState = "powersgd_state", lowestDevLoss = "lowest_dev_loss", lowestDevStep = "lowest_dev_step"
         case initialDevLoss = "initial_dev_loss", devLoss = "dev_loss", finalLoss = "final_loss"
         case trainSeconds = "train_seconds", waitSeconds = "wait_seconds"
         case bestDevLoss = "best_dev_loss", bestStep = "best_step", evalsSinceBest = "evals_since_best"

@@ -424,10 +424,22 @@ public final class Trainer {
             // counted as fp32 exchanges (the only kind it had).
             let perStep = t.exchangeBytes
             bytesTotal = state?.exchangeBytes ?? Double(first - 1) * (perStep.intra + perStep.inter)
-            bestDev = state?.bestDevLoss ?? .infinity
-            bestStep = state?.bestStep ?? 0
+            if o.patience != nil {
+                bestDev = state?.bestDevLoss ?? .infinity
+                bestStep = state?.bestStep ?? 0
+            } else {
+                bestDev = state?.lowestDevLoss ?? .infinity
+                bestStep = state?.lowestDevStep ?? 0
+            }
             evalsSinceBest = state?.evalsSinceBest ?? 0
             done = first > o.steps
+            // A checkpoint saved as early stopping ended its run (and a preemption arrived in the
+            // same step): resumed, the run ends there too, on its best weights, as it would have.
+            if let patience = o.patience, state != nil, evalsSinceBest >= patience, !done {
+                earlyStopped = true
+                done = true
+                s = first - 1
+            }
         }
 
         func runState() -> RunState {
@@ -440,7 +452,8 @@ public final class Trainer {
                      evalsSinceBest: es ? evalsSinceBest : 0,
                      exchangeBytes: bytesTotal, gradCompression: o.compression.method.rawValue,
                      powersgdRank: o.compression.method == .powersgd ? o.compression.powerSGDRank : nil,
-                     powersgdState: trainer.exchange.powerSGD?.hasQ)
+                     powersgdState: trainer.exchange.powerSGD?.hasQ,
+                     lowestDevLoss: bestDev.finite, lowestDevStep: bestStep)
         }
 
         /// The next step: forward, backward, exchange, update, its metrics line, an evaluation
