@@ -51,8 +51,10 @@ struct CompareCommand: Configurable {
     var continual: String?
     @Option(name: .customLong("data-sizes"), help: ArgumentHelp("Data scarcity instead: for each size (training tokens, comma-separated, k/M suffixes: 5k,50k,500k) LoRA (the first of --ranks, --targets, --lr-lora) and full fine-tuning (the first of --lr-full) train on the first N tokens of the domain's training split, the same for every seed, up to --steps steps with early stopping on dev loss; report in-domain, out-of-domain and forgetting against size, and quality_vs_data_size.svg. QLoRA and compressed candidates are not run.", valueName: "sizes"))
     var dataSizes: String?
+    @Flag(help: "Continue the compare --out holds, stopped by a signal or a crash: give its options again. Finished runs are reused, the interrupted run resumes from its latest checkpoint (or starts again when it saved none); the report is the one an uninterrupted compare writes.")
+    var resume = false
 
-    static let perInvocationKeys: Set<String> = ["render-only"]
+    static let perInvocationKeys: Set<String> = ["render-only", "resume"]
 
     func run() throws {
         if printConfig {
@@ -65,6 +67,7 @@ struct CompareCommand: Configurable {
             return
         }
         if renderOnly {
+            guard !resume else { throw LoraDistError("--resume with --render-only: give one of them (--render-only trains nothing)") }
             if continual != nil { try ContinualReport.rerender(out) }
             else if dataSizes != nil { try DataSizesReport.rerender(out) }
             else { try CompareReport.rerender(out) }
@@ -129,6 +132,7 @@ struct CompareCommand: Configurable {
             o.seeds = seeds
         }
         o.exchange = exchange
+        o.resume = resume
         o.reading = CorpusReading(textField: textField, replaceInvalidUTF8: replaceInvalidUTF8)
         o.configYAML = Invocation.current.yaml(header: [
             "The configuration of the comparison in \(out) (\(BuildInfo.banner)): every option of",
@@ -138,21 +142,36 @@ struct CompareCommand: Configurable {
         guard FileManager.default.fileExists(atPath: o.corpora) else {
             throw LoraDistError("corpora not found at \(o.corpora): run tools/fetch-corpora.sh, or pass --corpora DIR")
         }
+        // SIGTERM and SIGINT stop the run in progress at the end of its step, with a checkpoint
+        // (as in train); the compare then ends on every rank, to be continued with --resume.
+        Preemption.install()
         let cluster = Cluster()
         let log: (String) -> Void = { if cluster.isRoot { FileHandle.standardError.write(Data("compare: \($0)\n".utf8)) } }
+        // A compare stopped by a signal exits with Preemption.exitCode on every rank, saying how to continue it.
+        func stoppable<T>(_ run: () throws -> T) throws -> T? {
+            var stopped: CompareLedger.Stopped?
+            let result = try cluster.agree { () throws -> T? in
+                do { return try run() } catch let s as CompareLedger.Stopped { stopped = s; return nil }
+            }
+            if let stopped {
+                log(stopped.message)
+                Foundation.exit(Preemption.exitCode)
+            }
+            return result
+        }
         // --continual and --data-sizes take one setting per method; their reports print alike.
         func single(_ flag: String, _ run: () throws -> Double) throws {
             if o.ranks.count > 1 || o.targetSets.count > 1 || o.loraLRs.count > 1 || o.fullLRs.count > 1 {
                 log("\(flag) uses one setting per method: LoRA r=\(o.ranks[0]) on \(o.targetSets[0]), lr \(o.loraLRs[0]); full fine-tuning lr \(o.fullLRs[0]) (the first of each list)")
             }
-            let wall = try cluster.agree(run)
+            guard let wall = try stoppable(run) else { return }
             guard cluster.isRoot else { return }
             print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
             print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", wall)) s)")
         }
         if !o.continual.isEmpty { return try single("--continual") { try ContinualCompare.run(o, cluster: cluster, log: log).wallSeconds } }
         if !o.dataSizes.isEmpty { return try single("--data-sizes") { try DataSizes.run(o, cluster: cluster, log: log).wallSeconds } }
-        let report = try cluster.agree { try Compare.run(o, cluster: cluster, log: log) }
+        guard let report = try stoppable({ try Compare.run(o, cluster: cluster, log: log) }) else { return }
         guard cluster.isRoot else { return }
         print((try? String(contentsOfFile: o.out + "/report.md", encoding: .utf8)) ?? "")
         print("report: \(o.out)/report.md, \(o.out)/report.json (\(String(format: "%.0f", report.wallSeconds)) s)")

@@ -39,6 +39,9 @@ public struct CompareOptions {
     public var continual: [String] = []
     /// `--data-sizes`: training tokens per size, smallest first (DataSizes); empty: a plain comparison.
     public var dataSizes: [Int] = []
+    /// `--resume`: continue the compare --out holds (CompareLedger): finished runs reused, the
+    /// interrupted one resumed from its checkpoint.
+    public var resume = false
     /// compare's configuration as YAML (`compare --print-config`), written by rank 0 as
     /// DIR/config.yaml so that `compare --config DIR/config.yaml` repeats the comparison.
     public var configYAML: String? = nil
@@ -90,7 +93,7 @@ public enum Compare {
     public static func run(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> CompareResults {
         let domains = try corporaDomains(o, wanted: [o.domain])
         let start = Date()
-        let base = try startOutput(o, cluster: cluster, log: log)
+        let (base, ledger) = try startOutput(o, cluster: cluster, log: log)
         var candidates: [Candidate] = []
         for r in o.ranks {
             for t in o.targetSets {
@@ -130,6 +133,16 @@ public enum Compare {
                     t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                     t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)" + (o.seeds > 1 ? "/seed-\(seed)" : "")
                     t.configYAML = o.runConfig?(t)
+                    let what = "\(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : "")"
+                    let key = runKey(o, t.runDir)
+                    if let r = try ledger.reuse(CompareLedger.RunRecord.self, key: key, label: what, log: log) {
+                        if baselines[seed] == nil { baselines[seed] = r.baseline.mapValues(\.evaluation) }
+                        sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, seed: o.seeds > 1 ? seed : nil,
+                                                               bestDevLoss: r.row.bestDevLoss))
+                        seedRows.append(r.row)
+                        continue
+                    }
+                    try ledger.start(&t, label: what, log: log)
                     let trainer = try Trainer(options: t, cluster: cluster)
                     if tests == nil {
                         let (sets, replaced) = try testSets(domains, o: o, tokenizer: trainer.tokenizer)
@@ -149,14 +162,17 @@ public enum Compare {
                     }
                     // A QLoRA run starts from the quantized base: what quantization alone costs.
                     let quantized = c.mode.nf4Base ? evaluations(trainer, tests: tests!, windows: o.testSequences) : nil
-                    log("\(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : ""): training up to \(o.steps) steps")
+                    log("\(what): training up to \(o.steps) steps")
                     let outcome = try trainer.run(), s = outcome.summary
+                    try ledger.check(outcome, label: what)
                     let evals = evaluations(trainer, tests: tests!, windows: o.testSequences)
                     var row = result(c, lr: lr, outcome: outcome, evals: evals, baseline: baselines[seed]!, domain: o.domain, runDir: t.runDir)
                     row.nf4BasePerplexity = quantized?.mapValues(\.perplexity).finiteValues
                     row.gradCompression = c.compression.method.rawValue
                     sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, seed: o.seeds > 1 ? seed : nil,
                                                            bestDevLoss: s.devLoss.finite))
+                    try ledger.save(CompareLedger.RunRecord(row: row, seed: seed, baseline: baselines[seed]!.mapValues(CompareLedger.Score.init)),
+                                    key: key)
                     seedRows.append(row)
                 }
                 // Over seeds: the means, each seed's figures and the intervals; the lr by mean dev loss.
@@ -174,14 +190,19 @@ public enum Compare {
             basePerplexity: (baselines[o.seed] ?? [:]).mapValues(\.perplexity).finiteValues,
             baseAccuracy: (baselines[o.seed] ?? [:]).mapValues(\.accuracy).finiteValues, seeds: o.seeds > 1 ? o.seeds : nil, runs: rows, sweep: sweep, quick: o.quick,
             wallSeconds: Date().timeIntervalSince(start))
-        if cluster.isRoot { try CompareReport.write(report, to: o.out) }
+        try ledger.finish(o) { try CompareReport.write(report, to: o.out) }
         return report
     }
 
+    /// A run's key in the ledger: its directory under OUT/runs.
+    static func runKey(_ o: CompareOptions, _ runDir: String) -> String { String(runDir.dropFirst((o.out + "/runs/").count)) }
+
     /// Full training of the base from random initialisation on general text, saved as a Hugging Face directory.
-    /// What every comparison does first: the recipe into OUT/config.yaml, and under --quick a
-    /// tiny base pretrained into OUT/base. Returns the base the runs start from.
-    static func startOutput(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> String {
+    /// What every comparison does first: --out opened (CompareLedger: refused, resumed or begun),
+    /// the recipe into OUT/config.yaml, and under --quick a tiny base pretrained into OUT/base
+    /// (reused when a resumed compare finished it). Returns the base the runs start from.
+    static func startOutput(_ o: CompareOptions, cluster: Cluster, log: (String) -> Void) throws -> (base: String, ledger: CompareLedger) {
+        let ledger = try CompareLedger(o, cluster: cluster, log: log)
         if let yaml = o.configYAML {
             try cluster.agree {
                 guard cluster.isRoot else { return }
@@ -189,13 +210,17 @@ public enum Compare {
                 try Files.writeAtomically(Data(yaml.utf8), to: o.out + "/config.yaml")
             }
         }
-        guard o.quick else { return o.base }
-        log("pretraining a tiny base on \(general) text (full training from random initialisation)")
-        try pretrain(o, into: o.out + "/base", cluster: cluster)
-        return o.out + "/base"
+        guard o.quick else { return (o.base, ledger) }
+        let what = "the tiny base"
+        if try ledger.reuse([String: String].self, key: "pretrain", label: what, log: log) == nil {
+            log("pretraining a tiny base on \(general) text (full training from random initialisation)")
+            try pretrain(o, into: o.out + "/base", ledger: ledger, cluster: cluster, log: log)
+            try ledger.save(["base": o.out + "/base"], key: "pretrain")
+        }
+        return (o.out + "/base", ledger)
     }
 
-    static func pretrain(_ o: CompareOptions, into dir: String, cluster: Cluster) throws {
+    static func pretrain(_ o: CompareOptions, into dir: String, ledger: CompareLedger, cluster: Cluster, log: (String) -> Void) throws {
         var t = TrainOptions()
         t.mode = .full; t.model = "tiny"
         t.data = o.corpora + "/\(general)/train"; t.devData = o.corpora + "/\(general)/dev"
@@ -205,8 +230,9 @@ public enum Compare {
         t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
         t.runDir = o.out + "/runs/pretrain"
         t.configYAML = o.runConfig?(t)
+        try ledger.start(&t, label: "the tiny base", log: log)
         let trainer = try Trainer(options: t, cluster: cluster)
-        try trainer.run()
+        try ledger.check(try trainer.run(), label: "the tiny base")
         try cluster.agree { if cluster.isRoot { try HuggingFace.saveMerged(trainer.model, tokenizerOf: trainer.loaded.source, to: dir) } }
     }
 

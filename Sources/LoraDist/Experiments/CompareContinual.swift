@@ -40,7 +40,7 @@ public enum ContinualCompare {
         let lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets])
         let loraLR = o.loraLRs[0], fullLR = o.fullLRs[0]
         let start = Date()
-        let base = try Compare.startOutput(o, cluster: cluster, log: log)
+        let (base, ledger) = try Compare.startOutput(o, cluster: cluster, log: log)
 
         // The base once: its test tokens (every model here reads text with its tokenizer) and scores.
         let evalDomains = stages + [general]
@@ -60,6 +60,15 @@ public enum ContinualCompare {
             var from = Start(model: base, adapter: nil)
             var adapters: [String] = []     // (c): every stage's adapter so far
             var done: [ContinualResults.Stage] = []
+            // What the next stage starts from once a stage has saved its export in `dir`.
+            func chain(from dir: String) {
+                switch method {
+                case .full, .merged: from = Start(model: dir + "/model", adapter: nil)
+                case .lora, .switched:
+                    if method == .lora { from = Start(model: base, adapter: dir + "/adapter") }
+                    adapters.append(dir + "/adapter")
+                }
+            }
             for (k, domain) in stages.enumerated() {
                 let dir = o.out + "/runs/\(method.rawValue)/\(k + 1)-\(domain)"
                 var t = TrainOptions()
@@ -76,13 +85,23 @@ public enum ContinualCompare {
                 t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                 t.runDir = dir + "/run"
                 t.configYAML = o.runConfig?(t)
-                log("\(method.label), stage \(k + 1) (\(domain)): training up to \(o.steps) steps")
+                let what = "\(method.label), stage \(k + 1) (\(domain))", key = Compare.runKey(o, t.runDir)
+                // A finished stage is reused, its export (saved before its record) the next stage's start.
+                if let stage = try ledger.reuse(ContinualResults.Stage.self, key: key, label: what, log: log) {
+                    chain(from: dir)
+                    done.append(stage)
+                    continue
+                }
+                try ledger.start(&t, label: what, log: log)
+                log("\(what): training up to \(o.steps) steps")
                 let seen = Array(stages[...k]) + [general]
                 var stage: ContinualResults.Stage
                 // The trainer lives in this closure, so its weights are freed before the next model loads.
                 let (summary, trainedScores) = try { () throws -> (RunSummary, [String: LoadedModel.Evaluation]?) in
                     let trainer = try Trainer(options: t, cluster: cluster)
-                    let s = try trainer.run().summary
+                    let outcome = try trainer.run()
+                    try ledger.check(outcome, label: what)
+                    let s = outcome.summary
                     let model = trainer.model
                     switch method {
                     case .full, .merged:
@@ -91,12 +110,10 @@ public enum ContinualCompare {
                             // with the base's tokenizer, so the next stage reads text as the base does
                             if cluster.isRoot { try HuggingFace.saveMerged(model, tokenizerOf: basePlan.source, to: dir + "/model") }
                         }
-                        from = Start(model: dir + "/model", adapter: nil)
                     case .lora, .switched:
                         try cluster.agree { if cluster.isRoot { try HuggingFace.savePEFT(model, baseModel: base, to: dir + "/adapter") } }
-                        if method == .lora { from = Start(model: base, adapter: dir + "/adapter") }
-                        adapters.append(dir + "/adapter")
                     }
+                    chain(from: dir)
                     guard method != .switched else { return (s, nil) }
                     return (s, scores(seen, tests: tests, windows: o.testSequences) { trainer.evaluation(tokens: $0, windows: $1) })
                 }()
@@ -104,6 +121,7 @@ public enum ContinualCompare {
                                                                   baseScores: baseScores, tests: tests, o: o, cluster: cluster)
                 stage = ContinualResults.Stage(summary: summary, stage: k + 1, domain: domain, runDir: t.runDir,
                                                 scores: evals.mapValues(ContinualResults.Score.init))
+                try ledger.save(stage, key: key)
                 done.append(stage)
             }
             methods.append(ContinualResults.MethodResult(method: method, stages: done, general: general,
@@ -117,7 +135,7 @@ public enum ContinualCompare {
             lora: .init(rank: rank, alpha: Double(2 * rank), targets: lora.targets, lr: loraLR.shortest), fullLR: fullLR.shortest,
             testWindows: o.testSequences, baseScores: baseScores.mapValues(ContinualResults.Score.init),
             methods: methods, quick: o.quick, wallSeconds: Date().timeIntervalSince(start))
-        if cluster.isRoot { try ContinualReport.write(report, to: o.out) }
+        try ledger.finish(o) { try ContinualReport.write(report, to: o.out) }
         return report
     }
 

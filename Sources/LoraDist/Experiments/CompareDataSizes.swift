@@ -74,7 +74,7 @@ public enum DataSizes {
         }
 
         let start = Date()
-        let base = try Compare.startOutput(o, cluster: cluster, log: log)
+        let (base, ledger) = try Compare.startOutput(o, cluster: cluster, log: log)
         let rank = o.ranks[0], targets = o.targetSets[0]
         let short = targets == "all-linear" ? "all" : "attn"
         let what = targets == "all-linear" ? "all linear" : targets.replacingOccurrences(of: "_proj", with: "")
@@ -105,16 +105,28 @@ public enum DataSizes {
                     t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                     t.runDir = o.out + "/runs/\(label(size))/\(c.name)" + (o.seeds > 1 ? "/seed-\(seed)" : "")
                     t.configYAML = o.runConfig?(t)
+                    let what = "\(label(size)) tokens, \(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : "")"
+                    let key = Compare.runKey(o, t.runDir)
+                    if let r = try ledger.reuse(CompareLedger.RunRecord.self, key: key, label: what, log: log) {
+                        if baselines[seed] == nil { baselines[seed] = r.baseline.mapValues(\.evaluation) }
+                        seedRows.append(r.row)
+                        continue
+                    }
+                    try ledger.start(&t, label: what, log: log)
                     let trainer = try Trainer(options: t, cluster: cluster)
                     if tests == nil { tests = try Compare.testSets(domains, o: o, tokenizer: trainer.tokenizer).0 }
                     if baselines[seed] == nil {
                         baselines[seed] = Compare.evaluations(trainer, tests: tests!, windows: o.testSequences)
                     }
-                    log("\(label(size)) tokens, \(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : ""): training up to \(o.steps) steps")
+                    log("\(what): training up to \(o.steps) steps")
                     let outcome = try trainer.run()
+                    try ledger.check(outcome, label: what)
                     let evals = Compare.evaluations(trainer, tests: tests!, windows: o.testSequences)
-                    seedRows.append(Compare.result(c, lr: lr, outcome: outcome, evals: evals, baseline: baselines[seed]!,
-                                                   domain: o.domain, runDir: t.runDir))
+                    let row = Compare.result(c, lr: lr, outcome: outcome, evals: evals, baseline: baselines[seed]!,
+                                             domain: o.domain, runDir: t.runDir)
+                    try ledger.save(CompareLedger.RunRecord(row: row, seed: seed, baseline: baselines[seed]!.mapValues(CompareLedger.Score.init)),
+                                    key: key)
+                    seedRows.append(row)
                 }
                 rows.append(o.seeds > 1 ? CompareResults.Row.over(seeds: seedRows, first: o.seed) : seedRows[0])
             }
@@ -130,7 +142,7 @@ public enum DataSizes {
             basePerplexity: (baselines[o.seed] ?? [:]).mapValues(\.perplexity).finiteValues,
             baseAccuracy: (baselines[o.seed] ?? [:]).mapValues(\.accuracy).finiteValues,
             seeds: o.seeds > 1 ? o.seeds : nil, sizes: results, quick: o.quick, wallSeconds: Date().timeIntervalSince(start))
-        if cluster.isRoot { try DataSizesReport.write(report, to: o.out) }
+        try ledger.finish(o) { try DataSizesReport.write(report, to: o.out) }
         return report
     }
 }
