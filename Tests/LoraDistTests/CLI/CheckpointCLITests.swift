@@ -76,6 +76,31 @@ import Testing
         }
     }
 
+    /// The checkpoint saved in the step early stopping ended a run (a preemption arriving in that
+    /// step leaves one as the latest: compare --resume meets it) resumes as ended, not one more
+    /// evaluation interval on.
+    @Test("stopped in the step early stopping ended the run, resumed: the same steps, best step and best weights")
+    func resumeAtEarlyStop() throws {
+        let data = try Self.corpus()
+        let whole = TestPaths.tempDir("ck-es-whole"), parts = TestPaths.tempDir("ck-es-parts")
+        let stopping = ["--lr", "5e-2", "--patience", "1", "--eval-every", "2"]
+        try Self.mpi(2, Self.args("lora", data: data, run: whole, steps: 60) + stopping + ["--export-merged", whole + "/m"])
+        func summary(_ run: String) throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as? [String: Any])
+        }
+        let reference = try summary(whole)
+        let ended = try #require(reference["steps_done"] as? Int)
+        try #require(reference["early_stopped"] as? Bool == true && ended < 60, "\(reference)")
+        try Self.mpi(2, Self.args("lora", data: data, run: parts, steps: 60) + stopping + ["--stop-after", "\(ended)"], expect: 75)
+        try Self.mpi(2, Self.args("lora", data: data, run: parts, steps: 60) + stopping + ["--resume", "latest", "--export-merged", parts + "/m"])
+        let resumed = try summary(parts)
+        for key in ["steps_done", "best_step", "early_stopped", "dev_loss", "final_loss"] {
+            #expect((resumed[key] as? NSObject) == (reference[key] as? NSObject), "\(key)")
+        }
+        #expect(try Self.losses(parts) == (try Self.losses(whole)))
+        #expect(try Self.maxDifference(parts + "/m", whole + "/m") == 0)
+    }
+
     @Test("SIGTERM to one rank: every rank finishes the step, saves, exits 75; resuming finishes the run")
     func preemption() throws {
         let data = try Self.corpus()
