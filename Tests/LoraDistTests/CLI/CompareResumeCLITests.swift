@@ -112,12 +112,26 @@ import Testing
         let metrics = try String(contentsOfFile: out + "/runs/lora-r2-attn/lr-0.01/seed-1235/metrics.jsonl", encoding: .utf8)
         #expect(metrics.split(separator: "\n").count == 30)
         #expect(try Self.differences(reference, out) == [])
+        // OUT/config.yaml, the recipe that repeats the compare elsewhere, does not carry --resume.
+        let recipe = try String(contentsOfFile: out + "/config.yaml", encoding: .utf8)
+        #expect(!recipe.contains("resume:") && recipe.contains("steps: 30"))
 
         // Finished: --resume has nothing to do; an --out that holds nothing neither.
         let (s4, _, e4) = try MultiRankCLITests.launch(2, Self.plain + ["--out", out, "--resume"])
         #expect(s4 != 0 && Self.errorLines(e4).count == 1 && e4.contains("has finished (report.md); nothing to resume"), "\(e4)")
         let (s5, _, e5) = try MultiRankCLITests.launch(2, Self.plain + ["--out", TestPaths.tempDir("resume-empty"), "--resume"])
         #expect(s5 != 0 && Self.errorLines(e5).count == 1 && e5.contains("holds no compare to resume"), "\(e5)")
+    }
+
+    @Test("resume: true in a recipe is --resume, refused on an --out with nothing to resume before anything is written")
+    func recipe() throws {
+        let dir = TestPaths.tempDir("resume-recipe")
+        try "base: tiny\ndomain: legal\nresume: true\n".write(toFile: dir + "/r.yaml", atomically: true, encoding: .utf8)
+        let (status, _, err) = try runProcess(TestPaths.binary, ["compare", "--config", dir + "/r.yaml", "--out", dir + "/out"])
+        #expect(status != 0 && Self.errorLines(err).count == 1 && err.contains("--resume: \(dir)/out holds no compare to resume"), "\(err)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out/config.yaml"))
+        let (ps, printed, _) = try runProcess(TestPaths.binary, ["compare", "--config", dir + "/r.yaml", "--print-config"])
+        #expect(ps == 0 && printed.contains("\nresume: true"))
     }
 
     @Test("continual stopped in stage 2 of (a), resumed, stopped in stage 2 of (b), resumed: stages chain from the saved exports, the report of an uninterrupted compare")
