@@ -51,7 +51,6 @@ public final class CompareLedger {
     let resuming: Bool
     /// The finished runs' files as rank 0 read them when the compare started, by key.
     private let records: [String: Data]
-    public private(set) var reused = 0
 
     var progressPath: String { out + "/" + Self.progressFile }
 
@@ -112,16 +111,10 @@ public final class CompareLedger {
         return records
     }
 
-    /// A finished run's saved results, nil when the run has not finished.
-    func finished<T: Decodable>(_ type: T.Type, key: String) throws -> T? {
-        guard let data = records[key] else { return nil }
-        return try JSONCoding.decode(type, from: data, source: out + "/" + Self.folder + "/" + key + ".json")
-    }
-
-    /// Reuses run `key` when it finished before: logs it and returns its results.
+    /// Run `key`'s saved results when it finished before (logged as reused); nil otherwise.
     func reuse<T: Decodable>(_ type: T.Type, key: String, label: String, log: (String) -> Void) throws -> T? {
-        guard let r = try finished(type, key: key) else { return nil }
-        reused += 1
+        guard let data = records[key] else { return nil }
+        let r = try JSONCoding.decode(type, from: data, source: out + "/" + Self.folder + "/" + key + ".json")
         log("\(label): finished before, reused (\(Self.folder)/\(key).json)")
         return r
     }
