@@ -27,16 +27,19 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("micro-batch"), help: "Sequences per forward/backward pass of a rank (train --micro-batch).") var microBatch: Int?
     @Flag(help: "Run q, k, v and gate, up as separate products, as before they were fused: the reference that measures what fusing gains (not saved as the calibration).")
     var unfused = false
+    @Option(help: "sgemm shapes listed, the slowest in total first (the rest are summed in one line).") var shapes: Int = 12
 
     func run() throws {
         guard steps >= 1 else { throw LoraDistError("--steps must be at least 1, got \(steps)") }
+        guard shapes >= 0 else { throw LoraDistError("--shapes must be at least 0, got \(shapes)") }
         let cluster = Cluster()
         var o = StepBenchmark.Options()
         o.model = model; o.mode = mode; o.batch = batch; o.seqLen = seqLen; o.steps = steps; o.replicas = replicas
         o.recompute = recompute; o.microBatch = microBatch; o.unfused = unfused
         o.threads = try cluster.threads(requested: threads)
         if mode.hasAdapters { o.lora = try LoRAConfig(rank: rank, alpha: Float(2 * rank), targets: [targets]) }
-        let r = try StepBenchmark.run(o, cluster: cluster)
+        var r = try StepBenchmark.run(o, cluster: cluster)
+        r.shownShapes = shapes
         guard cluster.isRoot else { return }
         print(r.report)
         // `lora-dist plan` predicts from this machine's measured rate (per core of one rank), which

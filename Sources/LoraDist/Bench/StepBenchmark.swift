@@ -32,6 +32,10 @@ public struct StepBenchmark {
     public var allocatedBytes = 0              // by the kernels during the timed steps
     public var peakRSSBytes = 0.0              // Σ over ranks of each one's peak resident set
     public var nodeMemoryBytes = 0.0           // Σ PSS over the node at the end (shared pages once)
+    /// Rank 0's main thread's sgemm calls by shape, per step, slowest in total first.
+    public var gemmShapes: [(shape: Profile.GemmShape, calls: Double, ms: Double)] = []
+    /// How many shapes the report and JSON list (the rest are summed in one line).
+    public var shownShapes = 12
 
     public var tokensPerSecond: Double { Double(tokensPerStep) / stepMs * 1000 }
     public var gflops: Double { Double(flopsPerStep) / (stepMs * 1e6) }
@@ -83,6 +87,8 @@ public struct StepBenchmark {
         named.append(("other", max(0, mine - named.reduce(0) { $0 + $1.1 })))
         r.sections = named
         r.allocatedBytes = Profile.allocatedBytes
+        r.gemmShapes = Profile.gemms.map { (shape: $0.key, calls: Double($0.value.calls) / Double(o.steps), ms: $0.value.seconds * per) }
+            .sorted { ($0.ms, $1.shape) > ($1.ms, $0.shape) }
         r.flopsPerStep = Int(cluster.sum([Double(flops) / Double(o.steps)])[0])
         // The yardstick uses all of the rank's threads in one sgemm (outside a step's replica
         // phase the rank's budget gives them all to one model), even when the step ran them as
@@ -128,6 +134,34 @@ public struct StepBenchmark {
             sgemm FLOPs per step: %ld
             """, stepMs, tokensPerSecond, gflops, Double(flopsPerStep) / 1e9, sgemmGflops,
                           100 * gflops / sgemmGflops, allocatedBytes, peakRSSBytes / 1e6, nodeMemoryBytes / 1e6, flopsPerStep)
+        s += "\n" + shapeReport
+        return s
+    }
+
+    /// The yardstick's GFLOP/s for the threads one sgemm call of a step uses (one under replicas).
+    var gemmYardstick: Double { sgemmGflops / Double(ranks * threads) * Double(replicas > 1 ? 1 : threads) }
+
+
+    /// The shapes where sgemm time goes, against the yardstick: a shape far below it is where
+    /// OpenBLAS's overhead (packing, small k or n) and not the arithmetic sets the pace.
+    var shapeReport: String {
+        let total = gemmShapes.reduce(0) { $0 + $1.ms }
+        var s = String(format: "sgemm by shape on rank 0's main thread (m × n × k, op(A) op(B)), per step; yardstick %.1f GFLOP/s per call:\n",
+                       gemmYardstick)
+        s += "       ms   share   calls   GFLOP/s  of yardstick  shape\n"
+        func line(_ ms: Double, _ calls: Double, _ flops: Double, _ name: String) -> String {
+            let g = flops / max(ms * 1e6, 1e-12)
+            return String(format: "  %7.1f  %5.1f %%  %6.0f  %8.1f  %9.0f %%    %@\n", ms, 100 * ms / max(total, 1e-9), calls, g,
+                          100 * g / max(gemmYardstick, 1e-9), name)
+        }
+        for g in gemmShapes.prefix(shownShapes) {
+            s += line(g.ms, g.calls, g.calls * Double(g.shape.flops), g.shape.description)
+        }
+        let rest = gemmShapes.dropFirst(shownShapes)
+        if !rest.isEmpty {
+            s += line(rest.reduce(0) { $0 + $1.ms }, rest.reduce(0) { $0 + $1.calls },
+                      rest.reduce(0) { $0 + $1.calls * Double($1.shape.flops) }, "\(rest.count) other shapes")
+        }
         return s
     }
 
@@ -138,7 +172,11 @@ public struct StepBenchmark {
          "sgemm_ratio": gflops / sgemmGflops, "trainable": trainable, "total": total, "unfused": unfused,
          "peak_rss_bytes": peakRSSBytes, "node_memory_bytes": nodeMemoryBytes, "allocated_bytes": allocatedBytes,
          "sections_ms": Dictionary(uniqueKeysWithValues: sections), "blas_core": BLASCore.name,
-         "library_target": CPUFeatures.libraryTarget]
+         "library_target": CPUFeatures.libraryTarget,
+         "sgemm_shapes": gemmShapes.prefix(shownShapes).map {
+             ["shape": $0.shape.description, "calls": $0.calls, "ms": $0.ms,
+              "gflops": $0.calls * Double($0.shape.flops) / max($0.ms * 1e6, 1e-12)] as [String: Any]
+         }]
     }
 
     /// sgemm GFLOP/s on square n × n matrices: the best of a few runs.

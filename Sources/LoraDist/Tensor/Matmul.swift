@@ -9,7 +9,7 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
            b: UnsafePointer<Float>, ldb: Int,
            beta: Float = 0, c: FPtr, ldc: Int) {
     FlopCounter.add(2 &* m &* n &* k)
-    Profile.measure(.sgemm) {
+    Profile.measureSgemm(Profile.GemmShape(transA: transA, transB: transB, m: m, n: n, k: k)) {
         BLAS.call {
             cblas_sgemm(CblasRowMajor,
                         transA ? CblasTrans : CblasNoTrans,

@@ -40,8 +40,33 @@ public enum Profile {
         return result
     }
 
+    /// One sgemm shape: op(A) m × k times op(B) k × n, "N" or "T" per operand.
+    public struct GemmShape: Hashable, Comparable {
+        public let transA: Bool, transB: Bool, m: Int, n: Int, k: Int
+        public var flops: Int { 2 &* m &* n &* k }
+        public var description: String { "\(m) × \(n) × \(k) \(transA ? "T" : "N")\(transB ? "T" : "N")" }
+        public static func < (a: GemmShape, b: GemmShape) -> Bool {
+            (a.m, a.n, a.k, a.transA ? 1 : 0, a.transB ? 1 : 0) < (b.m, b.n, b.k, b.transA ? 1 : 0, b.transB ? 1 : 0)
+        }
+    }
+
+    /// The main thread's sgemm calls by shape: how many, and their seconds. Which shapes run
+    /// far below the yardstick is what decides where a faster kernel would pay.
+    nonisolated(unsafe) public private(set) static var gemms: [GemmShape: (calls: Int, seconds: Double)] = [:]
+
+    /// An sgemm call of `shape`: timed as the sgemm section, and by shape.
+    @inline(__always)
+    static func measureSgemm(_ shape: @autoclosure () -> GemmShape, _ body: () -> Void) {
+        guard enabled, Thread.isMainThread else { return body() }
+        let t0 = now()
+        measure(.sgemm, body)
+        let key = shape(), old = gemms[key] ?? (0, 0)
+        gemms[key] = (old.calls + 1, old.seconds + now() - t0)
+    }
+
     public static func reset() {
         for i in totals.indices { totals[i] = 0 }
+        gemms.removeAll(keepingCapacity: true)
         allocatedBytes = 0
     }
 
