@@ -20,25 +20,6 @@ import Testing
         #expect(text.range(of: "-[0-9]", options: .regularExpression) == nil, "a negative count: \(text)")
     }
 
-    /// The profile times sgemm by shape on the main thread (where the breakdown is recorded);
-    /// the shapes' seconds add up to the sgemm section's.
-    @Test @MainActor func sgemmTimedByShape() {
-        let a = FloatBuffer(64 * 32), b = FloatBuffer(32 * 16), c = FloatBuffer(64 * 32)
-        Profile.reset()
-        Profile.enabled = true
-        for _ in 0..<3 { sgemm(m: 64, n: 16, k: 32, a: a.ptr, lda: 32, b: b.ptr, ldb: 16, c: c.ptr, ldc: 16) }
-        sgemm(transA: true, m: 32, n: 16, k: 64, a: a.ptr, lda: 32, b: c.ptr, ldb: 16, c: b.ptr, ldc: 16)
-        Profile.enabled = false
-        let nn = Profile.GemmShape(transA: false, transB: false, m: 64, n: 16, k: 32)
-        let tn = Profile.GemmShape(transA: true, transB: false, m: 32, n: 16, k: 64)
-        let gemms = Profile.gemms, total = Profile.seconds(.sgemm)
-        Profile.reset()
-        #expect(gemms.count == 2 && gemms[nn]?.calls == 3 && gemms[tn]?.calls == 1, "\(gemms)")
-        let byShape = gemms.values.reduce(0) { $0 + $1.seconds }
-        #expect(byShape > 0 && byShape >= total, "by shape \(byShape) s, section \(total) s")
-        #expect(nn.description == "64 × 16 × 32 NN" && tn.description == "32 × 16 × 64 TN")
-    }
-
     @Test func reportListsShapesAndSumsTheRest() {
         var r = StepBenchmark()
         r.ranks = 1; r.threads = 2; r.replicas = 2; r.stepMs = 1000; r.sgemmGflops = 100
@@ -58,5 +39,40 @@ import Testing
         // llama-7b's frozen values: 6,738,415,616
         let s = BaseIdentity.describe(crc: 0xDEAD_BEEF, tensors: 291, values: 6_738_415_616)
         #expect(s == "crc32c:deadbeef over 291 frozen tensors (6738415616 values)")
+    }
+}
+
+extension StepBenchmarkTests {
+    @Suite("bench step's sgemm shapes, in a process of its own", .serialized, .tags(.cli))
+    struct CLI {
+        /// With one thread every sgemm call runs on the main thread, which the profile records:
+        /// the listed shapes times their calls give exactly the FLOPs the step counted, and their
+        /// milliseconds add up to the sgemm section's.
+        @Test("the shapes account for every sgemm FLOP and millisecond of the step", arguments: ["full", "lora"])
+        func shapesAccountForTheStep(mode: String) throws {
+            var env = cleanEnvironment()
+            env["LORA_DIST_CALIBRATION"] = TestPaths.tempDir("shapes") + "/cal.json"
+            let (status, out, err) = try runProcess(TestPaths.binary, ["bench", "step", "--model", "tiny", "--steps", "1", "--mode", mode,
+                                                                       "--targets", "all-linear", "--batch", "2", "--seq", "128",
+                                                                       "--threads", "1", "--shapes", "1000", "--json"], env: env)
+            try #require(status == 0, "\(err)")
+            let lines = out.split(separator: "\n").map(String.init)
+            let counted = try #require(lines.first { $0.hasPrefix("sgemm FLOPs per step:") }.flatMap { Double($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) })
+            let section = try #require(lines.first { $0.hasPrefix("  sgemm ") }.flatMap { Double($0.split(separator: " ", omittingEmptySubsequences: true)[1]) })
+            // rows under "ms share calls GFLOP/s of yardstick shape": ms, share %, calls, GFLOP/s, pct %, m × n × k, op
+            let rows = lines.compactMap { line -> (ms: Double, calls: Double, flops: Double)? in
+                let f = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+                guard f.count == 13, f[8] == "×", f[10] == "×", let ms = Double(f[0]), let calls = Double(f[3]),
+                      let m = Double(f[7]), let n = Double(f[9]), let k = Double(f[11]) else { return nil }
+                return (ms, calls, 2 * m * n * k * calls)
+            }
+            try #require(rows.count >= 5, "\(out)")
+            #expect(!out.contains("other shapes"), "all shapes listed: \(out)")
+            #expect(rows.reduce(0) { $0 + $1.flops } == counted, "\(out)")
+            let ms = rows.reduce(0) { $0 + $1.ms }
+            #expect(abs(ms - section) <= 0.05 * Double(rows.count) + 0.05, "shapes \(ms) ms, sgemm section \(section) ms")
+            let json = try #require(lines.last.flatMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+            #expect((json["sgemm_shapes"] as? [[String: Any]])?.count == rows.count)
+        }
     }
 }
