@@ -145,7 +145,7 @@ public struct Planner {
         // (LlamaModel.firstLayerInputGradient): neither its base product nor its adapters' share of it
         var firstLayerInput = 2 * tokens * C * (q + 2 * kv)
         for (name, _, inp) in LlamaModel.projections(c, q: Int(q), kv: Int(kv))
-        where ["q_proj", "k_proj", "v_proj"].contains(name) && self.lora.targets.contains(name) {
+        where LlamaModel.projectionGroups[0].contains(name) && self.lora.targets.contains(name) {  // q, k, v: the first norm's readers
             firstLayerInput += 2 * tokens * Double(self.lora.rank) * Double(inp)
         }
         return forward + (matmul + 2.5 * attention) + 3 * adapters + again - firstLayerInput
