@@ -141,6 +141,8 @@ public struct StepBenchmark {
     /// The yardstick's GFLOP/s for the threads one sgemm call of a step uses (one under replicas).
     var gemmYardstick: Double { sgemmGflops / Double(ranks * threads) * Double(replicas > 1 ? 1 : threads) }
 
+    /// GFLOP/s of `flops` FLOPs in `ms` milliseconds.
+    static func gflops(_ flops: Double, ms: Double) -> Double { flops / max(ms * 1e6, 1e-12) }
 
     /// The shapes where sgemm time goes, against the yardstick: a shape far below it is where
     /// OpenBLAS's overhead (packing, small k or n) and not the arithmetic sets the pace.
@@ -149,18 +151,17 @@ public struct StepBenchmark {
         var s = String(format: "sgemm by shape on rank 0's main thread (m × n × k, op(A) op(B)), per step; yardstick %.1f GFLOP/s per call:\n",
                        gemmYardstick)
         s += "       ms   share   calls   GFLOP/s  of yardstick  shape\n"
-        func line(_ ms: Double, _ calls: Double, _ flops: Double, _ name: String) -> String {
-            let g = flops / max(ms * 1e6, 1e-12)
-            return String(format: "  %7.1f  %5.1f %%  %6.0f  %8.1f  %9.0f %%    %@\n", ms, 100 * ms / max(total, 1e-9), calls, g,
-                          100 * g / max(gemmYardstick, 1e-9), name)
+        func line(_ ms: Double, _ calls: Double, _ g: Double, _ name: String) -> String {
+            String(format: "  %7.1f  %5.1f %%  %6.0f  %8.1f  %9.0f %%    %@\n", ms, 100 * ms / max(total, 1e-9), calls, g,
+                   100 * g / max(gemmYardstick, 1e-9), name)
         }
         for g in gemmShapes.prefix(shownShapes) {
-            s += line(g.ms, g.calls, g.calls * Double(g.shape.flops), g.shape.description)
+            s += line(g.ms, g.calls, Self.gflops(g.calls * Double(g.shape.flops), ms: g.ms), g.shape.description)
         }
         let rest = gemmShapes.dropFirst(shownShapes)
         if !rest.isEmpty {
-            s += line(rest.reduce(0) { $0 + $1.ms }, rest.reduce(0) { $0 + $1.calls },
-                      rest.reduce(0) { $0 + $1.calls * Double($1.shape.flops) }, "\(rest.count) other shapes")
+            let ms = rest.reduce(0) { $0 + $1.ms }, flops = rest.reduce(0) { $0 + $1.calls * Double($1.shape.flops) }
+            s += line(ms, rest.reduce(0) { $0 + $1.calls }, Self.gflops(flops, ms: ms), "\(rest.count) other shapes")
         }
         return s
     }
@@ -175,7 +176,7 @@ public struct StepBenchmark {
          "library_target": CPUFeatures.libraryTarget,
          "sgemm_shapes": gemmShapes.prefix(shownShapes).map {
              ["shape": $0.shape.description, "calls": $0.calls, "ms": $0.ms,
-              "gflops": $0.calls * Double($0.shape.flops) / max($0.ms * 1e6, 1e-12)] as [String: Any]
+              "gflops": Self.gflops($0.calls * Double($0.shape.flops), ms: $0.ms)] as [String: Any]
          }]
     }
 

@@ -29,6 +29,13 @@ public enum Profile {
     @inline(__always)
     public static func measure<T>(_ section: Section, _ body: () throws -> T) rethrows -> T {
         guard enabled, Thread.isMainThread else { return try body() }
+        return try timed(section, body).result
+    }
+
+    /// body counted to `section` (its nested sections' time excepted); also returns its whole
+    /// time. Only with profiling on, on the main thread.
+    @inline(__always)
+    private static func timed<T>(_ section: Section, _ body: () throws -> T) rethrows -> (result: T, elapsed: Double) {
         let t0 = now()
         depth += 1
         inner[depth] = 0
@@ -37,7 +44,7 @@ public enum Profile {
         totals[section.rawValue] += elapsed - inner[depth]
         depth -= 1
         inner[depth] += elapsed
-        return result
+        return (result, elapsed)
     }
 
     /// One sgemm shape: op(A) m × k times op(B) k × n, "N" or "T" per operand.
@@ -58,10 +65,9 @@ public enum Profile {
     @inline(__always)
     static func measureSgemm(_ shape: @autoclosure () -> GemmShape, _ body: () -> Void) {
         guard enabled, Thread.isMainThread else { return body() }
-        let t0 = now()
-        measure(.sgemm, body)
+        let elapsed = timed(.sgemm, body).elapsed
         let key = shape(), old = gemms[key] ?? (0, 0)
-        gemms[key] = (old.calls + 1, old.seconds + now() - t0)
+        gemms[key] = (old.calls + 1, old.seconds + elapsed)
     }
 
     public static func reset() {
