@@ -190,7 +190,7 @@ public enum Compare {
             basePerplexity: (baselines[o.seed] ?? [:]).mapValues(\.perplexity).finiteValues,
             baseAccuracy: (baselines[o.seed] ?? [:]).mapValues(\.accuracy).finiteValues, seeds: o.seeds > 1 ? o.seeds : nil, runs: rows, sweep: sweep, quick: o.quick,
             wallSeconds: Date().timeIntervalSince(start))
-        try ledger.finish(o) { try CompareReport.write(report, to: o.out) }
+        try ledger.finish { try CompareReport.write(report, to: o.out) }
         return report
     }
 

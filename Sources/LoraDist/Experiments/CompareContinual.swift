@@ -135,7 +135,7 @@ public enum ContinualCompare {
             lora: .init(rank: rank, alpha: Double(2 * rank), targets: lora.targets, lr: loraLR.shortest), fullLR: fullLR.shortest,
             testWindows: o.testSequences, baseScores: baseScores.mapValues(ContinualResults.Score.init),
             methods: methods, quick: o.quick, wallSeconds: Date().timeIntervalSince(start))
-        try ledger.finish(o) { try ContinualReport.write(report, to: o.out) }
+        try ledger.finish { try ContinualReport.write(report, to: o.out) }
         return report
     }
 

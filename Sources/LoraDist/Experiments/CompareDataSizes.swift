@@ -142,7 +142,7 @@ public enum DataSizes {
             basePerplexity: (baselines[o.seed] ?? [:]).mapValues(\.perplexity).finiteValues,
             baseAccuracy: (baselines[o.seed] ?? [:]).mapValues(\.accuracy).finiteValues,
             seeds: o.seeds > 1 ? o.seeds : nil, sizes: results, quick: o.quick, wallSeconds: Date().timeIntervalSince(start))
-        try ledger.finish(o) { try DataSizesReport.write(report, to: o.out) }
+        try ledger.finish { try DataSizesReport.write(report, to: o.out) }
         return report
     }
 }

@@ -49,6 +49,8 @@ public final class CompareLedger {
     let out: String
     let cluster: Cluster
     let resuming: Bool
+    /// The options that decide this compare's runs, as OUT/compare-progress.json holds them.
+    let options: [Option]
     /// The finished runs' files as rank 0 read them when the compare started, by key.
     private let records: [String: Data]
 
@@ -64,6 +66,7 @@ public final class CompareLedger {
         self.cluster = cluster
         resuming = o.resume
         let options = o.determining(worldSize: cluster.size, nodes: cluster.nodes)
+        self.options = options
         var bytes: [UInt8] = []
         try cluster.agree {
             guard cluster.isRoot else { return }
@@ -176,11 +179,10 @@ public final class CompareLedger {
 
     /// Rank 0 writes the report (`write`), then marks the compare finished: a later compare in
     /// this --out starts afresh. Collective.
-    func finish(_ o: CompareOptions, report write: () throws -> Void) throws {
+    func finish(report write: () throws -> Void) throws {
         try cluster.agree {
             guard cluster.isRoot else { return }
             try write()
-            let options = o.determining(worldSize: cluster.size, nodes: cluster.nodes)
             try Files.writeAtomically(try JSONCoding.encode(Progress(options: options, finished: true)), to: progressPath)
         }
     }
