@@ -192,6 +192,8 @@ extension CompareOptions {
     /// The options that decide which runs a compare makes and what they compute, under their
     /// flags' names, in flag order (the world size and nodes too: the exchange's bytes and the
     /// order of its sums depend on them). --out, --resume and --render-only do not decide them.
+    /// A new option must be added here: CompareLedgerOptionsTests fails until it is (or until it
+    /// is named there as not deciding the runs).
     public func determining(worldSize: Int, nodes: Int) -> [CompareLedger.Option] {
         func list<T>(_ v: [T], _ f: (T) -> String = { "\($0)" }) -> String { v.map(f).joined(separator: ",") }
         let pairs: [(String, String)] = [
