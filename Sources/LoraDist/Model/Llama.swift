@@ -153,10 +153,10 @@ public final class LlamaModel {
         let qk = c.qkNorm ? 1.0 : 0
         let grads = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
         // Activations: residual stream (L+1), final norm, logits, backward scratch, attention's scratch
-        // (a block of scores per lane; under GQA each head's dK, dV)
-        let lanes = Double(max(1, attentionLanes)), gqa = c.numAttentionHeads > c.numKeyValueHeads ? 1.0 : 0
+        // (Attention.Shape.scratchFloats: a stacked block of scores per lane, the backward's partial dK, dV)
+        let attScratch = attentionShape(c, batch: maxBatch, seqLen: seqLen, lanes: attentionLanes).scratchFloats
         let shared = (L + 1) * n * C + n * C + n + n * V + 2 * n * C + 2 * n * q + 2 * n * kv + qk * (n * q + n * kv)
-            + 3 * n * I + lanes * 2 * Double(Attention.block) * T + gqa * 2 * n * q
+            + 3 * n * I + attScratch
         // LayerActivations (one set under recompute, else one per layer): x1, rstd1, q/k/v, (raw q/k and their rstd), mid, x2, rstd2, gate/up/act, tmp
         let perLayer = n * C + n + n * q + 2 * n * kv + qk * (n * q + n * kv + n * H + n * KV)
             + n * C + n * C + n + 3 * n * I + n * C
@@ -287,7 +287,7 @@ final class Activations {
     let dq: FloatBuffer?, dk: FloatBuffer?         // after the q/k norms (Qwen3): [N, H·D], [N, KV·D]
     let dGateUp: FloatBuffer        // gradient of the gate, up projections' output [N, 2·I]
     let dAct: FloatBuffer           // [N, I]
-    let attScratch: FloatBuffer     // per lane a block of attention scores and their gradient [2, 64, T]; GQA: each head's dK, dV
+    let attScratch: FloatBuffer     // Attention's: per lane a stacked block of scores and their gradient; partial dK, dV
 
     init(config c: ModelConfig, rows n: Int, seqLen: Int, layers: Int, attention: Attention.Shape) {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
@@ -348,7 +348,7 @@ final class DecoderLayer {
     var gate: Linear { gateUp.parts[0] }
     var up: Linear { gateUp.parts[1] }
     let seqLen: Int
-    /// (sequence, head) pairs attention runs at once (Attention.Shape.lanes).
+    /// Attention's work units run at once (Attention.Shape.lanes).
     let attentionLanes: Int
     let saved: LayerActivations
     var x1: FloatBuffer { saved.x1 }

@@ -4,25 +4,41 @@ import Foundation
 /// sliding window (Mistral: query i sees keys i − window + 1 ... i).
 ///
 /// Layouts (row r = b·T + t):  q, out [B·T, H·D];  k, v [B·T, KV·D];  lse [B, H, T].
-/// Query head h reads key/value head h / (H / KV). Queries are processed in blocks of
-/// `block` rows, each against only the keys it can see (the upper triangle of the score
-/// matrix is never computed), in a scratch of block × T scores. No T × T matrix is kept:
-/// the forward saves each row's log-sum-exp, and the backward recomputes the block's
-/// probabilities from it (one more Q·Kᵀ product for T² · H floats less memory per layer).
+/// Query head h reads key/value head h / G, G = H / KV (the group): the G query heads of
+/// group g are the G·D contiguous columns g·G·D ..< (g + 1)·G·D of a row of q.
 ///
-/// The (sequence, head) pairs are independent, so up to `lanes` of them run at once, each on
-/// a worker thread with single-threaded sgemm (BLAS.oneThreadPerWorker): at batch 1 the
-/// softmax and gradient loops no longer run on one core while the others wait. Under GQA the
-/// heads of a group add into the same dK, dV; each head's share goes to its own slice of the
-/// scratch and they are summed in head order afterwards, so the bits do not depend on how
-/// many lanes ran.
+/// Queries are processed in blocks of `block` positions, each against only the keys it can
+/// see (the upper triangle of the score matrix is never computed). The group's G heads run
+/// as one stacked block of G·block rows, row-major: stacked row (t − i0)·G + i is query t of
+/// the group's head i, so filling the stack (and emptying it into out, dq) is one copy of
+/// G·D contiguous floats per position, and the rows of one position, which see the same
+/// keys, sit together. Q·Kᵀ, P·V, dO·Vᵀ, dS·K are single products of G·block rows instead of
+/// G of block rows (K or N = D is a shape sgemm runs slowly with few rows), and
+/// dK += dSᵀ·Q, dV += Pᵀ·dO add the group's heads inside the product. With G = 1 the
+/// "stack" is q, dout themselves (their row stride as lda): nothing is copied.
+///
+/// No T × T matrix is kept: scores live in a G·block × T scratch per lane, the forward saves
+/// each row's log-sum-exp, and the backward rebuilds the block's probabilities from it (one
+/// more Q·Kᵀ product for T² · H floats less memory per layer).
+///
+/// Work units are (sequence, group, part): each (sequence, group)'s query blocks are split
+/// into `parts` contiguous runs of about equal cost (block i costs its rows × the keys it
+/// multiplies), a number fixed by the shape (not by the lanes). Units go to up to `lanes`
+/// worker threads with single-threaded sgemm (BLAS.oneThreadPerWorker), most expensive
+/// first, each lane taking the next unit when it is done, so lanes balance at batch 1 too.
+/// In the backward a part's dK, dV (keys up to its last block's end) go to its own partial
+/// buffer, summed in part order afterwards: the bits depend neither on how many lanes ran
+/// nor on which lane ran what. With one part the unit adds into dk, dv directly.
 public enum Attention {
     static let block = 64
+    /// Work units wanted per sequence: `parts` is about this over the key/value heads, so
+    /// that a single sequence still gives the lanes a dozen units to balance.
+    static let unitsPerSequence = 12
 
     public struct Shape {
         public var batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int
         public var window: Int?
-        /// (sequence, head) pairs processed at once, each with its own block of scratch.
+        /// Work units processed at once, each with its own lane of scratch.
         public var lanes = 1
         public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, window: Int? = nil, lanes: Int = 1) {
             self.batch = batch; self.seqLen = seqLen; self.heads = heads
@@ -42,58 +58,143 @@ public enum Attention {
         var scale: Float { 1 / Float(headDim).squareRoot() }
         /// Heads sharing one key/value head.
         var group: Int { heads / kvHeads }
-        /// Floats of one lane's block of scores and their gradient.
-        var laneCount: Int { 2 * Attention.block * seqLen }
-        /// Under GQA, each (sequence, head)'s dK and dV [T, D] before they are summed per group.
-        var headGradsCount: Int { group > 1 ? 2 * batch * heads * seqLen * headDim : 0 }
-        /// Floats of the scratch forward and backward need: a block of scores and its gradient
-        /// per lane, and (GQA) each head's dK, dV.
-        public var scratchCount: Int { lanes * laneCount + headGradsCount }
+        /// Query blocks per sequence.
+        var blocks: Int { (seqLen + Attention.block - 1) / Attention.block }
+        /// Parts each (sequence, group)'s query blocks are split into (Split).
+        var parts: Int { Swift.min(blocks, Swift.max(1, (Attention.unitsPerSequence + kvHeads - 1) / kvHeads)) }
+        /// Rows of one stacked block: the group's heads at `block` positions.
+        var stackRows: Int { group * Attention.block }
+        /// Floats of one lane: a stacked block of scores and their gradient [2, G·block, T],
+        /// and under GQA the stacked q (or dO), dO and output (or dQ) [3, G·block, D].
+        var laneCount: Int { 2 * stackRows * seqLen + (group > 1 ? 3 * stackRows * headDim : 0) }
+        /// Floats of the backward's partial dK, dV: per (sequence, group) [2, Σ part key ends, D]
+        /// (none with one part).
+        var partialsFloats: Double {
+            parts > 1 ? 2 * Double(batch) * Double(kvHeads) * Double(split().keySum) * Double(headDim) : 0
+        }
+        /// Floats of the scratch forward and backward need: each lane's, then the partials.
+        /// In Double for LlamaModel.workingFloats (sizes past Int are measured, not trapped on).
+        public var scratchFloats: Double { Double(lanes) * Double(laneCount) + partialsFloats }
+        public var scratchCount: Int { Int(scratchFloats) }
         /// Floats of the saved log-sum-exp.
         public var lseCount: Int { batch * heads * seqLen }
+
+        /// Query block i's cost: its rows × the keys it multiplies (0 ..< its end).
+        func blockCost(_ i: Int) -> Int {
+            let i0 = i * Attention.block, i1 = Swift.min(i0 + Attention.block, seqLen)
+            return (i1 - i0) * i1
+        }
+
+        /// The split of every (sequence, group)'s query blocks into `parts` runs of about equal cost.
+        func split() -> Split {
+            let n = blocks, P = parts
+            var cum = [0]                                 // cum[m]: cost of blocks 0..<m
+            for i in 0..<n { cum.append(cum[i] + blockCost(i)) }
+            let total = cum[n]
+            // part p ends at the block boundary nearest to p/P of the total cost, every part non-empty
+            var start = [0]
+            for p in 1..<P {
+                var m = start[p - 1] + 1
+                while m < n - (P - p) && cum[m] * P < total * p { m += 1 }
+                if m > start[p - 1] + 1 && total * p - cum[m - 1] * P < cum[m] * P - total * p { m -= 1 }
+                start.append(m)
+            }
+            start.append(n)
+            let keyEnd = (0..<P).map { Swift.min(start[$0 + 1] * Attention.block, seqLen) }
+            var keyOffset: [Int] = []
+            var keySum = 0
+            for e in keyEnd { keyOffset.append(keySum); keySum += e }
+            let cost = (0..<P).map { cum[start[$0 + 1]] - cum[start[$0]] }
+            let order = (0..<P).sorted { cost[$0] != cost[$1] ? cost[$0] > cost[$1] : $0 < $1 }
+            return Split(start: start, keyEnd: keyEnd, keyOffset: keyOffset, keySum: keySum, cost: cost, order: order)
+        }
     }
 
-    /// body(pair, laneScratch) for every (sequence, head) pair b·H + h, on up to `s.lanes`
-    /// workers with one BLAS thread each; pairs are split into contiguous runs, one per lane.
-    private static func eachPair(_ s: Shape, scratch: FPtr, _ body: (Int, FPtr) -> Void) {
-        let pairs = s.batch * s.heads, lanes = min(s.lanes, Parallel.workers, pairs)
+    /// Part p of a (sequence, group) is query blocks start[p] ..< start[p + 1]; its dK, dV
+    /// cover keys 0 ..< keyEnd[p], rows keyOffset[p] ... of the (sequence, group)'s partials.
+    struct Split {
+        let start: [Int], keyEnd: [Int], keyOffset: [Int], keySum: Int
+        /// Each part's cost (Σ blockCost), and the parts from the most expensive.
+        let cost: [Int], order: [Int]
+    }
+
+    /// Hands out 0, 1, 2, ... to whichever lane asks next.
+    private final class Ticket: @unchecked Sendable {
+        private let lock = NSLock()
+        private var next = 0
+        func take() -> Int { lock.lock(); defer { lock.unlock() }; next += 1; return next - 1 }
+    }
+
+    /// body(b, g, part, laneScratch) for every work unit, most expensive part first, on up to
+    /// `s.lanes` workers with one BLAS thread each; a lane takes the next unit when it is done.
+    private static func eachUnit(_ s: Shape, _ split: Split, scratch: FPtr, _ body: (Int, Int, Int, FPtr) -> Void) {
+        let perPart = s.batch * s.kvHeads, units = perPart * split.order.count
+        func run(_ u: Int, _ lane: FPtr) { body(u % perPart / s.kvHeads, u % s.kvHeads, split.order[u / perPart], lane) }
+        let lanes = min(s.lanes, Parallel.workers, units)
         if lanes <= 1 {
-            for pair in 0..<pairs { body(pair, scratch) }
+            for u in 0..<units { run(u, scratch) }
             return
         }
+        let ticket = Ticket()
         BLAS.oneThreadPerWorker {
             DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-                let lo = pairs * lane / lanes, hi = pairs * (lane + 1) / lanes
-                for pair in lo..<hi { body(pair, scratch + lane * s.laneCount) }
+                while true {
+                    let u = ticket.take()
+                    if u >= units { break }
+                    run(u, scratch + lane * s.laneCount)
+                }
             }
         }
+    }
+
+    /// rows × width floats from rows `ld` apart into a packed block, or back.
+    @inline(__always)
+    private static func pack(_ dst: FPtr, _ src: UnsafePointer<Float>, ld: Int, rows: Int, width: Int) {
+        for r in 0..<rows { (dst + r * width).update(from: src + r * ld, count: width) }
+    }
+    @inline(__always)
+    private static func unpack(_ dst: FPtr, ld: Int, _ src: UnsafePointer<Float>, rows: Int, width: Int) {
+        for r in 0..<rows { (dst + r * ld).update(from: src + r * width, count: width) }
+    }
+
+    /// The stacked block of `rows` positions of a group's heads, from `src` (its first
+    /// position, group's first column; rows `ld` apart): src itself when G = 1, else packed into `buf`.
+    @inline(__always)
+    private static func stacked(_ src: UnsafePointer<Float>, ld: Int, rows: Int, _ s: Shape, into buf: FPtr)
+        -> (UnsafePointer<Float>, Int) {
+        if s.group == 1 { return (src, ld) }
+        pack(buf, src, ld: ld, rows: rows, width: s.group * s.headDim)
+        return (UnsafePointer(buf), s.headDim)
     }
 
     /// out = softmax(scale · Q Kᵀ, causal) V;  lse[b, h, i] = log Σⱼ exp(scale · qᵢ·kⱼ) over the visible keys.
     public static func forward(out: FPtr, lse: FPtr, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                v: UnsafePointer<Float>, scratch: FPtr, _ s: Shape) {
         Profile.measure(.attention) {
-            let T = s.seqLen, D = s.headDim, group = s.group
-            eachPair(s, scratch: scratch) { pair, p in
-                let b = pair / s.heads, h = pair % s.heads
-                let qh = q + b * T * s.ldq + h * D
-                let kg = k + b * T * s.ldk + (h / group) * D
-                let vg = v + b * T * s.ldv + (h / group) * D
-                let oh = out + b * T * s.qStride + h * D
-                let lh = lse + pair * T
-                var i0 = 0
-                while i0 < T {
-                    let i1 = min(i0 + block, T), rows = i1 - i0
+            let T = s.seqLen, D = s.headDim, G = s.group, GD = G * D, M = s.stackRows
+            let split = s.split()
+            eachUnit(s, split, scratch: scratch) { b, g, part, p in
+                // lane: p [G·block, T] scores; qs, os [G·block, D] (GQA)
+                let qs = p + 2 * M * T, os = qs + 2 * M * D
+                let qg = q + b * T * s.ldq + g * GD, og = out + b * T * s.qStride + g * GD
+                let kg = k + b * T * s.ldk + g * D, vg = v + b * T * s.ldv + g * D
+                let lg = lse + (b * s.heads + g * G) * T          // head g·G + i at lg + i·T
+                for blk in split.start[part]..<split.start[part + 1] {
+                    let i0 = blk * block, i1 = min(i0 + block, T), rows = (i1 - i0) * G
+                    let (qa, lda) = stacked(qg + i0 * s.ldq, ld: s.ldq, rows: i1 - i0, s, into: qs)
                     // p[0..<rows, 0..<i1] = scale · Q Kᵀ, then the causal softmax of each row
-                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qh + i0 * s.ldq,
-                          lda: s.ldq, b: kg, ldb: s.ldk, c: p, ldc: i1)
-                    for i in i0..<i1 {
-                        lh[i] = softmaxCausalRow(p + (i - i0) * i1, first: s.firstKey(i), visible: i + 1, width: i1)
+                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qa, lda: lda, b: kg, ldb: s.ldk, c: p, ldc: i1)
+                    for r in 0..<rows {
+                        let t = i0 + r / G
+                        lg[r % G * T + t] = softmaxCausalRow(p + r * i1, first: s.firstKey(t), visible: t + 1, width: i1)
                     }
-                    // out[i0..<i1] = P V
-                    sgemm(m: rows, n: D, k: i1, a: p, lda: i1, b: vg, ldb: s.ldv,
-                          c: oh + i0 * s.qStride, ldc: s.qStride)
-                    i0 = i1
+                    // out[i0..<i1] = P V (GQA: into os, then its rows into out's)
+                    if G == 1 {
+                        sgemm(m: rows, n: D, k: i1, a: p, lda: i1, b: vg, ldb: s.ldv, c: og + i0 * s.qStride, ldc: s.qStride)
+                    } else {
+                        sgemm(m: rows, n: D, k: i1, a: p, lda: i1, b: vg, ldb: s.ldv, c: os, ldc: D)
+                        unpack(og + i0 * s.qStride, ld: s.qStride, os, rows: i1 - i0, width: GD)
+                    }
                 }
             }
         }
@@ -134,80 +235,91 @@ public enum Attention {
     }
 
     /// dq = ∂L/∂q (overwritten); dk, dv (overwritten). `out` and `lse` are the forward's.
-    /// Per query block, P is rebuilt from the scores and lse, then
+    /// Per stacked query block, P is rebuilt from the scores and lse, then
     ///   dP = dO Vᵀ,  dS = P ⊙ (dP − rowsum(dO ⊙ O)),  dQ = scale · dS K,
     ///   dK += scale · dSᵀ Q,  dV += Pᵀ dO
-    /// (rowsum(dP ⊙ P) = rowsum(dO ⊙ O), one dot product of D instead of one of T).
+    /// (rowsum(dP ⊙ P) = rowsum(dO ⊙ O), one dot product of D instead of one of T). The
+    /// stacked rows make dK, dV the sum over the group's heads.
     public static func backward(dq: FPtr, dk: FPtr, dv: FPtr, dout: UnsafePointer<Float>,
                                 out: UnsafePointer<Float>, lse: UnsafePointer<Float>, q: UnsafePointer<Float>,
                                 k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                 scratch: FPtr, _ s: Shape) {
         Profile.measure(.attention) {
-            let T = s.seqLen, D = s.headDim, group = s.group
-            // Under GQA each head's dK, dV [T, D] go to its slice of the scratch, after the lanes'.
-            let headGrads = scratch + s.lanes * s.laneCount, headDV = headGrads + s.headGradsCount / 2
-            if group == 1 {
-                for r in 0..<(s.batch * T) {
-                    (dk + r * s.ldk).update(repeating: 0, count: s.kvStride)
-                    (dv + r * s.ldv).update(repeating: 0, count: s.kvStride)
+            let T = s.seqLen, D = s.headDim, G = s.group, GD = G * D, M = s.stackRows, KV = s.kvHeads
+            let split = s.split(), direct = split.order.count == 1
+            // With several parts: per (sequence, group) [dK partials | dV partials], each [keySum, D], after the lanes'.
+            let partials = scratch + s.lanes * s.laneCount, perGroup = 2 * split.keySum * D
+            eachUnit(s, split, scratch: scratch) { b, g, part, p in
+                // lane: p, dp [G·block, T] probabilities and score gradients; qs, gs, os [G·block, D] (GQA)
+                let dp = p + M * T, qs = dp + M * T, gs = qs + M * D, os = gs + M * D
+                let qOff = b * T * s.ldq + g * GD                       // q, dq
+                let oOff = b * T * s.qStride + g * GD                   // out, dout
+                let kg = k + b * T * s.ldk + g * D, vg = v + b * T * s.ldv + g * D
+                let lg = lse + (b * s.heads + g * G) * T
+                // where this unit's dK, dV add up: the group's columns, or (several parts) its partials
+                let keys = split.keyEnd[part]
+                let (dkg, ldk, dvg, ldv): (FPtr, Int, FPtr, Int)
+                if direct {
+                    (dkg, ldk, dvg, ldv) = (dk + b * T * s.ldk + g * D, s.ldk, dv + b * T * s.ldv + g * D, s.ldv)
+                    for t in 0..<keys {
+                        (dkg + t * ldk).update(repeating: 0, count: D)
+                        (dvg + t * ldv).update(repeating: 0, count: D)
+                    }
+                } else {
+                    let base = partials + (b * KV + g) * perGroup + split.keyOffset[part] * D
+                    (dkg, ldk, dvg, ldv) = (base, D, base + split.keySum * D, D)
+                    dkg.update(repeating: 0, count: keys * D)
+                    dvg.update(repeating: 0, count: keys * D)
                 }
-            }
-            eachPair(s, scratch: scratch) { pair, p in
-                let b = pair / s.heads, h = pair % s.heads
-                let dp = p + block * T
-                let off = b * T * s.qStride + h * D                 // out, dout
-                let qOff = b * T * s.ldq + h * D                    // q, dq
-                let kOff = b * T * s.ldk + (h / group) * D, vOff = b * T * s.ldv + (h / group) * D
-                // where this head's dK, dV add up: its group's columns, or (GQA) its own slice
-                let (dkh, ldk, dvh, ldv) = group == 1
-                    ? (dk + kOff, s.ldk, dv + vOff, s.ldv)
-                    : (headGrads + pair * T * D, D, headDV + pair * T * D, D)
-                if group > 1 {
-                    dkh.update(repeating: 0, count: T * D)
-                    dvh.update(repeating: 0, count: T * D)
-                }
-                let lh = lse + pair * T
-                var i0 = 0
-                while i0 < T {
-                    let i1 = min(i0 + block, T), rows = i1 - i0
+                for blk in split.start[part]..<split.start[part + 1] {
+                    let i0 = blk * block, i1 = min(i0 + block, T), rows = (i1 - i0) * G
+                    let (qa, lda) = stacked(q + qOff + i0 * s.ldq, ld: s.ldq, rows: i1 - i0, s, into: qs)
+                    let (ga, ldg) = stacked(dout + oOff + i0 * s.qStride, ld: s.qStride, rows: i1 - i0, s, into: gs)
                     // P rebuilt: exp(scale · q·k − lse) over the visible keys, 0 elsewhere
-                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: q + qOff + i0 * s.ldq,
-                          lda: s.ldq, b: k + kOff, ldb: s.ldk, c: p, ldc: i1)
+                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qa, lda: lda, b: kg, ldb: s.ldk, c: p, ldc: i1)
                     // dP = dO Vᵀ over the visible keys
-                    sgemm(transB: true, m: rows, n: i1, k: D, a: dout + off + i0 * s.qStride, lda: s.qStride,
-                          b: v + vOff, ldb: s.ldv, c: dp, ldc: i1)
-                    for i in i0..<i1 {
-                        let pr = p + (i - i0) * i1, dr = dp + (i - i0) * i1
-                        let first = s.firstKey(i), shift = lh[i]
+                    sgemm(transB: true, m: rows, n: i1, k: D, a: ga, lda: ldg, b: vg, ldb: s.ldv, c: dp, ldc: i1)
+                    for r in 0..<rows {
+                        let t = i0 + r / G, i = r % G
+                        let pr = p + r * i1, dr = dp + r * i1
+                        let first = s.firstKey(t), shift = lg[i * T + t]
                         var dot: Float = 0
-                        let oi = out + off + i * s.qStride, gi = dout + off + i * s.qStride
+                        let at = oOff + t * s.qStride + i * D
+                        let oi = out + at, gi = dout + at
                         for d in 0..<D { dot += oi[d] * gi[d] }
                         for j in 0..<first { pr[j] = 0; dr[j] = 0 }
-                        probabilityAndScoreGradient(p: pr + first, dp: dr + first, count: i + 1 - first, shift: shift, dot: dot)
-                        for j in (i + 1)..<i1 { pr[j] = 0; dr[j] = 0 }
+                        probabilityAndScoreGradient(p: pr + first, dp: dr + first, count: t + 1 - first, shift: shift, dot: dot)
+                        for j in (t + 1)..<i1 { pr[j] = 0; dr[j] = 0 }
                     }
                     // dV[0..<i1] += Pᵀ dO
-                    sgemm(transA: true, m: i1, n: D, k: rows, a: p, lda: i1,
-                          b: dout + off + i0 * s.qStride, ldb: s.qStride, beta: 1, c: dvh, ldc: ldv)
-                    // dQ = scale · dS K ;  dK += scale · dSᵀ Q
-                    sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: k + kOff, ldb: s.ldk,
-                          c: dq + qOff + i0 * s.ldq, ldc: s.ldq)
-                    sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: i1,
-                          b: q + qOff + i0 * s.ldq, ldb: s.ldq, beta: 1, c: dkh, ldc: ldk)
-                    i0 = i1
+                    sgemm(transA: true, m: i1, n: D, k: rows, a: p, lda: i1, b: ga, ldb: ldg, beta: 1, c: dvg, ldc: ldv)
+                    // dQ = scale · dS K (GQA: into os, then its rows into dq's)
+                    if G == 1 {
+                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: kg, ldb: s.ldk,
+                              c: dq + qOff + i0 * s.ldq, ldc: s.ldq)
+                    } else {
+                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: kg, ldb: s.ldk, c: os, ldc: D)
+                        unpack(dq + qOff + i0 * s.ldq, ld: s.ldq, os, rows: i1 - i0, width: GD)
+                    }
+                    // dK[0..<i1] += scale · dSᵀ Q
+                    sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: i1, b: qa, ldb: lda,
+                          beta: 1, c: dkg, ldc: ldk)
                 }
             }
-            // GQA: dK, dV of each group = its heads' shares, added in head order.
-            if group > 1 {
+            // Several parts: dK, dV of key t = the partials of the parts that reach it, added in part order.
+            if !direct {
+                let P = split.order.count
                 Parallel.chunks(s.batch * T, grain: 16) { rows in
                     for r in rows {
                         let b = r / T, t = r % T
-                        for g in 0..<s.kvHeads {
+                        var p0 = 0
+                        while split.keyEnd[p0] <= t { p0 += 1 }
+                        for g in 0..<KV {
                             let dkr = dk + r * s.ldk + g * D, dvr = dv + r * s.ldv + g * D
-                            for i in 0..<group {
-                                let pair = b * s.heads + g * group + i
-                                let hk = headGrads + (pair * T + t) * D, hv = headDV + (pair * T + t) * D
-                                if i == 0 {
+                            let base = partials + (b * KV + g) * perGroup + t * D
+                            for part in p0..<P {
+                                let hk = base + split.keyOffset[part] * D, hv = hk + split.keySum * D
+                                if part == p0 {
                                     for d in 0..<D { dkr[d] = hk[d]; dvr[d] = hv[d] }
                                 } else {
                                     for d in 0..<D { dkr[d] += hk[d]; dvr[d] += hv[d] }

@@ -11,7 +11,7 @@ struct ThreadBudget {
     let replicas: Int
 
     /// BLAS threads each model uses while the replicas train (summary.json's blas_threads); also
-    /// the threads a model's attention spreads its heads over (Attention.Shape.lanes).
+    /// the threads a model's attention spreads its work units over (Attention.Shape.lanes).
     var blasThreadsPerReplica: Int { replicas > 1 ? 1 : threads }
 
     /// Every thread to one model: the state outside `replicaPhase`.

@@ -103,10 +103,17 @@ import Testing
         Self.check(dx, Self.numeric(&x, loss), "rope")
     }
 
+    /// Groups of 2 and 3 query heads (stacked into one product) and of 1 (not stacked); T under
+    /// one block, not a multiple of it, and over several blocks split into several parts (the
+    /// backward's partial dK, dV) or one (dK, dV added in place); with and without a window.
     @Test("attention, grouped-query, with more rows than one block, with and without a sliding window",
-          arguments: [(5, 1, nil), (70, 2, nil), (70, 1, 20)] as [(Int, Int, Int?)])
-    func attention(T: Int, batch: Int, window: Int?) {
-        let s = Attention.Shape(batch: batch, seqLen: T, heads: 4, kvHeads: 2, headDim: 4, window: window)
+          arguments: [(5, 1, 4, 2, nil, 1), (70, 2, 4, 2, nil, 2), (70, 1, 4, 2, 20, 2),
+                      (40, 1, 3, 1, nil, 1), (130, 2, 6, 2, nil, 3), (200, 1, 3, 1, nil, 4),
+                      (150, 1, 6, 2, 40, 3), (70, 1, 12, 12, nil, 1), (130, 1, 36, 12, 50, 1)]
+                     as [(Int, Int, Int, Int, Int?, Int)])
+    func attention(T: Int, batch: Int, heads: Int, kvHeads: Int, window: Int?, parts: Int) {
+        let s = Attention.Shape(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: 4, window: window)
+        #expect(s.parts == parts, "the case meant to cover \(parts) part(s) covers \(s.parts)")
         let nq = batch * T * s.heads * s.headDim, nkv = batch * T * s.kvHeads * s.headDim
         var q = Self.random(nq, seed: 11), k = Self.random(nkv, seed: 12), v = Self.random(nkv, seed: 13)
         let r = Self.random(nq, seed: 14)

@@ -86,31 +86,64 @@ import Testing
         Parallel.workers = saved
         for (i, (a, b)) in zip(one, three).enumerated() { #expect(a == b, "output \(i) differs") }
     }
-    @Test("attention on one lane or three (single-threaded sgemm inside): the same bits",
-          arguments: [(6, 2, nil), (4, 4, nil), (6, 3, 40)] as [(Int, Int, Int?)])
-    func attentionLanesDoNotChangeResults(heads: Int, kvHeads: Int, window: Int?) {
-        let T = 150, batch = 2, D = 16  // three query blocks, grouped or not, with and without a window
+    /// The work units (sequence, group, part) go to whichever lane is free, and the backward's
+    /// parts each add into their own dK, dV: one lane, two or three must give the same bits,
+    /// stacked groups (3 heads: SmolLM2's; 2) or not, several parts or one, with a window or not.
+    @Test("attention on one lane, two or three (single-threaded sgemm inside): the same bits",
+          arguments: [(2, 150, 6, 2, nil), (2, 150, 4, 4, nil), (2, 150, 6, 3, 40), (1, 300, 9, 3, nil),
+                      (1, 200, 3, 1, 70), (1, 130, 12, 12, nil), (1, 100, 24, 12, nil)] as [(Int, Int, Int, Int, Int?)])
+    func attentionLanesDoNotChangeResults(batch: Int, T: Int, heads: Int, kvHeads: Int, window: Int?) {
+        let D = 16
         let one = Attention.Shape(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: D, window: window)
-        var three = one
-        three.lanes = 3
         let nq = batch * T * heads * D, nkv = batch * T * kvHeads * D
         var g = SplitMix64(seed: 9)
         func random(_ n: Int) -> FloatBuffer { FloatBuffer((0..<n).map { _ in g.normal() }) }
         let q = random(nq), k = random(nkv), v = random(nkv), dout = random(nq)
+        let guardFloats = 64, sentinel: Float = -12345.5  // after the scratch: must stay untouched
         func run(_ s: Attention.Shape) -> [[Float]] {
-            let out = FloatBuffer(nq), lse = FloatBuffer(s.lseCount), scratch = FloatBuffer(s.scratchCount)
+            let out = FloatBuffer(nq), lse = FloatBuffer(s.lseCount)
+            let scratch = FloatBuffer([Float](repeating: sentinel, count: s.scratchCount + guardFloats))
             let dq = FloatBuffer(nq), dk = FloatBuffer(nkv), dv = FloatBuffer(nkv)
             Attention.forward(out: out.ptr, lse: lse.ptr, q: q.ptr, k: k.ptr, v: v.ptr, scratch: scratch.ptr, s)
             Attention.backward(dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, dout: dout.ptr, out: out.ptr, lse: lse.ptr,
                                q: q.ptr, k: k.ptr, v: v.ptr, scratch: scratch.ptr, s)
+            for i in 0..<guardFloats { #expect(scratch[s.scratchCount + i] == sentinel, "lanes \(s.lanes) wrote past the scratch") }
             return [out.array, lse.array, dq.array, dk.array, dv.array]
         }
         let saved = BLAS.threads
         BLAS.setThreads(1)
         let serial = run(one)
-        BLAS.setThreads(3)
-        let parallel = run(three)
+        for lanes in [2, 3] {
+            var s = one
+            s.lanes = lanes
+            BLAS.setThreads(lanes)
+            let parallel = run(s)
+            for (i, (a, b)) in zip(serial, parallel).enumerated() { #expect(a == b, "lanes \(lanes): output \(i) differs") }
+        }
         BLAS.setThreads(saved)
-        for (i, (a, b)) in zip(serial, parallel).enumerated() { #expect(a == b, "output \(i) differs") }
+    }
+
+    /// Each (sequence, group)'s query blocks split into parts of about equal cost: every block in
+    /// exactly one part, no part empty, each part's cost within one block's of an even share.
+    @Test("attention's parts: every block once, of about equal cost, fixed by the shape alone",
+          arguments: [(2048, 3), (512, 3), (150, 1), (2000, 8), (64, 3), (65, 3), (4096, 32)])
+    func attentionSplitIsBalanced(T: Int, kvHeads: Int) {
+        var s = Attention.Shape(batch: 1, seqLen: T, heads: 3 * kvHeads, kvHeads: kvHeads, headDim: 64)
+        let split = s.split()
+        let P = s.parts, n = s.blocks
+        #expect(split.start.count == P + 1 && split.start.first == 0 && split.start.last == n)
+        for p in 0..<P { #expect(split.start[p] < split.start[p + 1], "part \(p) is empty") }
+        let total = (0..<n).reduce(0) { $0 + s.blockCost($1) }
+        let biggest = (0..<n).map(s.blockCost).max()!
+        for p in 0..<P {
+            let cost = (split.start[p]..<split.start[p + 1]).reduce(0) { $0 + s.blockCost($1) }
+            #expect(split.cost[p] == cost)
+            #expect(abs(cost * P - total) <= biggest * P, "part \(p): \(cost) of \(total) over \(P) parts")
+            #expect(split.keyEnd[p] == min(split.start[p + 1] * Attention.block, T))
+        }
+        #expect(split.order.map { split.cost[$0] } == split.cost.sorted(by: >))
+        s.lanes = 7
+        s.batch = 5
+        #expect(s.split().start == split.start)
     }
 }
