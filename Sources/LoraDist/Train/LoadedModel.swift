@@ -135,7 +135,7 @@ public final class LoadedModel {
         self.base = base
         let threads = try cluster.agree { try cluster.threads(requested: o.threads) }
         let r = max(1, min(o.replicas ?? threads, o.maxBatch))
-        // Without replicas the one model spreads attention's heads over every thread.
+        // Without replicas the one model spreads attention's work units over every thread.
         budget = ThreadBudget(threads: threads, replicas: r)
         let attentionLanes = budget.blasThreadsPerReplica
         if base == nil {
