@@ -26,9 +26,12 @@ import Foundation
 /// multiplies), a number fixed by the shape (not by the lanes). Units go to up to `lanes`
 /// worker threads with single-threaded sgemm (BLAS.oneThreadPerWorker), most expensive
 /// first, each lane taking the next unit when it is done, so lanes balance at batch 1 too.
-/// In the backward a part's dK, dV (keys up to its last block's end) go to its own partial
-/// buffer, summed in part order afterwards: the bits depend neither on how many lanes ran
-/// nor on which lane ran what. With one part the unit adds into dk, dv directly.
+/// In the backward the last part (whose keys are all T) adds into dk, dv directly; every
+/// other part's dK, dV (keys up to its last block's end) go to its own partial buffer, which
+/// the lane finishing the (sequence, group)'s last unit adds onto dk, dv in part order: the
+/// bits depend neither on how many lanes ran nor on which lane ran what. One lane runs a
+/// (sequence, group)'s parts back to back and sums them at once, so the (sequence, group)s
+/// take turns in one set of partials, which stays in cache.
 public enum Attention {
     static let block = 64
     /// Work units wanted per sequence: `parts` is about this over the key/value heads, so
@@ -67,11 +70,11 @@ public enum Attention {
         /// Floats of one lane: a stacked block of scores and their gradient [2, G·block, T],
         /// and under GQA the stacked q (or dO), dO and output (or dQ) [3, G·block, D].
         var laneCount: Int { 2 * stackRows * seqLen + (group > 1 ? 3 * stackRows * headDim : 0) }
-        /// Floats of the backward's partial dK, dV: per (sequence, group) [2, Σ part key ends, D]
-        /// (none with one part).
-        var partialsFloats: Double {
-            parts > 1 ? 2 * Double(batch) * Double(kvHeads) * Double(split().keySum) * Double(headDim) : 0
-        }
+        /// (Sequence, group)s whose partial dK, dV are kept at once: one on one lane (eachUnit).
+        var partialSets: Int { lanes == 1 ? 1 : batch * kvHeads }
+        /// Floats of the backward's partial dK, dV: per set [2, Σ key ends of the parts but the
+        /// last, D] (none with one part).
+        var partialsFloats: Double { 2 * Double(partialSets) * Double(split().partialRows) * Double(headDim) }
         /// Floats of the scratch forward and backward need: each lane's, then the partials.
         /// In Double for LlamaModel.workingFloats (sizes past Int are measured, not trapped on).
         public var scratchFloats: Double { Double(lanes) * Double(laneCount) + partialsFloats }
@@ -102,46 +105,62 @@ public enum Attention {
             start.append(n)
             let keyEnd = (0..<P).map { Swift.min(start[$0 + 1] * Attention.block, seqLen) }
             var keyOffset: [Int] = []
-            var keySum = 0
-            for e in keyEnd { keyOffset.append(keySum); keySum += e }
+            var partialRows = 0
+            for e in keyEnd.dropLast() { keyOffset.append(partialRows); partialRows += e }
             let cost = (0..<P).map { cum[start[$0 + 1]] - cum[start[$0]] }
             let order = (0..<P).sorted { cost[$0] != cost[$1] ? cost[$0] > cost[$1] : $0 < $1 }
-            return Split(start: start, keyEnd: keyEnd, keyOffset: keyOffset, keySum: keySum, cost: cost, order: order)
+            return Split(start: start, keyEnd: keyEnd, keyOffset: keyOffset, partialRows: partialRows,
+                         cost: cost, order: order)
         }
     }
 
     /// Part p of a (sequence, group) is query blocks start[p] ..< start[p + 1]; its dK, dV
-    /// cover keys 0 ..< keyEnd[p], rows keyOffset[p] ... of the (sequence, group)'s partials.
+    /// cover keys 0 ..< keyEnd[p] (the last part's: all T), for every part but the last rows
+    /// keyOffset[p] ... of the (sequence, group)'s partials, partialRows in all.
     struct Split {
-        let start: [Int], keyEnd: [Int], keyOffset: [Int], keySum: Int
+        let start: [Int], keyEnd: [Int], keyOffset: [Int], partialRows: Int
         /// Each part's cost (Σ blockCost), and the parts from the most expensive.
         let cost: [Int], order: [Int]
     }
 
-    /// Hands out 0, 1, 2, ... to whichever lane asks next.
+    /// Hands out units 0, 1, 2, ... to whichever lane asks next, and counts each (sequence,
+    /// group)'s units done.
     private final class Ticket: @unchecked Sendable {
         private let lock = NSLock()
         private var next = 0
+        private var left: [Int]
+        init(groups: Int, parts: Int) { left = Array(repeating: parts, count: groups) }
         func take() -> Int { lock.lock(); defer { lock.unlock() }; next += 1; return next - 1 }
+        /// One unit of (sequence, group) `i` done; true for the last of them. The lock also
+        /// orders the other lanes' writes to its partials before the caller's reads.
+        func done(_ i: Int) -> Bool { lock.lock(); defer { lock.unlock() }; left[i] -= 1; return left[i] == 0 }
     }
 
-    /// body(b, g, part, laneScratch) for every work unit, most expensive part first, on up to
-    /// `s.lanes` workers with one BLAS thread each; a lane takes the next unit when it is done.
-    private static func eachUnit(_ s: Shape, _ split: Split, scratch: FPtr, _ body: (Int, Int, Int, FPtr) -> Void) {
+    /// body(b, g, part, laneScratch) for every work unit, then finished(b, g, laneScratch) once
+    /// all of (b, g)'s parts are done, on the lane that did the last. On up to `s.lanes` workers
+    /// with one BLAS thread each, most expensive part first, a lane taking the next unit when
+    /// it is done; one lane runs each (b, g)'s parts back to back instead (same units, same bits).
+    private static func eachUnit(_ s: Shape, _ split: Split, scratch: FPtr, _ body: (Int, Int, Int, FPtr) -> Void,
+                                 finished: (Int, Int, FPtr) -> Void = { _, _, _ in }) {
         let perPart = s.batch * s.kvHeads, units = perPart * split.order.count
-        func run(_ u: Int, _ lane: FPtr) { body(u % perPart / s.kvHeads, u % s.kvHeads, split.order[u / perPart], lane) }
         let lanes = min(s.lanes, Parallel.workers, units)
         if lanes <= 1 {
-            for u in 0..<units { run(u, scratch) }
+            for u in 0..<perPart {
+                for part in split.order { body(u / s.kvHeads, u % s.kvHeads, part, scratch) }
+                finished(u / s.kvHeads, u % s.kvHeads, scratch)
+            }
             return
         }
-        let ticket = Ticket()
+        let ticket = Ticket(groups: perPart, parts: split.order.count)
         BLAS.oneThreadPerWorker {
             DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                let p = scratch + lane * s.laneCount
                 while true {
                     let u = ticket.take()
                     if u >= units { break }
-                    run(u, scratch + lane * s.laneCount)
+                    let bg = u % perPart, b = bg / s.kvHeads, g = bg % s.kvHeads
+                    body(b, g, split.order[u / perPart], p)
+                    if ticket.done(bg) { finished(b, g, p) }
                 }
             }
         }
@@ -214,6 +233,15 @@ public enum Attention {
         return mx + Foundation.log(sum)
     }
 
+    /// dst[d] += src[d] for d in 0..<count (rows of different buffers; vectors spelled out
+    /// like below, as LLVM cannot prove them apart).
+    @inline(__always)
+    static func addRow(_ dst: FPtr, _ src: UnsafePointer<Float>, _ count: Int) {
+        var d = 0
+        while d + 8 <= count { store8(load8(dst, d) + load8(src, d), dst, d); d += 8 }
+        while d < count { dst[d] += src[d]; d += 1 }
+    }
+
     /// p[j] = exp(p[j] − shift) (the score rebuilt into a probability), dp[j] = p[j] · (dp[j] − dot)
     /// for j in 0..<count. Explicit vectors: p and dp are two rows of one scratch, which LLVM
     /// cannot prove apart, so it left this loop scalar.
@@ -246,9 +274,15 @@ public enum Attention {
                                 scratch: FPtr, _ s: Shape) {
         Profile.measure(.attention) {
             let T = s.seqLen, D = s.headDim, G = s.group, GD = G * D, M = s.stackRows, KV = s.kvHeads
-            let split = s.split(), direct = split.order.count == 1
-            // With several parts: per (sequence, group) [dK partials | dV partials], each [keySum, D], after the lanes'.
-            let partials = scratch + s.lanes * s.laneCount, perGroup = 2 * split.keySum * D
+            let split = s.split(), last = split.keyEnd.count - 1
+            // Per (sequence, group), or one set on one lane: [dK partials | dV partials], each
+            // [partialRows, D], after the lanes'.
+            let partials = scratch + s.lanes * s.laneCount, perSet = 2 * split.partialRows * D
+            func partial(_ b: Int, _ g: Int, _ part: Int) -> (dk: FPtr, dv: FPtr) {
+                let set = s.partialSets == 1 ? 0 : b * KV + g
+                let base = partials + set * perSet + split.keyOffset[part] * D
+                return (base, base + split.partialRows * D)
+            }
             eachUnit(s, split, scratch: scratch) { b, g, part, p in
                 // lane: p, dp [G·block, T] probabilities and score gradients; qs, gs, os [G·block, D] (GQA)
                 let dp = p + M * T, qs = dp + M * T, gs = qs + M * D, os = gs + M * D
@@ -256,18 +290,18 @@ public enum Attention {
                 let oOff = b * T * s.qStride + g * GD                   // out, dout
                 let kg = k + b * T * s.ldk + g * D, vg = v + b * T * s.ldv + g * D
                 let lg = lse + (b * s.heads + g * G) * T
-                // where this unit's dK, dV add up: the group's columns, or (several parts) its partials
+                // where this unit's dK, dV add up: the group's columns (last part), or its partials
                 let keys = split.keyEnd[part]
                 let (dkg, ldk, dvg, ldv): (FPtr, Int, FPtr, Int)
-                if direct {
+                if part == last {
                     (dkg, ldk, dvg, ldv) = (dk + b * T * s.ldk + g * D, s.ldk, dv + b * T * s.ldv + g * D, s.ldv)
                     for t in 0..<keys {
                         (dkg + t * ldk).update(repeating: 0, count: D)
                         (dvg + t * ldv).update(repeating: 0, count: D)
                     }
                 } else {
-                    let base = partials + (b * KV + g) * perGroup + split.keyOffset[part] * D
-                    (dkg, ldk, dvg, ldv) = (base, D, base + split.keySum * D, D)
+                    let h = partial(b, g, part)
+                    (dkg, ldk, dvg, ldv) = (h.dk, D, h.dv, D)
                     dkg.update(repeating: 0, count: keys * D)
                     dvg.update(repeating: 0, count: keys * D)
                 }
@@ -305,27 +339,17 @@ public enum Attention {
                     sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: i1, b: qa, ldb: lda,
                           beta: 1, c: dkg, ldc: ldk)
                 }
-            }
-            // Several parts: dK, dV of key t = the partials of the parts that reach it, added in part order.
-            if !direct {
-                let P = split.order.count
-                Parallel.chunks(s.batch * T, grain: 16) { rows in
-                    for r in rows {
-                        let b = r / T, t = r % T
-                        var p0 = 0
-                        while split.keyEnd[p0] <= t { p0 += 1 }
-                        for g in 0..<KV {
-                            let dkr = dk + r * s.ldk + g * D, dvr = dv + r * s.ldv + g * D
-                            let base = partials + (b * KV + g) * perGroup + t * D
-                            for part in p0..<P {
-                                let hk = base + split.keyOffset[part] * D, hv = hk + split.keySum * D
-                                if part == p0 {
-                                    for d in 0..<D { dkr[d] = hk[d]; dvr[d] = hv[d] }
-                                } else {
-                                    for d in 0..<D { dkr[d] += hk[d]; dvr[d] += hv[d] }
-                                }
-                            }
-                        }
+            } finished: { b, g, _ in
+                // dK, dV of key t: the last part's, plus those of the other parts reaching t, in part order
+                guard last > 0 else { return }
+                var first = 0
+                for t in 0..<split.keyEnd[last - 1] {
+                    while split.keyEnd[first] <= t { first += 1 }
+                    let dkr = dk + (b * T + t) * s.ldk + g * D, dvr = dv + (b * T + t) * s.ldv + g * D
+                    for part in first..<last {
+                        let h = partial(b, g, part)
+                        addRow(dkr, h.dk + t * D, D)
+                        addRow(dvr, h.dv + t * D, D)
                     }
                 }
             }
