@@ -155,6 +155,40 @@ import Testing
         for i in 0..<((T - 1) * s.heads * s.headDim) { #expect(o1[i] == o2[i]) }
     }
 
+    /// T = 1: each query sees only its own key, with probability 1, so out is v, dV is the
+    /// group's dO summed over its heads, and dQ, dK vanish (up to rounding: finite differences
+    /// against an exact 0 would measure only noise).
+    @Test("attention at T = 1, stacked group of 3, batch 2")
+    func attentionOfOnePosition() {
+        let s = Attention.Shape(batch: 2, seqLen: 1, heads: 6, kvHeads: 2, headDim: 4)
+        let nq = 2 * 6 * 4, nkv = 2 * 2 * 4
+        let q = Self.random(nq, seed: 21), k = Self.random(nkv, seed: 22), v = Self.random(nkv, seed: 23)
+        let r = Self.random(nq, seed: 24)
+        let scratch = FloatBuffer(s.scratchCount)
+        let out = FloatBuffer(nq), lse = FloatBuffer(s.lseCount)
+        Attention.forward(out: out.ptr, lse: lse.ptr, q: q, k: k, v: v, scratch: scratch.ptr, s)
+        let dq = FloatBuffer(nq), dk = FloatBuffer(nkv), dv = FloatBuffer(nkv)
+        Attention.backward(dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, dout: r, out: out.ptr, lse: lse.ptr, q: q, k: k, v: v,
+                           scratch: scratch.ptr, s)
+        for b in 0..<2 {
+            for h in 0..<6 {
+                for d in 0..<4 {
+                    let kvAt = b * 8 + h / 3 * 4 + d
+                    #expect(abs(out[b * 24 + h * 4 + d] - v[kvAt]) <= 1e-6)
+                    #expect(abs(dq[b * 24 + h * 4 + d]) <= 1e-5)
+                }
+            }
+            for g in 0..<2 {
+                for d in 0..<4 {
+                    let at = b * 8 + g * 4 + d
+                    let sum = (0..<3).reduce(Float(0)) { $0 + r[b * 24 + (g * 3 + $1) * 4 + d] }
+                    #expect(abs(dv[at] - sum) <= 1e-5)
+                    #expect(abs(dk[at]) <= 1e-5)
+                }
+            }
+        }
+    }
+
     @Test func swiglu() {
         let n = 12
         var gate = Self.random(n, seed: 15, scale: 2), up = Self.random(n, seed: 16)
