@@ -4,7 +4,7 @@ import LoraDist
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed.", subcommands: [BenchStep.self, BenchAllreduce.self, BenchCheckpoint.self, BenchTokenizer.self])
+        abstract: "Measure speed.", subcommands: [BenchStep.self, BenchAttention.self, BenchAllreduce.self, BenchCheckpoint.self, BenchTokenizer.self])
 }
 
 struct BenchStep: ParsableCommand {
@@ -51,6 +51,35 @@ struct BenchStep: ParsableCommand {
             try cal.save()
             print("calibration saved to \(Calibration.path)")
         }
+        if json { print(String(decoding: try JSONSerialization.data(withJSONObject: r.json, options: [.sortedKeys]), as: UTF8.self)) }
+    }
+}
+
+struct BenchAttention: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attention",
+        abstract: "Time attention's forward and backward alone on random inputs of one shape, threaded as train runs one model (for tools/bench-attention-vs-pytorch.sh).")
+
+    @Option(help: "Sequences.") var batch: Int = 4
+    @Option(name: .customLong("seq"), help: "Tokens per sequence.") var seqLen: Int = 512
+    @Option(help: "Query heads (default: SmolLM2-135M's).") var heads: Int = 9
+    @Option(name: .customLong("kv-heads"), help: "Key/value heads; --heads must be a multiple.") var kvHeads: Int = 3
+    @Option(name: .customLong("head-dim"), help: "Floats per head.") var headDim: Int = 64
+    @Option(help: "Sliding window: query i sees keys i - window + 1 ... i (default: all earlier keys).") var window: Int?
+    @Option(help: "Threads: attention's lanes and BLAS threads, as train gives one model without replicas (default: the cores of the node).")
+    var threads: Int?
+    @Option(help: "Timed steps (after one warm-up step).") var steps: Int = 3
+    @Option(help: "Layers per step: forward of each, then backward of each in reverse, every layer with its own inputs.") var layers: Int = 1
+    @Flag(help: "Print one JSON object as the last line.") var json = false
+
+    func run() throws {
+        var o = AttentionBenchmark.Options()
+        o.batch = batch; o.seqLen = seqLen; o.heads = heads; o.kvHeads = kvHeads; o.headDim = headDim
+        o.window = window; o.steps = steps; o.layers = layers
+        // The default as bench step's, from the node (Cluster); a value given is checked with the others.
+        o.threads = try threads ?? Cluster().threads(requested: nil)
+        let r = try AttentionBenchmark.run(o)
+        print(r.report)
         if json { print(String(decoding: try JSONSerialization.data(withJSONObject: r.json, options: [.sortedKeys]), as: UTF8.self)) }
     }
 }
