@@ -28,7 +28,8 @@ public struct StepBenchmark {
     public var stepMs = 0.0                    // median over the timed steps (slowest rank)
     public var sections: [(String, Double)] = []  // ms per step on rank 0, by kind of work
     public var flopsPerStep = 0                // sgemm FLOPs of all ranks (Int is 64-bit; summed in Double, exact below 2^53)
-    public var sgemmGflops = 0.0               // Σ over ranks of one 1024³ sgemm each, run at once
+    public var sgemmGflops = 0.0               // Σ over ranks of one 1024³ sgemm each, run at once (median of the samples)
+    public var sgemmSamples: [Double] = []     // that yardstick before the first timed step and after each
     public var allocatedBytes = 0              // by the kernels during the timed steps
     public var peakRSSBytes = 0.0              // Σ over ranks of each one's peak resident set
     public var nodeMemoryBytes = 0.0           // Σ PSS over the node at the end (shared pages once)
@@ -67,16 +68,28 @@ public struct StepBenchmark {
         r.total = trainer.model.totalParams
         var times: [Double] = [], waits: [Double] = [], flops = 0
         _ = try trainer.step(1)  // warms caches and page-faults the buffers in
+        // The yardstick uses all of the rank's threads in one sgemm (outside a step's replica
+        // phase the rank's budget gives them all to one model), even when the step ran them as
+        // replicas with one BLAS thread each. It is sampled before the first timed step and
+        // after each, and its median taken like the steps': on a shared machine whose speed
+        // drifts, a yardstick measured once, at another moment, moves the ratio by ±15 %.
+        func sampleYardstick() {
+            guard o.yardstick else { return }
+            cluster.barrier()
+            r.sgemmSamples.append(cluster.sum([sgemmGflops(repeats: 3)])[0])
+        }
+        sampleYardstick()
         Profile.reset()
-        Profile.enabled = true
         for s in 0..<o.steps {
             let f0 = FlopCounter.sgemm
+            Profile.enabled = true
             let res = try trainer.step(s + 2)
+            Profile.enabled = false
             flops += FlopCounter.sgemm - f0
             times.append(res.seconds)
             waits.append(res.commWait)
+            sampleYardstick()
         }
-        Profile.enabled = false
         // The slowest rank sets the pace of a synchronous step.
         let slowest = cluster.maximum(times)
         r.stepMs = slowest.sorted()[slowest.count / 2] * 1000
@@ -90,17 +103,17 @@ public struct StepBenchmark {
         r.gemmShapes = Profile.gemms.map { (shape: $0.key, calls: Double($0.value.calls) / Double(o.steps), ms: $0.value.seconds * per) }
             .sorted { ($0.ms, $1.shape) > ($1.ms, $0.shape) }
         r.flopsPerStep = Int(cluster.sum([Double(flops) / Double(o.steps)])[0])
-        // The yardstick uses all of the rank's threads in one sgemm (outside a step's replica
-        // phase the rank's budget gives them all to one model), even when the step ran them as
-        // replicas with one BLAS thread each.
-        if o.yardstick {
-            cluster.barrier()
-            r.sgemmGflops = cluster.sum([sgemmGflops()])[0]
-        }
+        if !r.sgemmSamples.isEmpty { r.sgemmGflops = median(r.sgemmSamples) }
         r.peakRSSBytes = cluster.sum([peakRSS()])[0]
         r.nodeMemoryBytes = NodeMemory.nodeBytes(cluster)
         try? FileManager.default.removeItem(atPath: t.runDir)
         return r
+    }
+
+    /// The middle value (the mean of the two middle ones for an even count).
+    static func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted(), n = s.count
+        return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
     }
 
     /// This process's peak resident set (getrusage), in bytes.
@@ -127,15 +140,21 @@ public struct StepBenchmark {
         s += String(format: """
             step      %8.1f ms (median, slowest rank)   %.0f tokens/s
             training  %.1f GFLOP/s (%.2f GFLOP/step in sgemm)
-            sgemm     %.1f GFLOP/s (1024³ on every rank at once, same run)
+            sgemm     %.1f GFLOP/s (1024³ on every rank at once, same run%@)
             ratio     %.0f %% of sgemm
             allocated %ld bytes in the timed steps
             memory    peak RSS %.0f MB (Σ ranks), node PSS %.0f MB
             sgemm FLOPs per step: %ld
-            """, stepMs, tokensPerSecond, gflops, Double(flopsPerStep) / 1e9, sgemmGflops,
+            """, stepMs, tokensPerSecond, gflops, Double(flopsPerStep) / 1e9, sgemmGflops, yardstickSpread,
                           100 * gflops / sgemmGflops, allocatedBytes, peakRSSBytes / 1e6, nodeMemoryBytes / 1e6, flopsPerStep)
         s += "\n" + shapeReport
         return s
+    }
+
+    /// ", median of N between the steps, lowest-highest" when it was sampled more than once.
+    var yardstickSpread: String {
+        guard sgemmSamples.count > 1, let lo = sgemmSamples.min(), let hi = sgemmSamples.max() else { return "" }
+        return String(format: ", median of %ld between the steps, %.0f-%.0f", sgemmSamples.count, lo, hi)
     }
 
     /// The yardstick's GFLOP/s for the threads one sgemm call of a step uses (one under replicas).
@@ -170,7 +189,7 @@ public struct StepBenchmark {
     public var json: [String: Any] {
         ["side": "lora-dist", "ranks": ranks, "threads": threads, "replicas": replicas, "tokens_per_step": tokensPerStep,
          "tokens_per_s": tokensPerSecond, "step_ms": stepMs, "training_gflops": gflops, "sgemm_gflops": sgemmGflops,
-         "sgemm_ratio": gflops / sgemmGflops, "trainable": trainable, "total": total, "unfused": unfused,
+         "sgemm_ratio": gflops / sgemmGflops, "sgemm_gflops_samples": sgemmSamples, "trainable": trainable, "total": total, "unfused": unfused,
          "peak_rss_bytes": peakRSSBytes, "node_memory_bytes": nodeMemoryBytes, "allocated_bytes": allocatedBytes,
          "sections_ms": Dictionary(uniqueKeysWithValues: sections), "blas_core": BLASCore.name,
          "library_target": CPUFeatures.libraryTarget,

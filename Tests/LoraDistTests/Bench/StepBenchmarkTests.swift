@@ -20,6 +20,14 @@ import Testing
         #expect(text.range(of: "-[0-9]", options: .regularExpression) == nil, "a negative count: \(text)")
     }
 
+    @Test func yardstickIsTheMedianOfItsSamples() {
+        #expect(StepBenchmark.median([3, 1, 2]) == 2)
+        #expect(StepBenchmark.median([4, 1, 3, 2]) == 2.5)
+        var r = StepBenchmark()
+        r.ranks = 1; r.stepMs = 1000; r.sgemmSamples = [150, 180, 120]; r.sgemmGflops = 150
+        #expect(r.report.contains("(1024³ on every rank at once, same run, median of 3 between the steps, 120-180)"), "\(r.report)")
+    }
+
     @Test func reportListsShapesAndSumsTheRest() {
         var r = StepBenchmark()
         r.ranks = 1; r.threads = 2; r.replicas = 2; r.stepMs = 1000; r.sgemmGflops = 100
@@ -73,6 +81,11 @@ extension StepBenchmarkTests {
             #expect(abs(ms - section) <= 0.05 * Double(rows.count) + 0.05, "shapes \(ms) ms, sgemm section \(section) ms")
             let json = try #require(lines.last.flatMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
             #expect((json["sgemm_shapes"] as? [[String: Any]])?.count == rows.count)
+            // the yardstick sampled before the one timed step and after it (and, as the shapes
+            // above show, kept out of the step's profile); its figure is their median
+            let samples = try #require(json["sgemm_gflops_samples"] as? [Double])
+            #expect(samples.count == 2 && samples.allSatisfy { $0 > 0 }, "\(samples)")
+            #expect(json["sgemm_gflops"] as? Double == (samples[0] + samples[1]) / 2)
         }
     }
 }
