@@ -10,8 +10,8 @@ import Foundation
 /// gradients' buffers shared, as a model's backward scratch is).
 ///
 /// FLOPs are counted two ways: as run (what went to sgemm, FlopCounter: the forward's two
-/// products and the backward's five, the rebuilt Q·Kᵀ included, over every key up to the end
-/// of a query's block of 64) and useful (the count figures for PyTorch's SDPA use: forward two
+/// products and the backward's five, the rebuilt Q·Kᵀ included, over the keys of a query's
+/// block of 64: from the first its first query sees to the block's end) and useful (the count figures for PyTorch's SDPA use: forward two
 /// products, backward four, over the keys each query sees).
 public struct AttentionBenchmark {
     public struct Options {

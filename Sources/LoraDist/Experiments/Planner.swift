@@ -118,11 +118,10 @@ public struct Planner {
         let perLayer = C * q + 2 * C * kv + q * C + 3 * C * I
         let matmul = 2 * tokens * (Double(c.numHiddenLayers) * perLayer + C * Double(c.vocabSize))
         // causal attention in blocks of rows: a query block multiplies the keys up to its end
-        var pairs = 0
-        for i0 in stride(from: 0, to: seqLen, by: Attention.block) {
-            let i1 = min(i0 + Attention.block, seqLen)
-            pairs += (i1 - i0) * i1
-        }
+        // (from the window's start under a sliding window: Attention.Shape.blockCost)
+        let shape = Attention.Shape(batch: 1, seqLen: seqLen, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+                                    headDim: c.headDim, window: c.slidingWindow)
+        let pairs = (0..<shape.blocks).reduce(0) { $0 + shape.blockCost($1) }
         // per block the forward multiplies Q·Kᵀ and P·V; the backward recomputes Q·Kᵀ (no T×T
         // matrix is kept) and forms dP, dV, dQ and dK: 2 and 5 products of 2·rows·keys·D FLOPs
         let attention = 2 * 2 * Double(batch * pairs) * q * Double(c.numHiddenLayers)

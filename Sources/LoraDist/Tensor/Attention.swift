@@ -8,7 +8,8 @@ import Foundation
 /// group g are the G·D contiguous columns g·G·D ..< (g + 1)·G·D of a row of q.
 ///
 /// Queries are processed in blocks of `block` positions, each against only the keys it can
-/// see (the upper triangle of the score matrix is never computed). The group's G heads run
+/// see (the upper triangle of the score matrix is never computed, nor, under a sliding
+/// window, the keys before the window of the block's first query: `blockKeys`). The group's G heads run
 /// as one stacked block of G·block rows, row-major: stacked row (t − i0)·G + i is query t of
 /// the group's head i, so filling the stack (and emptying it into out, dq) is one copy of
 /// G·D contiguous floats per position, and the rows of one position, which see the same
@@ -82,10 +83,17 @@ public enum Attention {
         /// Floats of the saved log-sum-exp.
         public var lseCount: Int { batch * heads * seqLen }
 
-        /// Query block i's cost: its rows × the keys it multiplies (0 ..< its end).
+        /// The keys query block i multiplies: from the first its first query sees (0 without a
+        /// window) to its end. Keys before a sliding window are skipped, not multiplied and zeroed.
+        func blockKeys(_ i: Int) -> Range<Int> {
+            let i0 = i * Attention.block
+            return firstKey(i0)..<Swift.min(i0 + Attention.block, seqLen)
+        }
+
+        /// Query block i's cost: its rows × the keys it multiplies.
         func blockCost(_ i: Int) -> Int {
-            let i0 = i * Attention.block, i1 = Swift.min(i0 + Attention.block, seqLen)
-            return (i1 - i0) * i1
+            let i0 = i * Attention.block
+            return (Swift.min(i0 + Attention.block, seqLen) - i0) * blockKeys(i).count
         }
 
         /// The split of every (sequence, group)'s query blocks into `parts` runs of about equal cost.
@@ -200,20 +208,21 @@ public enum Attention {
                 let lg = lse + (b * s.heads + g * G) * T          // head g·G + i at lg + i·T
                 for blk in split.start[part]..<split.start[part + 1] {
                     let i0 = blk * block, i1 = min(i0 + block, T), rows = (i1 - i0) * G
+                    let keys = s.blockKeys(blk), k0 = keys.lowerBound, w = keys.count   // column j: key k0 + j
                     let (qa, lda) = stacked(qg + i0 * s.ldq, ld: s.ldq, rows: i1 - i0, s, into: qs)
-                    // p[0..<rows, 0..<i1] = scale · Q Kᵀ, then each row's exp(score − max) over its
+                    // p[0..<rows, 0..<w] = scale · Q Kᵀ, then each row's exp(score − max) over its
                     // visible keys (0 elsewhere), the row's 1 / Σ kept in inv
-                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qa, lda: lda, b: kg, ldb: s.ldk, c: p, ldc: i1)
+                    sgemm(transB: true, m: rows, n: w, k: D, alpha: s.scale, a: qa, lda: lda, b: kg + k0 * s.ldk, ldb: s.ldk, c: p, ldc: w)
                     for r in 0..<rows {
                         let t = i0 + r / G
-                        let e = expCausalRow(p + r * i1, first: s.firstKey(t), visible: t + 1, width: i1)
+                        let e = expCausalRow(p + r * w, first: s.firstKey(t) - k0, visible: t + 1 - k0, width: w)
                         lg[r % G * T + t] = e.lse
                         inv[r] = 1 / e.sum
                     }
                     // out[i0..<i1] = softmax · V: the unnormalised rows times V, each output row
-                    // times its 1 / Σ (D floats a row instead of i1) (GQA: into os, then its rows into out's)
+                    // times its 1 / Σ (D floats a row instead of w) (GQA: into os, then its rows into out's)
                     let (oa, ldo) = G == 1 ? (og + i0 * s.qStride, s.qStride) : (os, D)
-                    sgemm(m: rows, n: D, k: i1, a: p, lda: i1, b: vg, ldb: s.ldv, c: oa, ldc: ldo)
+                    sgemm(m: rows, n: D, k: w, a: p, lda: w, b: vg + k0 * s.ldv, ldb: s.ldv, c: oa, ldc: ldo)
                     for r in 0..<rows { scaleRow(oa + r * ldo, D, by: inv[r]) }
                     if G > 1 { unpack(og + i0 * s.qStride, ld: s.qStride, os, rows: i1 - i0, width: GD) }
                 }
@@ -322,35 +331,37 @@ public enum Attention {
                     let i0 = blk * block, i1 = min(i0 + block, T), rows = (i1 - i0) * G
                     let (qa, lda) = stacked(q + qOff + i0 * s.ldq, ld: s.ldq, rows: i1 - i0, s, into: qs)
                     let (ga, ldg) = stacked(dout + oOff + i0 * s.qStride, ld: s.qStride, rows: i1 - i0, s, into: gs)
+                    let bk = s.blockKeys(blk), k0 = bk.lowerBound, w = bk.count   // column j: key k0 + j
+                    let kb = kg + k0 * s.ldk, vb = vg + k0 * s.ldv
                     // P rebuilt: exp(scale · q·k − lse) over the visible keys, 0 elsewhere
-                    sgemm(transB: true, m: rows, n: i1, k: D, alpha: s.scale, a: qa, lda: lda, b: kg, ldb: s.ldk, c: p, ldc: i1)
+                    sgemm(transB: true, m: rows, n: w, k: D, alpha: s.scale, a: qa, lda: lda, b: kb, ldb: s.ldk, c: p, ldc: w)
                     // dP = dO Vᵀ over the visible keys
-                    sgemm(transB: true, m: rows, n: i1, k: D, a: ga, lda: ldg, b: vg, ldb: s.ldv, c: dp, ldc: i1)
+                    sgemm(transB: true, m: rows, n: w, k: D, a: ga, lda: ldg, b: vb, ldb: s.ldv, c: dp, ldc: w)
                     for r in 0..<rows {
                         let t = i0 + r / G, i = r % G
-                        let pr = p + r * i1, dr = dp + r * i1
-                        let first = s.firstKey(t), shift = lg[i * T + t]
+                        let pr = p + r * w, dr = dp + r * w
+                        let first = s.firstKey(t) - k0, shift = lg[i * T + t]
                         var dot: Float = 0
                         let at = oOff + t * s.qStride + i * D
                         let oi = out + at, gi = dout + at
                         for d in 0..<D { dot += oi[d] * gi[d] }
                         for j in 0..<first { pr[j] = 0; dr[j] = 0 }
-                        probabilityAndScoreGradient(p: pr + first, dp: dr + first, count: t + 1 - first, shift: shift, dot: dot)
-                        for j in (t + 1)..<i1 { pr[j] = 0; dr[j] = 0 }
+                        probabilityAndScoreGradient(p: pr + first, dp: dr + first, count: t + 1 - k0 - first, shift: shift, dot: dot)
+                        for j in (t + 1 - k0)..<w { pr[j] = 0; dr[j] = 0 }
                     }
-                    // dV[0..<i1] += Pᵀ dO
-                    sgemm(transA: true, m: i1, n: D, k: rows, a: p, lda: i1, b: ga, ldb: ldg, beta: 1, c: dvg, ldc: ldv)
+                    // dV[k0..<i1] += Pᵀ dO
+                    sgemm(transA: true, m: w, n: D, k: rows, a: p, lda: w, b: ga, ldb: ldg, beta: 1, c: dvg + k0 * ldv, ldc: ldv)
                     // dQ = scale · dS K (GQA: into os, then its rows into dq's)
                     if G == 1 {
-                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: kg, ldb: s.ldk,
+                        sgemm(m: rows, n: D, k: w, alpha: s.scale, a: dp, lda: w, b: kb, ldb: s.ldk,
                               c: dq + qOff + i0 * s.ldq, ldc: s.ldq)
                     } else {
-                        sgemm(m: rows, n: D, k: i1, alpha: s.scale, a: dp, lda: i1, b: kg, ldb: s.ldk, c: os, ldc: D)
+                        sgemm(m: rows, n: D, k: w, alpha: s.scale, a: dp, lda: w, b: kb, ldb: s.ldk, c: os, ldc: D)
                         unpack(dq + qOff + i0 * s.ldq, ld: s.ldq, os, rows: i1 - i0, width: GD)
                     }
-                    // dK[0..<i1] += scale · dSᵀ Q
-                    sgemm(transA: true, m: i1, n: D, k: rows, alpha: s.scale, a: dp, lda: i1, b: qa, ldb: lda,
-                          beta: 1, c: dkg, ldc: ldk)
+                    // dK[k0..<i1] += scale · dSᵀ Q
+                    sgemm(transA: true, m: w, n: D, k: rows, alpha: s.scale, a: dp, lda: w, b: qa, ldb: lda,
+                          beta: 1, c: dkg + k0 * ldk, ldc: ldk)
                 }
             } finished: { b, g, _ in
                 // dK, dV of key t: the last part's, plus those of the other parts reaching t, in part order

@@ -28,12 +28,13 @@ struct BenchAttentionCLITests {
         #expect(Set(json.keys) == Set(Self.keys), "\(json.keys.sorted())")
         func number(_ key: String) -> Double { (json[key] as? NSNumber)?.doubleValue ?? .nan }
 
-        // As run: per query head, each block of 64 queries (rows) against keys 0 ..< its end,
-        // window or not; 2 FLOPs per multiply-add, D per (row, key); 2 products forward, 5 backward.
+        // As run: per query head, each block of 64 queries (rows) against the keys from the
+        // first its first query sees (0 without a window) to its end; 2 FLOPs per
+        // multiply-add, D per (row, key); 2 products forward, 5 backward.
         var blockPairs = 0.0
         for i0 in stride(from: 0, to: T, by: 64) {
-            let i1 = min(i0 + 64, T)
-            blockPairs += Double((i1 - i0) * i1)
+            let i1 = min(i0 + 64, T), k0 = window.map { max(0, i0 - $0 + 1) } ?? 0
+            blockPairs += Double((i1 - i0) * (i1 - k0))
         }
         let perProductRun = 2 * Double(D) * blockPairs * Double(B * H * layers)
         #expect(number("flops_as_run_forward") == 2 * perProductRun)

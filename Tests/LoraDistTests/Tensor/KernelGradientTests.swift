@@ -155,6 +155,43 @@ import Testing
         for i in 0..<((T - 1) * s.heads * s.headDim) { #expect(o1[i] == o2[i]) }
     }
 
+    /// The forward against attention written out in Double, query by query, over exactly the
+    /// keys i − window + 1 ... i: the blocks skip the keys before their first query's window
+    /// (Attention.Shape.blockKeys), and a wrong skip would show here, not in the finite
+    /// differences above (which check the backward against the forward as it is).
+    @Test("attention's forward against a plain softmax over each query's window",
+          arguments: [(150, 1, 6, 2, nil), (150, 2, 6, 2, 10), (200, 1, 3, 1, 64), (200, 1, 4, 2, 65),
+                      (130, 1, 6, 2, 100), (100, 1, 3, 3, 500)] as [(Int, Int, Int, Int, Int?)])
+    func attentionForwardAgainstPlainSoftmax(T: Int, batch: Int, heads: Int, kvHeads: Int, window: Int?) {
+        let D = 4, s = Attention.Shape(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: D, window: window)
+        let nq = batch * T * heads * D, nkv = batch * T * kvHeads * D
+        let q = Self.random(nq, seed: 31), k = Self.random(nkv, seed: 32), v = Self.random(nkv, seed: 33)
+        let out = FloatBuffer(nq), lse = FloatBuffer(s.lseCount), scratch = FloatBuffer(s.scratchCount)
+        Attention.forward(out: out.ptr, lse: lse.ptr, q: q, k: k, v: v, scratch: scratch.ptr, s)
+        var worst = 0.0
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let g = h / (heads / kvHeads)
+                for i in 0..<T {
+                    let keys = max(0, i - (window ?? Int.max / 2) + 1)...i
+                    let qi = (b * T + i) * heads * D + h * D
+                    let scores = keys.map { j -> Double in
+                        let kj = (b * T + j) * kvHeads * D + g * D
+                        return (0..<D).reduce(0.0) { $0 + Double(q[qi + $1]) * Double(k[kj + $1]) } / Double(D).squareRoot()
+                    }
+                    let mx = scores.max()!, sum = scores.reduce(0.0) { $0 + exp($1 - mx) }
+                    #expect(abs(Double(lse[(b * heads + h) * T + i]) - (mx + log(sum))) < 1e-5)
+                    for d in 0..<D {
+                        var o = 0.0
+                        for (n, j) in keys.enumerated() { o += exp(scores[n] - mx) / sum * Double(v[(b * T + j) * kvHeads * D + g * D + d]) }
+                        worst = max(worst, abs(Double(out[qi + d]) - o))
+                    }
+                }
+            }
+        }
+        #expect(worst < 1e-5, "largest difference \(worst)")
+    }
+
     /// T = 1: each query sees only its own key, with probability 1, so out is v, dV is the
     /// group's dO summed over its heads, and dQ, dK vanish (up to rounding: finite differences
     /// against an exact 0 would measure only noise).
