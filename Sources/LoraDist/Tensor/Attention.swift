@@ -201,8 +201,8 @@ public enum Attention {
             let T = s.seqLen, D = s.headDim, G = s.group, GD = G * D, M = s.stackRows
             let split = s.split()
             eachUnit(s, split, scratch: scratch) { b, g, part, p in
-                // lane: p [G·block, T] scores; inv [G·block] (in the backward's dp); qs, os [G·block, D] (GQA)
-                let inv = p + M * T, qs = p + 2 * M * T, os = qs + 2 * M * D
+                // lane: p [G·block, T] scores; qs, os [G·block, D] (GQA)
+                let qs = p + 2 * M * T, os = qs + 2 * M * D
                 let qg = q + b * T * s.ldq + g * GD, og = out + b * T * s.qStride + g * GD
                 let kg = k + b * T * s.ldk + g * D, vg = v + b * T * s.ldv + g * D
                 let lg = lse + (b * s.heads + g * G) * T          // head g·G + i at lg + i·T
@@ -210,20 +210,15 @@ public enum Attention {
                     let i0 = blk * block, i1 = min(i0 + block, T), rows = (i1 - i0) * G
                     let keys = s.blockKeys(blk), k0 = keys.lowerBound, w = keys.count   // column j: key k0 + j
                     let (qa, lda) = stacked(qg + i0 * s.ldq, ld: s.ldq, rows: i1 - i0, s, into: qs)
-                    // p[0..<rows, 0..<w] = scale · Q Kᵀ, then each row's exp(score − max) over its
-                    // visible keys (0 elsewhere), the row's 1 / Σ kept in inv
+                    // p[0..<rows, 0..<w] = scale · Q Kᵀ, then the causal softmax of each row
                     sgemm(transB: true, m: rows, n: w, k: D, alpha: s.scale, a: qa, lda: lda, b: kg + k0 * s.ldk, ldb: s.ldk, c: p, ldc: w)
                     for r in 0..<rows {
                         let t = i0 + r / G
-                        let e = expCausalRow(p + r * w, first: s.firstKey(t) - k0, visible: t + 1 - k0, width: w)
-                        lg[r % G * T + t] = e.lse
-                        inv[r] = 1 / e.sum
+                        lg[r % G * T + t] = softmaxCausalRow(p + r * w, first: s.firstKey(t) - k0, visible: t + 1 - k0, width: w)
                     }
-                    // out[i0..<i1] = softmax · V: the unnormalised rows times V, each output row
-                    // times its 1 / Σ (D floats a row instead of w) (GQA: into os, then its rows into out's)
+                    // out[i0..<i1] = P V (GQA: into os, then its rows into out's)
                     let (oa, ldo) = G == 1 ? (og + i0 * s.qStride, s.qStride) : (os, D)
                     sgemm(m: rows, n: D, k: w, a: p, lda: w, b: vg + k0 * s.ldv, ldb: s.ldv, c: oa, ldc: ldo)
-                    for r in 0..<rows { scaleRow(oa + r * ldo, D, by: inv[r]) }
                     if G > 1 { unpack(og + i0 * s.qStride, ld: s.qStride, os, rows: i1 - i0, width: GD) }
                 }
             }
@@ -234,23 +229,14 @@ public enum Attention {
     /// row's log-sum-exp (what the backward needs to rebuild the probabilities).
     @inline(__always) @discardableResult
     static func softmaxCausalRow(_ row: FPtr, first: Int = 0, visible: Int, width: Int) -> Float {
-        let e = expCausalRow(row, first: first, visible: visible, width: width)
-        scaleRow(row + first, visible - first, by: 1 / e.sum)
-        return e.lse
-    }
-
-    /// row[first..<visible] = exp(row − its max) in place, zero elsewhere up to `width`; returns
-    /// their sum and the row's log-sum-exp. The softmax without its division, which the
-    /// forward applies to the D floats of each output row instead of the `width` of each score row.
-    @inline(__always)
-    static func expCausalRow(_ row: FPtr, first: Int = 0, visible: Int, width: Int) -> (sum: Float, lse: Float) {
         // Keys outside [first, visible) get probability 0, and so (dS = P ⊙ ...) no gradient.
         for j in 0..<first { row[j] = 0 }
         let seen = row + first, count = visible - first
         let mx = rowMax(seen, count)
         let sum = expShifted(seen, seen, count, shift: mx)
+        scaleRow(seen, count, by: 1 / sum)
         for j in visible..<width { row[j] = 0 }
-        return (sum, mx + Foundation.log(sum))
+        return mx + Foundation.log(sum)
     }
 
     /// dst[d] += src[d] for d in 0..<count (rows of different buffers; vectors spelled out
