@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "LoraDist",
             dependencies: ["CMPI", "CBLAS", "CProto", "CPUFeatures"],
-            swiftSettings: libraryCPU
+            swiftSettings: libraryCPU + targetDefine   // LowRank: FMA instructions only on Haswell
         ),
         // `lora-dist --version`: the commit the binary is built from, generated into .build.
         .plugin(name: "BuildCommit", capability: .buildTool()),

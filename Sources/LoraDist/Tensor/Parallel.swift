@@ -8,10 +8,15 @@ public enum Parallel {
     nonisolated(unsafe) public static var workers = 1
 
     /// Runs body over contiguous parts of 0..<n at once; parts of at least `grain` items.
+    /// `workers`: Parallel.workers unless a test asks for another count.
     @inline(__always)
-    public static func chunks(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
-        let k = min(workers, n / max(grain, 1))
+    public static func chunks(_ n: Int, grain: Int = 1, workers: Int = workers, _ body: (Range<Int>) -> Void) {
+        let k = parts(n, grain: grain, workers: workers)
         if k <= 1 { body(0..<n); return }
         DispatchQueue.concurrentPerform(iterations: k) { i in body((n * i / k)..<(n * (i + 1) / k)) }
     }
+
+    /// How many parts `chunks` cuts n items into (1: body runs on the calling thread).
+    @inline(__always)
+    static func parts(_ n: Int, grain: Int, workers: Int = workers) -> Int { max(1, min(workers, n / max(grain, 1))) }
 }

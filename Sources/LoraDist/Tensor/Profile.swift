@@ -8,6 +8,7 @@ import Foundation
 /// the main thread's timeline.
 public enum Profile {
     public enum Section: Int, CaseIterable {
+        /// sgemm: the matrix products, OpenBLAS's and LowRank's (the shape table says which ran)
         case sgemm, attention, elementwise, dequantize, tileWait, optimizer, allocation
     }
 
@@ -47,21 +48,41 @@ public enum Profile {
         return (result, elapsed)
     }
 
-    /// One sgemm shape: op(A) m × k times op(B) k × n, "N" or "T" per operand.
+    /// One product's shape: op(A) m × k times op(B) k × n, "N" or "T" per operand, and which
+    /// kernel ran it.
     public struct GemmShape: Hashable, Comparable {
         public let transA: Bool, transB: Bool, m: Int, n: Int, k: Int
-        public var flops: Int { 2 &* m &* n &* k }
-        public var description: String { "\(m) × \(n) × \(k) \(transA ? "T" : "N")\(transB ? "T" : "N")" }
+        public var kernel = Kernel.sgemm
+
+        public enum Kernel: Int, Hashable {
+            /// OpenBLAS
+            case sgemm
+            /// LowRank.gemm (Tensor/LowRank.swift)
+            case lowRank
+            /// LowRank.midAndGradient: s·dy·B (this shape) and dB += s·dyᵀ·xa in one pass, both
+            /// products' FLOPs
+            case lowRankMidAndGradient
+
+            public var name: String { ["sgemm", "lowrank", "lowrank-mid+dB"][rawValue] }
+        }
+
+        public var flops: Int { (kernel == .lowRankMidAndGradient ? 4 : 2) &* m &* n &* k }
+        public var description: String {
+            "\(m) × \(n) × \(k) \(transA ? "T" : "N")\(transB ? "T" : "N")" + (kernel == .sgemm ? "" : " " + kernel.name)
+        }
         public static func < (a: GemmShape, b: GemmShape) -> Bool {
-            (a.m, a.n, a.k, a.transA ? 1 : 0, a.transB ? 1 : 0) < (b.m, b.n, b.k, b.transA ? 1 : 0, b.transB ? 1 : 0)
+            (a.m, a.n, a.k, a.transA ? 1 : 0, a.transB ? 1 : 0, a.kernel.rawValue)
+                < (b.m, b.n, b.k, b.transA ? 1 : 0, b.transB ? 1 : 0, b.kernel.rawValue)
         }
     }
 
-    /// The main thread's sgemm calls by shape: how many, and their seconds. Which shapes run
-    /// far below the yardstick is what decides where a faster kernel would pay.
+    /// The main thread's sgemm calls (and LowRank's products, timed with them) by shape: how
+    /// many, and their seconds. Which shapes run far below the yardstick is what decides where a
+    /// faster kernel would pay.
     nonisolated(unsafe) public private(set) static var gemms: [GemmShape: (calls: Int, seconds: Double)] = [:]
 
-    /// An sgemm call of `shape`: timed as the sgemm section, and by shape.
+    /// An sgemm call of `shape`, or a LowRank product: timed as the sgemm section (matrix
+    /// products), and by shape.
     @inline(__always)
     static func measureSgemm(_ shape: @autoclosure () -> GemmShape, _ body: () -> Void) {
         guard enabled, Thread.isMainThread else { return body() }
