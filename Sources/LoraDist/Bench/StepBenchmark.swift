@@ -33,7 +33,8 @@ public struct StepBenchmark {
     public var allocatedBytes = 0              // by the kernels during the timed steps
     public var peakRSSBytes = 0.0              // Σ over ranks of each one's peak resident set
     public var nodeMemoryBytes = 0.0           // Σ PSS over the node at the end (shared pages once)
-    /// Rank 0's main thread's sgemm calls by shape, per step, slowest in total first.
+    /// Rank 0's main thread's sgemm calls (and LowRank's products) by shape, per step, slowest in
+    /// total first.
     public var gemmShapes: [(shape: Profile.GemmShape, calls: Double, ms: Double)] = []
     /// How many shapes the report and JSON list (the rest are summed in one line).
     public var shownShapes = 12
@@ -169,6 +170,9 @@ public struct StepBenchmark {
         let total = gemmShapes.reduce(0) { $0 + $1.ms }
         var s = String(format: "sgemm by shape on rank 0's main thread (m × n × k, op(A) op(B)), per step; yardstick %.1f GFLOP/s per call:\n",
                        gemmYardstick)
+        if gemmShapes.contains(where: { $0.shape.kernel != .sgemm }) {
+            s += "(lowrank: the adapter's hand kernel, not OpenBLAS; lowrank-mid+dB: s·dy·B of this shape and dB += s·dyᵀ·xa in one pass, both products' FLOPs)\n"
+        }
         s += "       ms   share   calls   GFLOP/s  of yardstick  shape\n"
         func line(_ ms: Double, _ calls: Double, _ g: Double, _ name: String) -> String {
             String(format: "  %7.1f  %5.1f %%  %6.0f  %8.1f  %9.0f %%    %@\n", ms, 100 * ms / max(total, 1e-9), calls, g,
@@ -194,8 +198,8 @@ public struct StepBenchmark {
          "sections_ms": Dictionary(uniqueKeysWithValues: sections), "blas_core": BLASCore.name,
          "library_target": CPUFeatures.libraryTarget,
          "sgemm_shapes": gemmShapes.prefix(shownShapes).map {
-             ["shape": $0.shape.description, "calls": $0.calls, "ms": $0.ms,
-              "gflops": Self.gflops($0.calls * Double($0.shape.flops), ms: $0.ms)] as [String: Any]
+             ["shape": $0.shape.description, "kernel": $0.shape.kernel.name, "flops": $0.shape.flops, "calls": $0.calls,
+              "ms": $0.ms, "gflops": Self.gflops($0.calls * Double($0.shape.flops), ms: $0.ms)] as [String: Any]
          }]
     }
 

@@ -72,8 +72,8 @@ final class LinearGroup {
         }
         if fusedA, let xa, !recomputing {
             let g = adapterWidth
-            sgemm(transB: true, m: n, n: g, k: inDim, a: x, lda: inDim, b: parts[0].loraA!.value, ldb: inDim,
-                  c: xa.ptr, ldc: g)
+            LowRank.gemm(transB: true, m: n, n: g, k: inDim, a: x, lda: inDim, b: parts[0].loraA!.value, ldb: inDim,
+                         c: xa.ptr, ldc: g)
         }
         for (p, c) in zip(parts, columns) {
             if fusedA || recomputing {
@@ -101,9 +101,9 @@ final class LinearGroup {
             // each part's mid = s·dy·B (and dB); then dA += midᵀ·x and dx += mid·A over the stacked A
             for (p, c) in zip(parts, columns) { p.adapterMid(dy: dy + c, ldy: width, n: n) }
             if let ga = a.grad {
-                sgemm(transA: true, m: g, n: inDim, k: n, a: mid.ptr, lda: g, b: x, ldb: inDim, beta: 1, c: ga, ldc: inDim)
+                LowRank.gemm(transA: true, m: g, n: inDim, k: n, a: mid.ptr, lda: g, b: x, ldb: inDim, beta: 1, c: ga, ldc: inDim)
             }
-            if let dx { sgemm(m: n, n: inDim, k: g, a: mid.ptr, lda: g, b: a.value, ldb: inDim, beta: 1, c: dx, ldc: inDim) }
+            if let dx { LowRank.gemm(m: n, n: inDim, k: g, a: mid.ptr, lda: g, b: a.value, ldb: inDim, beta: 1, c: dx, ldc: inDim) }
         } else {
             for (p, c) in zip(parts, columns) { p.backwardAdapter(dx: dx, dy: dy + c, ldy: width, x: x, n: n) }
         }

@@ -149,15 +149,15 @@ public final class Linear {
             }
             xin = UnsafePointer(xDrop.ptr)
         }
-        sgemm(transB: true, m: n, n: rank, k: inDim, a: xin, lda: inDim, b: a.value, ldb: inDim, c: xa, ldc: ldr)
+        LowRank.gemm(transB: true, m: n, n: rank, k: inDim, a: xin, lda: inDim, b: a.value, ldb: inDim, c: xa, ldc: ldr)
         adapterUp(y: y, ldy: ldy, n: n)
     }
 
     /// y += s·xa·Bᵀ, xa = x·Aᵀ already computed (by this projection or its group)
     func adapterUp(y: FPtr, ldy: Int, n: Int) {
         guard let b = loraB, let xa else { return }
-        sgemm(transB: true, m: n, n: outDim, k: rank, alpha: scale, a: xa, lda: ldr, b: b.value, ldb: rank,
-              beta: 1, c: y, ldc: ldy)
+        LowRank.gemm(transB: true, m: n, n: outDim, k: rank, alpha: scale, a: xa, lda: ldr, b: b.value, ldb: rank,
+                     beta: 1, c: y, ldc: ldy)
     }
 
     /// dx (=, or += when accumulateDx) ∂L/∂x; weight and adapter gradients accumulate.
@@ -194,26 +194,27 @@ public final class Linear {
         let xin = xDrop.map { UnsafePointer($0.ptr) } ?? x
         // dA += midᵀ·dropout(x)
         if let ga = a.grad {
-            sgemm(transA: true, m: r, n: inDim, k: n, a: mid, lda: ldr, b: xin, ldb: inDim, beta: 1, c: ga, ldc: inDim)
+            LowRank.gemm(transA: true, m: r, n: inDim, k: n, a: mid, lda: ldr, b: xin, ldb: inDim, beta: 1, c: ga, ldc: inDim)
         }
         // dx += mid·A, through the dropout mask
         guard let dx else { return }
         if let mask, let tmp {
-            sgemm(m: n, n: inDim, k: r, a: mid, lda: ldr, b: a.value, ldb: inDim, c: tmp.ptr, ldc: inDim)
+            LowRank.gemm(m: n, n: inDim, k: r, a: mid, lda: ldr, b: a.value, ldb: inDim, c: tmp.ptr, ldc: inDim)
             Profile.measure(.elementwise) { for i in 0..<(n * inDim) { dx[i] += tmp[i] * mask[i] } }
         } else {
-            sgemm(m: n, n: inDim, k: r, a: mid, lda: ldr, b: a.value, ldb: inDim, beta: 1, c: dx, ldc: inDim)
+            LowRank.gemm(m: n, n: inDim, k: r, a: mid, lda: ldr, b: a.value, ldb: inDim, beta: 1, c: dx, ldc: inDim)
         }
     }
 
-    /// mid = s·dy·B [n, r];  dB += s·dyᵀ·xa
+    /// mid = s·dy·B [n, r];  dB += s·dyᵀ·xa (one pass over dy when both run: LowRank)
     func adapterMid(dy: UnsafePointer<Float>, ldy: Int, n: Int) {
         guard let b = loraB, let xa, let mid else { return }
         let r = rank
-        sgemm(m: n, n: r, k: outDim, alpha: scale, a: dy, lda: ldy, b: b.value, ldb: r, c: mid, ldc: ldr)
         if let gb = b.grad {
-            sgemm(transA: true, m: outDim, n: r, k: n, alpha: scale, a: dy, lda: ldy, b: xa, ldb: ldr,
-                  beta: 1, c: gb, ldc: r)
+            LowRank.midAndGradient(mid: mid, ldm: ldr, g: gb, dy: dy, ldy: ldy, b: b.value, xa: xa, ldxa: ldr,
+                                   n: n, N: outDim, r: r, alpha: scale)
+        } else {
+            LowRank.gemm(m: n, n: r, k: outDim, alpha: scale, a: dy, lda: ldy, b: b.value, ldb: r, c: mid, ldc: ldr)
         }
     }
 

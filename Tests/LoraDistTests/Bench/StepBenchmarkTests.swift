@@ -55,7 +55,8 @@ extension StepBenchmarkTests {
     struct CLI {
         /// With one thread every sgemm call runs on the main thread, which the profile records:
         /// the listed shapes times their calls give exactly the FLOPs the step counted, and their
-        /// milliseconds add up to the sgemm section's.
+        /// milliseconds add up to the sgemm section's. Under LoRA the adapter's products are
+        /// listed as LowRank's (marked "lowrank"), under full fine-tuning none is.
         @Test("the shapes account for every sgemm FLOP and millisecond of the step", arguments: ["full", "lora"])
         func shapesAccountForTheStep(mode: String) throws {
             var env = cleanEnvironment()
@@ -68,19 +69,31 @@ extension StepBenchmarkTests {
             let counted = try #require(lines.first { $0.hasPrefix("sgemm FLOPs per step:") }.flatMap { Double($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) })
             let section = try #require(lines.first { $0.hasPrefix("  sgemm ") }.flatMap { Double($0.split(separator: " ", omittingEmptySubsequences: true)[1]) })
             // rows under "ms share calls GFLOP/s of yardstick shape": ms, share %, calls, GFLOP/s, pct %, m × n × k, op
-            let rows = lines.compactMap { line -> (ms: Double, calls: Double, flops: Double)? in
+            // and, for LowRank's, the kernel: the fused pass counts two products' FLOPs
+            let rows = lines.compactMap { line -> (ms: Double, calls: Double, flops: Double, kernel: String)? in
                 let f = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-                guard f.count == 13, f[8] == "×", f[10] == "×", let ms = Double(f[0]), let calls = Double(f[3]),
+                guard f.count == 13 || f.count == 14, f[8] == "×", f[10] == "×", let ms = Double(f[0]), let calls = Double(f[3]),
                       let m = Double(f[7]), let n = Double(f[9]), let k = Double(f[11]) else { return nil }
-                return (ms, calls, 2 * m * n * k * calls)
+                let kernel = f.count == 14 ? f[13] : "sgemm"
+                return (ms, calls, (kernel == "lowrank-mid+dB" ? 4 : 2) * m * n * k * calls, kernel)
             }
             try #require(rows.count >= 5, "\(out)")
             #expect(!out.contains("other shapes"), "all shapes listed: \(out)")
             #expect(rows.reduce(0) { $0 + $1.flops } == counted, "\(out)")
             let ms = rows.reduce(0) { $0 + $1.ms }
             #expect(abs(ms - section) <= 0.05 * Double(rows.count) + 0.05, "shapes \(ms) ms, sgemm section \(section) ms")
+            let kernels = Set(rows.map(\.kernel))
+            #expect(kernels.isSubset(of: ["sgemm", "lowrank", "lowrank-mid+dB"]), "\(kernels)")
+            if mode == "lora" {
+                #expect(kernels.contains("lowrank") && kernels.contains("lowrank-mid+dB"), "\(out)")
+            } else {
+                #expect(kernels == ["sgemm"], "\(out)")
+            }
             let json = try #require(lines.last.flatMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
-            #expect((json["sgemm_shapes"] as? [[String: Any]])?.count == rows.count)
+            let listed = try #require(json["sgemm_shapes"] as? [[String: Any]])
+            #expect(listed.count == rows.count)
+            let jsonFlops = listed.reduce(0.0) { $0 + (($1["calls"] as? Double) ?? 0) * Double(($1["flops"] as? Int) ?? 0) }
+            #expect(jsonFlops == counted, "JSON's shapes: \(jsonFlops) FLOPs, counted \(counted)")
             // the yardstick sampled before the one timed step and after it (and, as the shapes
             // above show, kept out of the step's profile); its figure is their median
             let samples = try #require(json["sgemm_gflops_samples"] as? [Double])
