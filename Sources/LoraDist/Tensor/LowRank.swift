@@ -247,15 +247,19 @@ extension LowRank {
                     for v in 0..<V where 8 * v < valid { acc[i][v] = loadPart(j.out + (i0 + i) * j.ldo + c0 + 8 * v, valid - 8 * v) }
                 }
             }
-            let a = j.a + i0 * j.aRow + b.k0 * j.aStep, aRow = j.aRow, aStep = j.aStep
-            let p = b.panel + pc, ldp = b.ldp
-            for k in 0..<b.kc {
+            // The inner loop walks pointers with wrapping arithmetic and unchecked subscripts: no
+            // overflow or bounds checks between the FMAs, the accumulators stay in registers.
+            var a = j.a + i0 * j.aRow + b.k0 * j.aStep, p = b.panel + pc
+            let aRow = j.aRow, aStep = j.aStep, ldp = b.ldp
+            for _ in 0..<b.kc {
                 var pv = Vectors(repeating: .zero)
-                for v in 0..<V { pv[v] = load8(p, k * ldp + 8 * v) }
+                for v in 0..<V { pv[unchecked: v] = load8(p, 8 &* v) }
                 for i in 0..<R {
-                    let s = SIMD8<Float>(repeating: a[i * aRow + k * aStep])
-                    for v in 0..<V { acc[i][v] = fmadd(s, pv[v], acc[i][v]) }
+                    let s = SIMD8<Float>(repeating: a[i &* aRow])
+                    for v in 0..<V { acc[unchecked: i][unchecked: v] = fmadd(s, pv[unchecked: v], acc[unchecked: i][unchecked: v]) }
                 }
+                a += aStep
+                p += ldp
             }
             for i in 0..<R {
                 for v in 0..<V where 8 * v < valid { storePart(acc[i][v], j.out + (i0 + i) * j.ldo + c0 + 8 * v, valid - 8 * v) }
@@ -330,21 +334,26 @@ extension LowRank {
                     for v in 0..<V where 8 * v < valid { acc[i][v] = loadPart(f.mid + (i0 + i) * f.ldm + 8 * v, valid - 8 * v) }
                 }
             }
-            let dy = f.dy + i0 * f.ldy + b.c0, ldy = f.ldy
-            for c in 0..<b.cc {
+            // (as Tile.run: pointers, wrapping arithmetic, unchecked subscripts)
+            var dy = f.dy + i0 * f.ldy + b.c0, pb = b.pb, tg = b.tg
+            let ldy = f.ldy
+            for _ in 0..<b.cc {
                 var pv = Vectors(repeating: .zero), gv = Vectors(repeating: .zero)
                 for v in 0..<V {
-                    pv[v] = load8(b.pb, c * rp + 8 * v)
-                    gv[v] = load8(b.tg, c * rp + 8 * v)
+                    pv[unchecked: v] = load8(pb, 8 &* v)
+                    gv[unchecked: v] = load8(tg, 8 &* v)
                 }
                 for i in 0..<R {
-                    let s = SIMD8<Float>(repeating: dy[i * ldy + c])
+                    let s = SIMD8<Float>(repeating: dy[i &* ldy])
                     for v in 0..<V {
-                        acc[i][v] = fmadd(s, pv[v], acc[i][v])
-                        gv[v] = fmadd(s, sx[i][v], gv[v])
+                        acc[unchecked: i][unchecked: v] = fmadd(s, pv[unchecked: v], acc[unchecked: i][unchecked: v])
+                        gv[unchecked: v] = fmadd(s, sx[unchecked: i][unchecked: v], gv[unchecked: v])
                     }
                 }
-                for v in 0..<V { store8(gv[v], b.tg, c * rp + 8 * v) }
+                for v in 0..<V { store8(gv[unchecked: v], tg, 8 &* v) }
+                dy += 1
+                pb += rp
+                tg += rp
             }
             for i in 0..<R {
                 for v in 0..<V where 8 * v < valid { storePart(acc[i][v], f.mid + (i0 + i) * f.ldm + 8 * v, valid - 8 * v) }
