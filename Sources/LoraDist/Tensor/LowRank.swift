@@ -6,7 +6,9 @@ import Foundation
 /// own layout first, and with one dimension of 8 to 32 the packing costs more than the
 /// arithmetic: these products ran at 15-30 % of the sgemm yardstick. These kernels read the
 /// big operand where it lies and copy only the small one (times α, padded to whole vectors of
-/// 8) into a panel on the stack.
+/// 8) into a panel on the stack. `gemm` uses them for the products with a narrow output
+/// (x·Aᵀ, s·dy·B with dB, dB): those were 2× faster than sgemm in a step; the others stay on
+/// sgemm (`takes`).
 ///
 /// Every product is  out[i, c] (=, or += with accumulate) Σ_k a(i, k) · α·p(k, c), and each
 /// output element is one chain of fused multiply-adds over k in order, starting from its old
@@ -14,10 +16,10 @@ import Foundation
 /// workers, changes no element's chain: the bits do not depend on Parallel.workers, and the
 /// fused pass (`midAndGradient`) gives the bits of its two products run apart.
 enum LowRank {
-    /// The widest small dimension these kernels take; a product whose dimensions all exceed it
-    /// goes to sgemm. Up to 32 (ranks 8-32, a group's stacked 16 or 24) OpenBLAS's packing was
-    /// measured to dominate (15-30 % of the yardstick); wider ones were not measured against
-    /// these kernels, and sgemm's packing is paid back over more columns there.
+    /// The widest output (`takes`) these kernels are used for. Up to 32 (ranks 8-32, a group's
+    /// stacked 16 or 24) OpenBLAS's packing was measured to dominate (15-30 % of the yardstick);
+    /// wider ones were not measured against these kernels, and sgemm's packing is paid back
+    /// over more columns there.
     static let maxWidth = 32
 
     /// Floats of one packed panel of the small operand (32 KB: stays in L1 while it is used).
@@ -25,19 +27,37 @@ enum LowRank {
     /// Output columns packed at a time when the output is wide (s·xa·Bᵀ): r × 256 ≤ panelFloats.
     static let chunkColumns = 256
 
-    /// sgemm's C = α·op(A)·op(B) + β·C (β 0 or 1, row-major) by these kernels when m, n or k is
-    /// at most maxWidth, else by sgemm. FLOPs counted and timed as sgemm's are, the shape marked
-    /// as this kernel's in the profile. `workers`: how many threads share the output (the
-    /// element-wise kernels' count; 1 inside a replica's lane).
+    /// Whether `gemm` runs a product on these kernels: when its output is at most maxWidth
+    /// columns wide (x·Aᵀ, s·dy·B, dB: the small operand is the whole panel, the big one is
+    /// streamed once). Products whose small dimension is k (s·xa·Bᵀ, mid·A: a wide output read
+    /// and written once, memory-bound either way) or m (dA = midᵀ·x) ran slower on these kernels
+    /// than on sgemm when measured in `bench step` (SmolLM2, LoRA all-linear, 4 × 512 and
+    /// 1 × 2,048: 141-243 against 234-384 ms per step, 99-120 against 99-212), so they stay on sgemm.
+    static func takes(m: Int, n: Int, k: Int) -> Bool { n <= maxWidth && k > 0 }
+
+    /// sgemm's C = α·op(A)·op(B) + β·C (β 0 or 1, row-major) by these kernels when `takes` says
+    /// so, else by sgemm. `workers`: how many threads share the output (the element-wise
+    /// kernels' count; 1 inside a replica's lane).
     static func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                      alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                      b: UnsafePointer<Float>, ldb: Int,
                      beta: Float = 0, c: FPtr, ldc: Int, workers: Int = Parallel.workers) {
-        precondition(beta == 0 || beta == 1, "LowRank.gemm takes beta 0 or 1")
-        guard min(m, n, k) <= maxWidth, k > 0 else {
+        guard takes(m: m, n: n, k: k) else {
             return sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                          b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         }
+        kernel(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+               beta: beta, c: c, ldc: ldc, workers: workers)
+    }
+
+    /// The same product on these kernels whatever its shape (k > 0). FLOPs counted and timed as
+    /// sgemm's are, the shape marked as this kernel's in the profile.
+    static func kernel(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                       alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                       b: UnsafePointer<Float>, ldb: Int,
+                       beta: Float = 0, c: FPtr, ldc: Int, workers: Int = Parallel.workers) {
+        precondition(beta == 0 || beta == 1, "LowRank.gemm takes beta 0 or 1")
+        precondition(k > 0, "LowRank.kernel takes k > 0")
         guard m > 0, n > 0 else { return }
         FlopCounter.add(2 &* m &* n &* k)
         let job = Job(out: c, ldo: ldc, rows: m, cols: n, k: k,

@@ -38,8 +38,8 @@ import Testing
         func lowRank(_ o: (a: [Float], b: [Float], c: [Float]), workers: Int) -> [Float] {
             var c = o.c
             c.withUnsafeMutableBufferPointer { cp in
-                LowRank.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: o.a, lda: lda,
-                             b: o.b, ldb: ldb, beta: beta, c: cp.baseAddress!, ldc: ldc, workers: workers)
+                LowRank.kernel(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: o.a, lda: lda,
+                               b: o.b, ldb: ldb, beta: beta, c: cp.baseAddress!, ldc: ldc, workers: workers)
             }
             return c
         }
@@ -201,11 +201,26 @@ import Testing
         }
     }
 
-    @Test("above maxWidth in every dimension: sgemm's own bits")
-    func wideGoesToSgemm() {
+    /// gemm runs on the kernels only the adapter products with a narrow output (x·Aᵀ, s·dy·B,
+    /// dB); the wide outputs (s·xa·Bᵀ, mid·A) and dA, and anything wider than maxWidth, give
+    /// sgemm's own bits.
+    @Test("gemm: the kernels for narrow outputs, sgemm's own bits for the rest")
+    func routing() {
+        for r in [8, 24, LowRank.maxWidth] {
+            let cases = Self.adapterCases(r: r, wide: 300, rows: 37, pad: 1)
+            #expect(cases.map { LowRank.takes(m: $0.m, n: $0.n, k: $0.k) } == [true, true, false, false, false, false, false, true])
+        }
         let w = LowRank.maxWidth + 1
-        let c = Case(m: w, n: w + 2, k: w + 5, alpha: 0.5, beta: 1)
-        let o = c.operands()
-        #expect(c.lowRank(o, workers: 1).map(\.bitPattern) == c.reference(o).map(\.bitPattern))
+        for c in [Case(m: w, n: w + 2, k: w + 5, alpha: 0.5, beta: 1), Case(transB: true, m: 37, n: 300, k: 8, beta: 1),
+                  Case(transA: true, m: 8, n: 300, k: 37, beta: 1)] {
+            #expect(!LowRank.takes(m: c.m, n: c.n, k: c.k))
+            let o = c.operands()
+            var got = o.c
+            got.withUnsafeMutableBufferPointer { cp in
+                LowRank.gemm(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a: o.a, lda: c.lda,
+                             b: o.b, ldb: c.ldb, beta: c.beta, c: cp.baseAddress!, ldc: c.ldc)
+            }
+            #expect(got.map(\.bitPattern) == c.reference(o).map(\.bitPattern), "\(c)")
+        }
     }
 }
