@@ -65,7 +65,7 @@ fi
 LOGDIR="${LOGDIR:-$(mktemp -d "${TMPDIR:-/tmp}/bench-attention-vs-pytorch.XXXXXX")}"
 mkdir -p "$LOGDIR"
 
-# cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX)
+# cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX), run_logged
 source tools/bench-idle.sh
 
 # The flags both sides take.
@@ -87,22 +87,8 @@ run_side() {  # side batch seq round
   else
     cmd=(env OPENBLAS_NUM_THREADS="$THREADS" "$LORA_DIST" bench attention "${args[@]}")
   fi
-  local busy t0
-  busy=$(wait_idle)
-  t0=$SECONDS
-  { echo "# ${cmd[*]}"; echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); CPUs $busy % busy just before"; } > "$log"
-  if ! timeout --kill-after=10 "$RUN_TIMEOUT" "${cmd[@]}" >> "$log" 2>&1; then
-    echo "FAILED: ${cmd[*]} (log $log):" >&2
-    tail -n 20 "$log" >&2
-    exit 1
-  fi
-  local json
-  json=$(grep '^{' "$log" | tail -n 1 || true)
-  if [[ -z $json ]]; then
-    echo "no JSON line from: ${cmd[*]} (log $log)" >&2
-    tail -n 20 "$log" >&2
-    exit 1
-  fi
+  run_logged "$log" "${cmd[@]}"
+  local json=$RUN_JSON busy=$RUN_BUSY t0=$RUN_T0
   printf '%-9s %sx%s round %s: %s ms fwd+bwd (%s s; CPUs %s %% busy before)\n' "$side" "$batch" "$seq" "$round" \
     "$("$PYTHON" -c 'import json,sys; print("%.1f" % json.loads(sys.argv[1])["total_ms"])' "$json")" \
     "$((SECONDS - t0))" "$busy" >&2

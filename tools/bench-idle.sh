@@ -1,4 +1,4 @@
-# Sourced by the bench-*-vs-pytorch.sh scripts: waiting for a quiet machine before a run.
+# Sourced by the bench-*-vs-pytorch.sh scripts: waiting for a quiet machine before a run, and the run.
 # Uses IDLE_WAIT (seconds to wait at most; 0 to skip) and IDLE_MAX (busy %).
 
 # Busy % of all CPUs over 2 s, from /proc/stat.
@@ -19,4 +19,26 @@ wait_idle() {
   [[ $IDLE_WAIT -gt 0 ]] || { echo "-"; return; }
   while busy=$(cpu_busy); [[ $busy -ge $IDLE_MAX && $((SECONDS - t0)) -lt $IDLE_WAIT ]]; do :; done
   echo "$busy"
+}
+
+# run_logged LOG CMD...: waits for a quiet machine (wait_idle), runs CMD with its output in LOG
+# (headed by the command and the load), and leaves its last JSON line in RUN_JSON, the busy %
+# before it in RUN_BUSY and its start in RUN_T0 (SECONDS). A failed run, or one that printed
+# no JSON line, stops the script with the log's tail. Needs RUN_TIMEOUT.
+run_logged() {
+  local log=$1; shift
+  RUN_BUSY=$(wait_idle)
+  RUN_T0=$SECONDS
+  { echo "# $*"; echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); CPUs $RUN_BUSY % busy just before"; } > "$log"
+  if ! timeout --kill-after=10 "$RUN_TIMEOUT" "$@" >> "$log" 2>&1; then
+    echo "FAILED: $* (log $log):" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+  RUN_JSON=$(grep '^{' "$log" | tail -n 1 || true)
+  if [[ -z $RUN_JSON ]]; then
+    echo "no JSON line from: $* (log $log)" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
 }

@@ -104,7 +104,7 @@ LOGDIR="${LOGDIR:-$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-pytorch.XXXXXX")}"
 mkdir -p "$LOGDIR"
 export LORA_DIST_CALIBRATION="$LOGDIR/calibration.json"
 
-# cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX)
+# cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX), run_logged
 source tools/bench-idle.sh
 
 # A name suffix for runs with activation checkpointing (nothing without).
@@ -140,22 +140,8 @@ run_side() {  # side ranks threads mode recompute(no|yes) round
         -x OPENBLAS_NUM_THREADS="$threads" -x LORA_DIST_CALIBRATION "$LORA_DIST" "${args[@]}")
     fi
   fi
-  local busy t0
-  busy=$(wait_idle)
-  t0=$SECONDS
-  { echo "# ${cmd[*]}"; echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); CPUs $busy % busy just before"; } > "$log"
-  if ! timeout --kill-after=10 "$RUN_TIMEOUT" "${cmd[@]}" >> "$log" 2>&1; then
-    echo "FAILED: ${cmd[*]} (log $log):" >&2
-    tail -n 20 "$log" >&2
-    exit 1
-  fi
-  local json
-  json=$(grep '^{' "$log" | tail -n 1 || true)
-  if [[ -z $json ]]; then
-    echo "no JSON line from: ${cmd[*]} (log $log)" >&2
-    tail -n 20 "$log" >&2
-    exit 1
-  fi
+  run_logged "$log" "${cmd[@]}"
+  local json=$RUN_JSON busy=$RUN_BUSY t0=$RUN_T0
   printf '%-9s %sx%s %-9s%s round %s: %s tokens/s (%s s; CPUs %s %% busy before)\n' "$side" "$ranks" "$threads" "$mode" \
     "$(rc_suffix "$rc" " recompute")" "$round" \
     "$("$PYTHON" -c 'import json,sys; print(round(json.loads(sys.argv[1])["tokens_per_s"]))' "$json")" \
