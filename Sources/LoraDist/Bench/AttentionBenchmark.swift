@@ -80,14 +80,10 @@ public struct AttentionBenchmark {
     public var attentionOwnMs = 0.0, sgemmMs = 0.0
     public var startRSSBytes = 0.0, peakRSSBytes = 0.0
 
-    static func median(_ x: [Double]) -> Double {
-        let s = x.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
-    public var medianForwardMs: Double { Self.median(forwardMs) }
-    public var medianBackwardMs: Double { Self.median(backwardMs) }
+    public var medianForwardMs: Double { StepBenchmark.median(forwardMs) }
+    public var medianBackwardMs: Double { StepBenchmark.median(backwardMs) }
     /// The median of the steps' totals (not the sum of the two medians).
-    public var medianTotalMs: Double { Self.median(zip(forwardMs, backwardMs).map { $0 + $1 }) }
+    public var medianTotalMs: Double { StepBenchmark.median(zip(forwardMs, backwardMs).map { $0 + $1 }) }
     public var asRun: Int { asRunForward + asRunBackward }
     public var useful: Double { usefulForward + usefulBackward }
 
