@@ -52,21 +52,12 @@ fi
 unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS GOTO_NUM_THREADS LORA_DIST_THREADS
 export TRANSFORMERS_VERBOSITY=error
 
-if [[ ! -x "$LORA_DIST" ]]; then
-  echo "building $LORA_DIST (swift build -c release --product lora-dist)" >&2
-  swift build -c release --product lora-dist >&2
-fi
-help=$("$LORA_DIST" bench attention --help 2>&1 || true)
-if [[ $help != *--json* ]]; then
-  echo "$LORA_DIST has no bench attention --json: rebuild it (swift build -c release --product lora-dist)" >&2
-  exit 1
-fi
+# need_lora_dist, cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX), run_logged
+source tools/bench-common.sh
+need_lora_dist attention
 
 LOGDIR="${LOGDIR:-$(mktemp -d "${TMPDIR:-/tmp}/bench-attention-vs-pytorch.XXXXXX")}"
 mkdir -p "$LOGDIR"
-
-# cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX), run_logged
-source tools/bench-idle.sh
 
 # The flags both sides take.
 shape_args() {  # batch seq

@@ -80,15 +80,9 @@ unset WORLD_SIZE RANK LOCAL_RANK LOCAL_WORLD_SIZE GROUP_RANK ROLE_RANK MASTER_AD
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 
-if [[ ! -x "$LORA_DIST" ]]; then
-  echo "building $LORA_DIST (swift build -c release --product lora-dist)" >&2
-  swift build -c release --product lora-dist >&2
-fi
-help=$("$LORA_DIST" bench step --help 2>&1 || true)
-if [[ $help != *--json* ]]; then
-  echo "$LORA_DIST bench step has no --json option: rebuild it (swift build -c release --product lora-dist)" >&2
-  exit 1
-fi
+# need_lora_dist, cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX), run_logged
+source tools/bench-common.sh
+need_lora_dist step
 
 # The model each side loads: the bench config is built in place; SmolLM2 is the GGUF
 # (lora-dist) and its fp32 Hugging Face conversion (PyTorch).
@@ -103,9 +97,6 @@ fi
 LOGDIR="${LOGDIR:-$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-pytorch.XXXXXX")}"
 mkdir -p "$LOGDIR"
 export LORA_DIST_CALIBRATION="$LOGDIR/calibration.json"
-
-# cpu_busy, wait_idle (IDLE_WAIT, IDLE_MAX), run_logged
-source tools/bench-idle.sh
 
 # A name suffix for runs with activation checkpointing (nothing without).
 rc_suffix() { if [[ $1 == yes ]]; then echo "${2:--recompute}"; fi; }

@@ -1,5 +1,21 @@
-# Sourced by the bench-*-vs-pytorch.sh scripts: waiting for a quiet machine before a run, and the run.
+# Sourced by the bench-*-vs-pytorch.sh scripts: the lora-dist binary they need, waiting for a quiet
+# machine before a run, and the run.
 # Uses IDLE_WAIT (seconds to wait at most; 0 to skip) and IDLE_MAX (busy %).
+
+# need_lora_dist SUBCOMMAND: builds $LORA_DIST if it is missing, and stops the script with one
+# line if its `bench SUBCOMMAND` has no --json (a build older than the script).
+need_lora_dist() {
+  if [[ ! -x "$LORA_DIST" ]]; then
+    echo "building $LORA_DIST (swift build -c release --product lora-dist)" >&2
+    swift build -c release --product lora-dist >&2
+  fi
+  local help
+  help=$("$LORA_DIST" bench "$1" --help 2>&1 || true)
+  if [[ $help != *--json* ]]; then
+    echo "$LORA_DIST bench $1 has no --json option: rebuild it (swift build -c release --product lora-dist)" >&2
+    exit 1
+  fi
+}
 
 # Busy % of all CPUs over 2 s, from /proc/stat.
 cpu_busy() {
