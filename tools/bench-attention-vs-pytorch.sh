@@ -121,7 +121,7 @@ echo "- command: SHAPES=\"$SHAPES\" HEADS=$HEADS KV_HEADS=$KV_HEADS HEAD_DIM=$HE
 echo "- work: causal attention, $HEADS query heads over $KV_HEADS key/value heads, head dim $HEAD_DIM$window_note, fp32, $LAYERS layer(s) per step; $THREADS thread(s) each side; median of $STEPS steps after 1 warm-up; best of $ROUNDS alternating rounds per side"
 echo "- PyTorch: \`OMP_NUM_THREADS=$THREADS $PYTHON tools/bench_attention_torch.py $(shape_args B T)\` (transformers' sdpa_attention_forward)"
 echo "- lora-dist: \`OPENBLAS_NUM_THREADS=$THREADS $LORA_DIST bench attention $(shape_args B T)\`"
-echo "- ms: median fwd+bwd per step (forward + backward); ratio: PyTorch ms / lora-dist ms (above 1: lora-dist faster); useful GFLOP/s: forward 2, backward 4 products over the visible keys; as run: lora-dist's sgemm FLOPs (its backward rebuilds Q·Kᵀ; keys up to its query block's end)"
+echo "- ms: median fwd+bwd per step (forward + backward); ratio: PyTorch ms / lora-dist ms (above 1: lora-dist faster); useful GFLOP/s: forward 2, backward 4 products over the visible keys; as run: lora-dist's sgemm FLOPs (its backward rebuilds Q·Kᵀ; a query block's keys from the first its first query sees to the block's end)"
 echo "- peak MB: peak RSS (highest of the rounds), 10⁶ bytes, and in brackets its rise over the RSS before the inputs were made"
 echo "- logs: $LOGDIR"
 echo
