@@ -320,15 +320,14 @@ public final class Trainer {
         guard loss.isFinite else {
             throw LoraDistError("loss is \(loss) at step \(step) with finite weights: training diverged (try a lower --lr); \(kept)")
         }
-        let norm = timed { exchange.globalNorm() }
+        let squares = exchange.shardSquares()
+        let norm = timed { exchange.globalNorm(shardSquares: squares) }
         guard norm.isFinite else {
             throw LoraDistError("gradient norm is \(norm) at step \(step): training diverged (try a lower --lr or --clip); \(kept)")
         }
         let clip = GradClip.scale(norm: norm, maxNorm: options.optimizer.clipNorm)
-        optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
-        let shard = optimizer.range
-        let badHere = (shard.lowerBound..<shard.upperBound).contains { !store.trainableValues[$0].isFinite }
-        guard timed({ cluster.sum([badHere ? 1 : 0]) })[0] == 0 else {
+        let finiteHere = optimizer.step(values: store.trainableValues, grads: exchange.shardGrads, lr: schedule.at(step), gradScale: clip)
+        guard timed({ cluster.sum([finiteHere ? 0 : 1]) })[0] == 0 else {
             throw LoraDistError("the update of step \(step) made weights non-finite: training diverged (try a lower --lr); it was not published or saved, the last checkpoint is unchanged")
         }
         timed { loaded.publish() }

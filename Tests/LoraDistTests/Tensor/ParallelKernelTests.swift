@@ -75,8 +75,9 @@ import Testing
             CrossEntropy.backward(dlogits: dl.ptr, logits: x.ptr, targets: targets, n: n, vocab: dim, scale: 0.1)
             let r = FloatBuffer(x.array)
             RoPE(headDim: 10, maxPositions: 8, theta: 10000).forward(r.ptr, rows: n, seqLen: 8, heads: 7)
+            let ce = CrossEntropy.forward(logits: x.ptr, targets: targets, n: n, vocab: dim)
             return [out.array, rstd.array, dx.array, dw.array, act.array, dg.array, du.array, dl.array, r.array,
-                    [Float(GradClip.sumSquares(x.ptr, count: count))]]
+                    [Float(GradClip.sumSquares(x.ptr, count: count))], [Float(ce.sum), Float(ce.count), Float(ce.correct)]]
         }
         let saved = Parallel.workers
         Parallel.workers = 1

@@ -314,6 +314,72 @@ import Testing
         for i in 0..<4 { #expect(abs(Double(store.values[i]) - p[i]) < 1e-6, "element \(i)") }
     }
 
+    @Test("AdamW's 8-lane body and scalar tail give the scalar formula's bits, on one worker or three, and report a non-finite update wherever it lands")
+    func adamwVectorised() {
+        // Two parts of at least 2¹⁶ elements with three workers, and a tail of 5 after the last 8.
+        let n = 2 * 65_536 + 8 * 3 + 5
+        let specs = [ParamSpec(name: "w", shape: [n], trainable: true, decay: true)]
+        var g = SplitMix64(seed: 11)
+        let w0 = (0..<n).map { _ in g.normal() }, grads = [(0..<n).map { _ in g.normal() }, (0..<n).map { _ in g.normal() }]
+        var cfg = AdamWConfig()
+        cfg.weightDecay = 0.01
+        let lr: Float = 0.003, scale: Float = 0.7
+        func run(workers: Int, poison: Int? = nil) -> (values: [Float], finite: [Bool]) {
+            let store = ParameterStore(specs: specs)
+            for i in 0..<n { store.values[i] = w0[i] }
+            let opt = AdamW(config: cfg, store: store)
+            let saved = Parallel.workers
+            Parallel.workers = workers
+            defer { Parallel.workers = saved }
+            var finite: [Bool] = []
+            for (t, gs) in grads.enumerated() {
+                for i in 0..<n { store.grads[i] = gs[i] }
+                if t == 1, let poison { store.grads[poison] = .infinity }
+                finite.append(opt.step(values: store.values, grads: store.grads.ptr, lr: lr, gradScale: scale))
+            }
+            return ((0..<n).map { store.values[$0] }, finite)
+        }
+        // The reference: torch's rule in Float, one element at a time, in the kernel's order.
+        var p = w0, m = [Float](repeating: 0, count: n), v = m
+        for (t, gs) in grads.enumerated() {
+            let bc1 = 1 - Foundation.pow(Float(0.9), Float(t + 1)), bc2 = 1 - Foundation.pow(Float(0.999), Float(t + 1))
+            let stepSize = lr / bc1, invSqrtBc2 = 1 / bc2.squareRoot()
+            for i in 0..<n {
+                p[i] *= 1 - lr * cfg.weightDecay
+                let gi = gs[i] * scale
+                m[i] = 0.9 * m[i] + (1 - 0.9) * gi
+                v[i] = 0.999 * v[i] + (1 - 0.999) * gi * gi
+                p[i] -= stepSize * m[i] / (v[i].squareRoot() * invSqrtBc2 + 1e-8)
+            }
+        }
+        let one = run(workers: 1), three = run(workers: 3)
+        #expect(one.values == p, "one worker: \(zip(one.values, p).filter { $0 != $1 }.count) elements differ from the scalar formula")
+        #expect(three.values == p, "three workers")
+        #expect(one.finite == [true, true] && three.finite == [true, true])
+        // an infinite gradient makes its weight NaN: in the first part's body, the second part, the tail
+        for at in [3, 65_536 + 17, n - 1] {
+            for workers in [1, 3] {
+                #expect(run(workers: workers, poison: at).finite == [true, false], "poisoned at \(at), \(workers) workers")
+            }
+        }
+    }
+
+    @Test("Σ g² in 8 lanes: within float rounding of a double sum, the same bits on one worker or three")
+    func sumSquaresVectorised() {
+        let n = 70 * 4096 + 13  // more than the 64 blocks a worker takes, and a short last block
+        var g = SplitMix64(seed: 12)
+        let x = FloatBuffer((0..<n).map { _ in g.normal() })
+        let exact = (0..<n).reduce(0.0) { $0 + Double(x[$1]) * Double(x[$1]) }
+        let saved = Parallel.workers
+        defer { Parallel.workers = saved }
+        Parallel.workers = 1
+        let one = GradClip.sumSquares(x.ptr, count: n)
+        Parallel.workers = 3
+        let three = GradClip.sumSquares(x.ptr, count: n)
+        #expect(one == three)
+        #expect(abs(one - exact) < 1e-5 * exact, "\(one) against \(exact)")
+    }
+
     @Test func schedule() {
         let s = LRSchedule(lr: 1, warmup: 10, total: 110, minLR: 0.1)
         #expect(s.at(1) == 0.1)
