@@ -51,7 +51,7 @@ public enum CheckpointBenchmark {
             read.append(timed { _ = FileManager.default.contents(atPath: path) })
             unlink(path)
         }
-        func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+        let median = StepBenchmark.median
         r.saveSeconds = median(save); r.loadSeconds = median(load)
         r.plainWriteSeconds = median(write); r.plainReadSeconds = median(read)
         if cluster.isRoot { try? FileManager.default.removeItem(atPath: dir) }

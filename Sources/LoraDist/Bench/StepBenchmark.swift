@@ -91,9 +91,11 @@ public struct StepBenchmark {
             waits.append(res.commWait)
             sampleYardstick()
         }
-        // The slowest rank sets the pace of a synchronous step.
+        // The slowest rank sets the pace of a synchronous step. The same median as the
+        // yardstick's (before, an even count took the slower middle step: with --steps 2 the
+        // slower of the two).
         let slowest = cluster.maximum(times)
-        r.stepMs = slowest.sorted()[slowest.count / 2] * 1000
+        r.stepMs = median(slowest) * 1000
         let per = 1000 / Double(o.steps)
         var named = Profile.Section.allCases.map { ("\($0)", Profile.seconds($0) * per) }
         named.append(("exchange wait", waits.reduce(0, +) * per))
