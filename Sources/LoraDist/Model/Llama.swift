@@ -152,10 +152,11 @@ public final class LlamaModel {
         let q = H * Double(c.headDim), kv = KV * Double(c.headDim)
         let qk = c.qkNorm ? 1.0 : 0
         let grads = Double(specs.filter(\.trainable).reduce(0) { $0 + $1.count })
-        // Activations: residual stream (L+1), final norm, logits, backward scratch, attention's scratch
-        // (Attention.Shape.scratchFloats: a stacked block of scores per lane, the backward's partial dK, dV)
+        // Activations: residual stream (L+1), final norm, logits and their row statistics, backward scratch,
+        // attention's scratch (Attention.Shape.scratchFloats: a stacked block of scores per lane, the
+        // backward's partial dK, dV)
         let attScratch = attentionShape(c, batch: maxBatch, seqLen: seqLen, lanes: attentionLanes).scratchFloats
-        let shared = (L + 1) * n * C + n * C + n + n * V + 2 * n * C + 2 * n * q + 2 * n * kv + qk * (n * q + n * kv)
+        let shared = (L + 1) * n * C + n * C + n + n * V + 2 * n + 2 * n * C + 2 * n * q + 2 * n * kv + qk * (n * q + n * kv)
             + 3 * n * I + attScratch
         // LayerActivations (one set under recompute, else one per layer): x1, rstd1, q/k/v, (raw q/k and their rstd), mid, x2, rstd2, gate/up/act, tmp
         let perLayer = n * C + n + n * q + 2 * n * kv + qk * (n * q + n * kv + n * H + n * KV)
@@ -219,6 +220,7 @@ public final class LlamaModel {
     public func forward(ids: UnsafePointer<Int32>, batch: Int, dropoutSeeds: UnsafePointer<UInt64>? = nil) -> FPtr {
         precondition(batch <= maxBatch)
         let n = batch * seqLen, C = config.hiddenSize, a = acts
+        a.crossEntropyStatsValid = false
         Embedding.forward(out: a.res[0].ptr, ids: ids, table: embed.value, n: n, dim: C)
         for (l, layer) in layers.enumerated() {
             layer.forward(resIn: a.res[l].ptr, resOut: a.res[l + 1].ptr, batch: batch, rope: rope,
@@ -233,7 +235,9 @@ public final class LlamaModel {
     /// Σ cross-entropy, labelled-token count and top-1 hits of the last forward.
     public func loss(targets: UnsafePointer<Int32>, batch: Int) -> (sum: Double, count: Int, correct: Int) {
         Profile.measure(.elementwise) {
-            CrossEntropy.forward(logits: acts.logits.ptr, targets: targets, n: batch * seqLen, vocab: config.vocabSize)
+            defer { acts.crossEntropyStatsValid = true }
+            return CrossEntropy.forward(logits: acts.logits.ptr, targets: targets, n: batch * seqLen, vocab: config.vocabSize,
+                                        stats: acts.crossEntropyStats.ptr)
         }
     }
 
@@ -252,7 +256,9 @@ public final class LlamaModel {
         let n = batch * seqLen, C = config.hiddenSize, a = acts
         // dlogits overwrite the logits in place: [N, V]
         CrossEntropy.backward(dlogits: a.logits.ptr, logits: a.logits.ptr, targets: targets, n: n,
-                              vocab: config.vocabSize, scale: scale)
+                              vocab: config.vocabSize, scale: scale,
+                              stats: a.crossEntropyStatsValid ? UnsafePointer(a.crossEntropyStats.ptr) : nil)
+        a.crossEntropyStatsValid = false
         lmHead.backward(dx: a.dLn.ptr, dy: a.logits.ptr, x: a.lnf.ptr, n: n, accumulateDx: false)
         a.dRes.ptr.update(repeating: 0, count: n * C)
         RMSNorm.backward(dx: a.dRes.ptr, dw: finalNorm.grad, dout: a.dLn.ptr, x: a.res[layers.count].ptr,
@@ -281,6 +287,10 @@ final class Activations {
     let res: [FloatBuffer]          // L+1 × [N, C]: input of each layer, output of the last
     let lnf: FloatBuffer, lnfRstd: FloatBuffer
     let logits: FloatBuffer         // [N, V]
+    /// Each row's largest logit and Σ exp(logit − it) [N, 2], from loss(); valid until the next
+    /// forward or backward, so a backward without loss() finds them itself.
+    let crossEntropyStats: FloatBuffer
+    var crossEntropyStatsValid = false
     let dRes: FloatBuffer, dLn: FloatBuffer        // [N, C]
     let dQKV: FloatBuffer           // gradient of the q, k, v projections' output [N, H·D + 2·KV·D]
     let dAttOut: FloatBuffer        // [N, H·D]
@@ -294,6 +304,7 @@ final class Activations {
         res = (0...layers).map { _ in FloatBuffer(n * c.hiddenSize) }
         lnf = FloatBuffer(n * c.hiddenSize); lnfRstd = FloatBuffer(n)
         logits = FloatBuffer(n * c.vocabSize)
+        crossEntropyStats = FloatBuffer(2 * n)
         dRes = FloatBuffer(n * c.hiddenSize); dLn = FloatBuffer(n * c.hiddenSize)
         dQKV = FloatBuffer(n * (q + 2 * kv)); dAttOut = FloatBuffer(n * q)
         dq = c.qkNorm ? FloatBuffer(n * q) : nil

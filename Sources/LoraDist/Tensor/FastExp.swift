@@ -105,6 +105,15 @@ func expShifted(_ x: UnsafePointer<Float>, _ out: FPtr, _ n: Int, shift: Float) 
     return s
 }
 
+/// exp(x[i] − shift) · c into out[i] for i in 0..<n: expShifted then scaleRow in one pass,
+/// the same bits. out may alias x.
+@inline(__always)
+func expScaled(_ x: UnsafePointer<Float>, _ out: FPtr, _ n: Int, shift: Float, by c: Float) {
+    var j = 0
+    while j + 8 <= n { store8(fastExp(load8(x, j) - shift) * c, out, j); j += 8 }
+    while j < n { out[j] = fastExp(x[j] - shift) * c; j += 1 }
+}
+
 /// x[0..<n] *= c.
 @inline(__always)
 func scaleRow(_ x: FPtr, _ n: Int, by c: Float) {
