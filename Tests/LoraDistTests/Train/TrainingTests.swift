@@ -251,39 +251,58 @@ import Testing
         #expect(CheckpointFiles.pointer(o.runDir + "/checkpoints", CheckpointFiles.bestName) == CheckpointFiles.stepName(best))
     }
 
+    /// Train and dev text on which fitting the one must raise the other's loss, whatever the
+    /// trajectory: the train text is the letters a–h in order, over and over; the dev text holds the
+    /// same letters, about as often, in a random order that never puts a letter's successor after it.
+    /// Learning which letters occur lowers dev loss (towards ln 8); learning what follows what, the
+    /// only other thing the train text teaches, raises it without bound.
+    static func opposedCorpus(_ name: String) throws -> (train: String, dev: String) {
+        let train = TestPaths.tempDir(name), dev = TestPaths.tempDir(name + "-dev")
+        let letters = Array("abcdefgh")
+        try String(repeating: String(letters), count: 1200).write(toFile: train + "/train.txt", atomically: true, encoding: .utf8)
+        var rng = SplitMix64(seed: 7), i = 0, shuffled = ""
+        for _ in 0..<9600 {
+            shuffled.append(letters[i])
+            i = (i + 2 + rng.below(6)) % 8  // 2 to 7 letters on: never the successor
+        }
+        try shuffled.write(toFile: dev + "/dev.txt", atomically: true, encoding: .utf8)
+        return (train, dev)
+    }
+
     @Test("without --patience the run that early stopping ends trains every step, ends on its final weights and still reports the best step")
     func noEarlyStopping() throws {
-        var o = try Self.options(.full, data: try Self.corpus("no-early"), steps: 60)
-        o.lr = 5e-2; o.minLRRatio = 1  // a constant high rate on other text than dev's: dev loss turns up within the budget
-        let dev = TestPaths.tempDir("no-early-dev")
-        try (0..<200).map { "Call me Ishmael. Some years ago, never mind how long precisely, \($0 % 5)\n" }.joined()
-            .write(toFile: dev + "/dev.txt", atomically: true, encoding: .utf8)
-        o.devData = dev
+        let data = try Self.opposedCorpus("no-early")
+        var o = try Self.options(.full, data: data.train, steps: 60)
+        o.devData = data.dev
+        o.minLRRatio = 1  // a constant rate: what follows what keeps sharpening to the end
         o.evalEvery = 4
-        var stopping = o
-        stopping.patience = 2
-        stopping.runDir = o.runDir + "-patience"
-        let stopped = try makeTrainer(stopping).run().summary
-        #expect(stopped.earlyStopped && stopped.stepsDone < 60, "with --patience 2: \(stopped.stepsDone) steps")
 
         let t = try makeTrainer(o)
         let outcome = try t.run()
         let s = outcome.summary
-        #expect(s.earlyStopped == false && s.stepsDone == 60 && s.bestStep == nil)
         let devs = try String(contentsOfFile: o.runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
             .compactMap { r in (r["dev_loss"] as? Double).map { (r["step"] as! Int, $0) } }
         let minimum = try #require(devs.min { $0.1 < $1.1 })
         let last = try #require(devs.last)
+        // The premise, not the feature: the dev loss falls, then turns up well before the last step.
+        try #require(last.0 == 60 && minimum.0 < 60 && last.1 > minimum.1 + 1 && minimum.1 < s.initialDevLoss - 1,
+                     "premise failed, the corpus no longer opposes train and dev: dev curve \(devs)")
+        #expect(s.earlyStopped == false && s.stepsDone == 60 && s.bestStep == nil)
         #expect(outcome.bestStep == minimum.0)
-        // the same run up to the step early stopping ended it on: the same best step there
-        #expect(stopped.bestStep == devs.filter { $0.0 <= stopped.stepsDone }.min { $0.1 < $1.1 }?.0)
-        #expect(last.0 == 60 && last.1 > minimum.1 + 1e-4, "dev loss turned up before the last step: \(devs)")
         // the weights are the final ones: the summary's and a fresh evaluation's dev loss are the last step's
         #expect(abs(s.devLoss - last.1) < 1e-6)
         #expect(abs(t.evaluate() - last.1) < 1e-5)
         // no best checkpoint is kept without early stopping
         #expect(CheckpointFiles.pointer(o.runDir + "/checkpoints", CheckpointFiles.bestName) == nil)
+
+        // The same run with --patience 2 stops early, on the same best step up to where it stopped.
+        var stopping = o
+        stopping.patience = 2
+        stopping.runDir = o.runDir + "-patience"
+        let stopped = try makeTrainer(stopping).run().summary
+        #expect(stopped.earlyStopped && stopped.stepsDone < 60, "with --patience 2: \(stopped.stepsDone) steps")
+        #expect(stopped.bestStep == devs.filter { $0.0 <= stopped.stepsDone }.min { $0.1 < $1.1 }?.0)
     }
 
     @Test("AdamW matches torch.optim.AdamW's update rule, no decay on norms")
