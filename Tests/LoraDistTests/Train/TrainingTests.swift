@@ -17,6 +17,24 @@ import Testing
         return dir
     }
 
+    /// Train and dev text on which fitting the one must raise the other's loss, whatever the
+    /// trajectory: the train text is the letters a–h in order, over and over; the dev text holds the
+    /// same letters, about as often, in a random order that never puts a letter's successor after it.
+    /// Learning which letters occur lowers dev loss (towards ln 8); learning what follows what, the
+    /// only other thing the train text teaches, raises it without bound.
+    static func opposedCorpus(_ name: String) throws -> (train: String, dev: String) {
+        let train = TestPaths.tempDir(name), dev = TestPaths.tempDir(name + "-dev")
+        let letters = Array("abcdefgh")
+        try String(repeating: String(letters), count: 1200).write(toFile: train + "/train.txt", atomically: true, encoding: .utf8)
+        var rng = SplitMix64(seed: 7), i = 0, shuffled = ""
+        for _ in 0..<9600 {
+            shuffled.append(letters[i])
+            i = (i + 2 + rng.below(6)) % 8  // 2 to 7 letters on: never the successor
+        }
+        try shuffled.write(toFile: dev + "/dev.txt", atomically: true, encoding: .utf8)
+        return (train, dev)
+    }
+
     static func options(_ mode: TrainMode, data: String, steps: Int = 40) throws -> TrainOptions {
         var o = TrainOptions()
         o.mode = mode
@@ -229,8 +247,10 @@ import Testing
 
     @Test("early stopping ends on the best dev loss and keeps that checkpoint")
     func earlyStopping() throws {
-        var o = try Self.options(.full, data: try Self.corpus("early"), steps: 400)
-        o.lr = 5e-2  // high enough that dev loss turns up within the budget
+        let data = try Self.opposedCorpus("early")  // dev loss turns up by construction
+        var o = try Self.options(.full, data: data.train, steps: 60)
+        o.devData = data.dev
+        o.minLRRatio = 1
         o.evalEvery = 4
         o.patience = 2
         let t = try makeTrainer(o)
@@ -249,24 +269,6 @@ import Testing
         // the model holds the best weights again: evaluating now gives the best dev loss
         #expect(abs(t.evaluate() - minimum.1) < 1e-5)
         #expect(CheckpointFiles.pointer(o.runDir + "/checkpoints", CheckpointFiles.bestName) == CheckpointFiles.stepName(best))
-    }
-
-    /// Train and dev text on which fitting the one must raise the other's loss, whatever the
-    /// trajectory: the train text is the letters a–h in order, over and over; the dev text holds the
-    /// same letters, about as often, in a random order that never puts a letter's successor after it.
-    /// Learning which letters occur lowers dev loss (towards ln 8); learning what follows what, the
-    /// only other thing the train text teaches, raises it without bound.
-    static func opposedCorpus(_ name: String) throws -> (train: String, dev: String) {
-        let train = TestPaths.tempDir(name), dev = TestPaths.tempDir(name + "-dev")
-        let letters = Array("abcdefgh")
-        try String(repeating: String(letters), count: 1200).write(toFile: train + "/train.txt", atomically: true, encoding: .utf8)
-        var rng = SplitMix64(seed: 7), i = 0, shuffled = ""
-        for _ in 0..<9600 {
-            shuffled.append(letters[i])
-            i = (i + 2 + rng.below(6)) % 8  // 2 to 7 letters on: never the successor
-        }
-        try shuffled.write(toFile: dev + "/dev.txt", atomically: true, encoding: .utf8)
-        return (train, dev)
     }
 
     @Test("without --patience the run that early stopping ends trains every step, ends on its final weights and still reports the best step")
