@@ -117,6 +117,13 @@ func makeTrainer(_ o: TrainOptions) throws -> Trainer {
     try Trainer(options: o, cluster: TestCluster.shared)
 }
 
+/// The dev losses a run logged in its metrics.jsonl, by step.
+func devLosses(runDir: String) throws -> [(step: Int, loss: Double)] {
+    try String(contentsOfFile: runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        .compactMap { r in (r["dev_loss"] as? Double).map { (r["step"] as! Int, $0) } }
+}
+
 /// A small corpus in a fresh folder: `lines` numbered lines made by `line(i)`.
 func writeCorpus(_ name: String, lines: Int = 300, _ line: (Int) -> String) throws -> String {
     let dir = TestPaths.tempDir(name)

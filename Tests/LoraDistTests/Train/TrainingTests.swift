@@ -260,9 +260,7 @@ import Testing
         let done = s.stepsDone
         #expect(done == best + 2 * 4, "stops two evaluations after the best")
         // the dev losses logged: the best one is the minimum, and the summary reports it
-        let devs = try String(contentsOfFile: o.runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
-            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-            .compactMap { r in (r["dev_loss"] as? Double).map { (r["step"] as! Int, $0) } }
+        let devs = try devLosses(runDir: o.runDir)
         let minimum = try #require(devs.min { $0.1 < $1.1 })
         #expect(minimum.0 == best)
         #expect(abs(s.devLoss - minimum.1) < 1e-6)
@@ -282,9 +280,7 @@ import Testing
         let t = try makeTrainer(o)
         let outcome = try t.run()
         let s = outcome.summary
-        let devs = try String(contentsOfFile: o.runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
-            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-            .compactMap { r in (r["dev_loss"] as? Double).map { (r["step"] as! Int, $0) } }
+        let devs = try devLosses(runDir: o.runDir)
         let minimum = try #require(devs.min { $0.1 < $1.1 })
         let last = try #require(devs.last)
         // The premise, not the feature: the dev loss falls, then turns up well before the last step.
