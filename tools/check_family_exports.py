@@ -40,7 +40,6 @@ import argparse
 import json
 import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -48,16 +47,15 @@ import tempfile
 import time
 import warnings
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# First: sets the offline environment before transformers loads (tools/reference_stack.py).
+from reference_stack import REPO_ROOT, drop_generation_config, logits_of, lora_dist_env, write_sentences
 
-import peft  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from transformers import (  # noqa: E402
+import peft
+import torch
+import transformers
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     LlamaConfig,
@@ -70,7 +68,6 @@ from transformers import (  # noqa: E402
     Qwen3ForCausalLM,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-4          # logits: max |Δ| / max |ref|
 WEIGHT_TOLERANCE = 1e-6   # lora-dist's merge against peft's merge_and_unload, max |ΔW|
 BATCH, SEQ = 2, 16
@@ -139,23 +136,6 @@ def check(cond, what):
         raise CheckFailed(what)
 
 
-def write_corpus(path, seed=2025):
-    rng = random.Random(seed)
-    subjects = ["the model", "a gradient", "the optimizer", "each rank", "the adapter", "a small batch",
-                "the loss", "every layer", "the corpus", "a checkpoint"]
-    verbs = ["updates", "reads", "shrinks", "follows", "measures", "writes", "averages", "learns", "keeps", "moves"]
-    objects = ["the weights", "a low rank matrix", "the learning rate", "its shard", "the next token",
-               "a few bytes", "the frozen base", "the residual stream", "the attention heads", "the log"]
-    lines, size = [], 0
-    while size < 8000:
-        s = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}."
-        s = s[0].upper() + s[1:]
-        lines.append(s)
-        size += len(s) + 1
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
 def make_base(name, cls, make_config, seed, out):
     torch.manual_seed(seed)
     model = cls(make_config()).to(torch.float32)
@@ -166,24 +146,15 @@ def make_base(name, cls, make_config, seed, out):
             elif n.endswith(".bias"):
                 p.copy_(0.2 * torch.randn_like(p))
     model.save_pretrained(out, safe_serialization=True)
-    gc = os.path.join(out, "generation_config.json")
-    if os.path.exists(gc):
-        os.remove(gc)
+    drop_generation_config(out)
     return model
 
 
 def lora_dist(binary, args, expect=0):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "OPAL_"))}
-    r = subprocess.run([binary] + args, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run([binary] + args, cwd=REPO_ROOT, env=lora_dist_env(), capture_output=True, text=True)
     if r.returncode != expect:
         raise CheckFailed(f"lora-dist {' '.join(args)} exited {r.returncode}:\n{r.stderr.strip()}")
     return r.stdout
-
-
-def logits_of(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=ids).logits.detach().float()
 
 
 def rel(a, b):
@@ -334,7 +305,7 @@ def main():
     tmp = opts.keep or tempfile.mkdtemp(prefix="lora-dist-family-exports-")
     os.makedirs(tmp, exist_ok=True)
     corpus = os.path.join(tmp, "corpus.txt")
-    write_corpus(corpus)
+    write_sentences(corpus, seed=2025, size=8000)
     rows, failures = [], []
     start = time.time()
     try:

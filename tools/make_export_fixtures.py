@@ -21,27 +21,28 @@ if missing.
 import argparse
 import json
 import os
-import random
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# First: sets the offline environment before transformers loads (tools/reference_stack.py).
+import reference_stack
+from reference_stack import (
+    REPO_ROOT,
+    drop_generation_config,
+    logits_of,
+    lora_dist_env,
+    read_header,
+    tree_bytes,
+    write_sentences,
+)
 
-import numpy as np  # noqa: E402
-import peft  # noqa: E402
-import safetensors  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO_ROOT, "Tests", "Fixtures", "export")
 SEED = 2024
 BATCH, SEQ = 2, 8
@@ -57,13 +58,8 @@ TRAIN_ARGS = [
 ]
 CONTINUE_STEPS = 2
 
-VERSIONS = {
-    "torch": torch.__version__,
-    "transformers": transformers.__version__,
-    "peft": peft.__version__,
-    "safetensors": safetensors.__version__,
-    "numpy": np.__version__,
-}
+# The versions README.md lists (python was never among them).
+VERSIONS = {k: v for k, v in reference_stack.VERSIONS.items() if k != "python"}
 
 
 def make_config():
@@ -76,41 +72,10 @@ def make_config():
     )
 
 
-def read_header(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
-def logits_of(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=ids).logits.detach().float().contiguous()
-
-
-def drop_generation_config(d):
-    p = os.path.join(d, "generation_config.json")
-    if os.path.exists(p):
-        os.remove(p)
-
-
 def write_corpus(path):
     """A few KB of deterministic English-like text (whole lines)."""
-    rng = random.Random(SEED)
-    subjects = ["the model", "a gradient", "the optimizer", "each rank", "the adapter", "a small batch",
-                "the loss", "every layer", "the corpus", "a checkpoint"]
-    verbs = ["updates", "reads", "shrinks", "follows", "measures", "writes", "averages", "learns", "keeps", "moves"]
-    objects = ["the weights", "a low rank matrix", "the learning rate", "its shard", "the next token",
-               "a few bytes", "the frozen base", "the residual stream", "the attention heads", "the log"]
     tails = ["slowly", "again", "at every step", "in order", "without noise", "before the end", "on the CPU", "twice"]
-    lines, size = [], 0
-    while size < 6000:
-        s = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(tails)}."
-        s = s[0].upper() + s[1:]
-        lines.append(s)
-        size += len(s) + 1
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_sentences(path, SEED, 6000, tails)
 
 
 README = """# Export fixtures (transformers / peft)
@@ -180,8 +145,7 @@ def find_binary(arg):
 
 
 def run(binary, args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "OPAL_"))}
-    r = subprocess.run([binary] + args, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run([binary] + args, cwd=REPO_ROOT, env=lora_dist_env(), capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"lora-dist {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
     return r
@@ -313,9 +277,7 @@ def main():
     back = load_file(ref_path)
     assert sorted(back) == sorted(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
 
-    total = 0
-    for root, _, files in os.walk(OUT):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    total = tree_bytes(OUT)
     print(f"reference keys: {', '.join(sorted(ref))}")
     print(f"total size of {os.path.relpath(OUT, REPO_ROOT)}: {total / 1024:.1f} KiB")
     assert total < 400 * 1024, total

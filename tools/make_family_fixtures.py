@@ -26,22 +26,27 @@ import json
 import math
 import os
 import shutil
-import struct
-import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# First: sets the offline environment before transformers loads (tools/reference_stack.py).
+from reference_stack import (
+    LORA_ALPHA,
+    LORA_R,
+    REPO_ROOT,
+    VERSIONS,
+    add_random_adapter,
+    full_reference,
+    load_saved_adapter,
+    load_saved_base,
+    lora_reference,
+    merged_logits,
+    print_keys_and_size,
+    read_header,
+    save_adapter,
+)
 
-import numpy as np  # noqa: E402
-import peft  # noqa: E402
-import safetensors  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
     AutoConfig,
     GenerationConfig,
     LlamaConfig,
@@ -54,12 +59,9 @@ from transformers import (  # noqa: E402
     Qwen3ForCausalLM,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_ROOT = os.path.join(REPO_ROOT, "Tests", "Fixtures", "families")
 
 BATCH, SEQ = 2, 8
-LORA_R, LORA_ALPHA = 4, 8
-LORA_B_STD = 0.05
 NORM_NOISE_STD = 0.1
 BIAS_STD = 0.2
 # Larger than the HF default (0.02) so activations, attention patterns and logits
@@ -124,15 +126,6 @@ FIXTURES = [
         "targets": list(ALL7),
     },
 ]
-
-VERSIONS = {
-    "torch": torch.__version__,
-    "transformers": transformers.__version__,
-    "peft": peft.__version__,
-    "safetensors": safetensors.__version__,
-    "numpy": np.__version__,
-    "python": sys.version.split()[0],
-}
 
 COMMON = dict(
     vocab_size=64,
@@ -210,22 +203,10 @@ def head_dim_of(config):
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def read_header(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
 def write_json(path, obj):
     # Same layout as PretrainedConfig.to_json_string (indent 2, sorted keys, trailing newline).
     with open(path, "w") as f:
         f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def model_loss(logits, ids):
-    """Independent re-computation of HF's causal-LM loss (shift by one, mean CE)."""
-    v = logits.shape[-1]
-    return F.cross_entropy(logits[:, :-1, :].reshape(-1, v), ids[:, 1:].reshape(-1), reduction="mean")
 
 
 # --------------------------------------------------------------------------- llama3 regimes
@@ -447,29 +428,10 @@ def build_fixture(spec):
     ref = {"input_ids": input_ids.clone()}
 
     # ------------------------------------------------ full fine-tuning reference
-    for p in model.parameters():
-        p.requires_grad_(True)
-        p.grad = None
-    outp = model(input_ids=input_ids, labels=input_ids)
-    outp.loss.backward()
-    full_loss = outp.loss.detach()
-    check = model_loss(outp.logits.detach(), input_ids)
-    assert torch.allclose(full_loss, check, rtol=1e-6, atol=1e-6), (full_loss, check)
-    ref["full.logits"] = outp.logits.detach().float().contiguous()
-    ref["full.loss"] = full_loss.float().reshape(())  # 0-dim scalar
-    base_param_names = []
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, pname
-        ref[f"full.grad.{pname}"] = p.grad.detach().clone().contiguous()
-        base_param_names.append(pname)
+    base_param_names = full_reference(model, input_ids, ref)
     for p in model.parameters():
         p.grad = None
-
-    saved_base = load_file(os.path.join(out, "model.safetensors"))
-    assert sorted(saved_base) == sorted(base_param_names), (sorted(saved_base), sorted(base_param_names))
-    for k, v in saved_base.items():
-        assert v.dtype == torch.float32
-        assert torch.equal(v, dict(model.named_parameters())[k].detach()), k
+    saved_base = load_saved_base(out, model, base_param_names)
 
     # ------------------------------------------------------- family-specific checks
     if name == "llama3_scaled":
@@ -520,97 +482,27 @@ def build_fixture(spec):
     # --------------------------------------------------------------- LoRA pass
     # Reload the base from disk so the adapter sits on exactly the saved weights.
     base = reloaded
-    lcfg = LoraConfig(
-        r=LORA_R,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=0.0,
-        target_modules=list(targets),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(seed + 2)  # lora_A init (kaiming-uniform) draws from the global RNG
-    pm = get_peft_model(base, lcfg)
-    pm.eval()
-    gen_b = torch.Generator().manual_seed(seed + 3)
-    lora_params = {}
-    with torch.no_grad():
-        for pname, p in pm.named_parameters():
-            if "lora_B" in pname:
-                p.copy_(torch.randn(p.shape, generator=gen_b) * LORA_B_STD)
-    n_bias_frozen = 0
-    for pname, p in pm.named_parameters():
-        is_lora = ".lora_A." in pname or ".lora_B." in pname
-        assert p.requires_grad == is_lora, (pname, p.requires_grad)
-        if pname.endswith(".bias"):
-            assert not p.requires_grad, pname  # bias="none": base biases stay frozen
-            n_bias_frozen += 1
-        if is_lora:
-            saved_name = pname.replace(".default.", ".")
-            lora_params[saved_name] = p
+    pm, lora_params = add_random_adapter(base, targets, seed)
+    biases = [p for pname, p in pm.named_parameters() if pname.endswith(".bias")]
+    assert not any(p.requires_grad for p in biases)  # bias="none": base biases stay frozen
     if name == "qwen2_bias":
-        assert n_bias_frozen == 3 * config.num_hidden_layers, n_bias_frozen
+        assert len(biases) == 3 * config.num_hidden_layers, len(biases)
     adir = os.path.join(out, "adapter")
-    # PEFT would record the absolute load path; store a repo-relative one so the
-    # output does not depend on where the repo is checked out.
-    pm.peft_config["default"].base_model_name_or_path = f"Tests/Fixtures/families/{name}"
-    pm.save_pretrained(adir)
-    # PEFT also writes a boilerplate model card (README.md); drop it.
-    card = os.path.join(adir, "README.md")
-    if os.path.exists(card):
-        os.remove(card)
-    # PEFT keeps target_modules as a Python set: re-write it sorted for byte-stable output.
-    acfg_path = os.path.join(adir, "adapter_config.json")
-    with open(acfg_path) as f:
-        acfg = json.load(f)
-    acfg["target_modules"] = sorted(acfg["target_modules"])
-    with open(acfg_path, "w") as f:
-        f.write(json.dumps(acfg, indent=2, sort_keys=True))
-
-    out_l = pm(input_ids=input_ids, labels=input_ids)
-    out_l.loss.backward()
-    lora_loss = out_l.loss.detach()
-    check = model_loss(out_l.logits.detach(), input_ids)
-    assert torch.allclose(lora_loss, check, rtol=1e-6, atol=1e-6)
-    ref["lora.logits"] = out_l.logits.detach().float().contiguous()
-    ref["lora.loss"] = lora_loss.float().reshape(())
-    ref["lora.scaling"] = torch.tensor(LORA_ALPHA / LORA_R, dtype=torch.float32)
-    for saved_name, p in lora_params.items():
-        assert p.grad is not None, saved_name
-        ref[f"lora.grad.{saved_name}"] = p.grad.detach().clone().contiguous()
-    # Frozen base params (biases included) must have no gradient.
-    for pname, p in pm.named_parameters():
-        if not p.requires_grad:
-            assert p.grad is None, pname
+    save_adapter(pm, adir, f"Tests/Fixtures/families/{name}")
+    lora_reference(pm, input_ids, lora_params, ref)  # frozen biases included: no gradient
     for p in pm.parameters():
         p.grad = None
 
     ref["generate.lora_ids"] = generate_new(pm, prompt)
 
     # Adapter keys on disk must equal the names we used for lora.grad.*
-    saved_adapter = load_file(os.path.join(adir, "adapter_model.safetensors"))
-    assert sorted(saved_adapter) == sorted(lora_params), (sorted(saved_adapter), sorted(lora_params))
-    for k, v in saved_adapter.items():
-        assert v.dtype == torch.float32
-        assert torch.equal(v, lora_params[k].detach()), k
-    n_mods = config.num_hidden_layers * len(targets)
-    assert len(saved_adapter) == 2 * n_mods
+    saved_adapter = load_saved_adapter(adir, lora_params, config.num_hidden_layers * len(targets))
 
     # Cross-check: merging W' = W + scaling * B @ A (biases unchanged) reproduces lora.logits
     # and the LoRA greedy generation.
-    scaling = LORA_ALPHA / LORA_R
-    merged = {k: v.clone() for k, v in saved_base.items()}
-    for k in saved_adapter:
-        if ".lora_A." in k:
-            stem = k[len("base_model.model."):].replace(".lora_A.weight", "")
-            A = saved_adapter[k]
-            B = saved_adapter[k.replace(".lora_A.", ".lora_B.")]
-            merged[stem + ".weight"] += scaling * (B @ A)
     m2 = cls(make_config(name)).to(torch.float32).eval()
-    missing, unexpected = m2.load_state_dict(merged, strict=False)
-    assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)
+    ml, missing = merged_logits(m2, saved_base, saved_adapter, input_ids)
     assert bool(missing) == tie
-    with torch.no_grad():
-        ml = m2(input_ids=input_ids).logits
     maxdiff = (ml - ref["lora.logits"]).abs().max().item()
     assert maxdiff < 1e-4, maxdiff
     assert torch.equal(greedy_reference(m2, prompt, GEN_NEW_TOKENS), ref["generate.lora_ids"])
@@ -756,17 +648,7 @@ def main():
             for i in range(w.shape[0]):
                 print("   i=%d  %s" % (i, "".join("x" if v else "." for v in w[i].tolist())))
     # Print the exact key list (header order) of the first fixture's reference file.
-    first = os.path.join(OUT_ROOT, FIXTURES[0]["name"], "reference.safetensors")
-    hdr = read_header(first)
-    print(f"keys of {os.path.relpath(first, REPO_ROOT)} (header order):")
-    for k, v in hdr.items():
-        if k == "__metadata__":
-            continue
-        print(f"   {k}  {v['dtype']}  {v['shape']}")
-    total = 0
-    for root, _, files in os.walk(OUT_ROOT):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    print(f"total size of {os.path.relpath(OUT_ROOT, REPO_ROOT)}: {total / 1024:.1f} KiB")
+    print_keys_and_size(os.path.join(OUT_ROOT, FIXTURES[0]["name"], "reference.safetensors"), OUT_ROOT)
 
 
 if __name__ == "__main__":

@@ -15,29 +15,31 @@ See Tests/Fixtures/README.md for the file/key layout.
 import json
 import os
 import shutil
-import struct
-import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# First: sets the offline environment before transformers loads (tools/reference_stack.py).
+from reference_stack import (
+    LORA_ALPHA,
+    LORA_R,
+    REPO_ROOT,
+    VERSIONS,
+    add_random_adapter,
+    full_reference,
+    load_saved_adapter,
+    load_saved_base,
+    lora_reference,
+    merged_logits,
+    print_keys_and_size,
+    read_header,
+    save_adapter,
+)
 
-import numpy as np  # noqa: E402
-import peft  # noqa: E402
-import safetensors  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_ROOT = os.path.join(REPO_ROOT, "Tests", "Fixtures")
 
 BATCH, SEQ = 2, 8
-LORA_R, LORA_ALPHA = 4, 8
-LORA_B_STD = 0.05
 NORM_NOISE_STD = 0.1
 # Larger than the HF default (0.02) so activations, attention patterns and logits
 # are far from uniform and numerical mismatches are visible in the references.
@@ -58,16 +60,6 @@ FIXTURES = [
     },
 ]
 
-VERSIONS = {
-    "torch": torch.__version__,
-    "transformers": transformers.__version__,
-    "peft": peft.__version__,
-    "safetensors": safetensors.__version__,
-    "numpy": np.__version__,
-    "python": sys.version.split()[0],
-}
-
-
 def make_config(tie: bool) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=64,
@@ -87,18 +79,6 @@ def make_config(tie: bool) -> LlamaConfig:
         initializer_range=INIT_RANGE,
         attn_implementation="eager",
     )
-
-
-def read_header(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
-def model_loss(logits, ids):
-    """Independent re-computation of HF's causal-LM loss (shift by one, mean CE)."""
-    v = logits.shape[-1]
-    return F.cross_entropy(logits[:, :-1, :].reshape(-1, v), ids[:, 1:].reshape(-1), reduction="mean")
 
 
 def build_fixture(spec):
@@ -127,113 +107,24 @@ def build_fixture(spec):
     ref = {"input_ids": input_ids.clone()}
 
     # ------------------------------------------------ full fine-tuning reference
-    for p in model.parameters():
-        p.requires_grad_(True)
-        p.grad = None
-    outp = model(input_ids=input_ids, labels=input_ids)
-    outp.loss.backward()
-    full_loss = outp.loss.detach()
-    check = model_loss(outp.logits.detach(), input_ids)
-    assert torch.allclose(full_loss, check, rtol=1e-6, atol=1e-6), (full_loss, check)
-    ref["full.logits"] = outp.logits.detach().float().contiguous()
-    ref["full.loss"] = full_loss.float().reshape(())  # 0-dim scalar
-    base_param_names = []
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, pname
-        ref[f"full.grad.{pname}"] = p.grad.detach().clone().contiguous()
-        base_param_names.append(pname)
-
-    saved_base = load_file(os.path.join(out, "model.safetensors"))
-    assert sorted(saved_base) == sorted(base_param_names), (sorted(saved_base), sorted(base_param_names))
-    for k, v in saved_base.items():
-        assert v.dtype == torch.float32
-        assert torch.equal(v, dict(model.named_parameters())[k].detach()), k
+    base_param_names = full_reference(model, input_ids, ref)
+    saved_base = load_saved_base(out, model, base_param_names)
 
     # --------------------------------------------------------------- LoRA pass
     # Reload the base from disk so the adapter sits on exactly the saved weights.
     base = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager")
     base.eval()
-    lcfg = LoraConfig(
-        r=LORA_R,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=0.0,
-        target_modules=list(targets),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(seed + 2)  # lora_A init (kaiming-uniform) draws from the global RNG
-    pm = get_peft_model(base, lcfg)
-    pm.eval()
-    gen_b = torch.Generator().manual_seed(seed + 3)
-    lora_params = {}
-    with torch.no_grad():
-        for pname, p in pm.named_parameters():
-            if "lora_B" in pname:
-                p.copy_(torch.randn(p.shape, generator=gen_b) * LORA_B_STD)
-    for pname, p in pm.named_parameters():
-        is_lora = ".lora_A." in pname or ".lora_B." in pname
-        assert p.requires_grad == is_lora, (pname, p.requires_grad)
-        if is_lora:
-            saved_name = pname.replace(".default.", ".")
-            lora_params[saved_name] = p
+    pm, lora_params = add_random_adapter(base, targets, seed)
     adir = os.path.join(out, "adapter")
-    # PEFT would record the absolute load path; store a repo-relative one so the
-    # output does not depend on where the repo is checked out.
-    pm.peft_config["default"].base_model_name_or_path = f"Tests/Fixtures/{name}"
-    pm.save_pretrained(adir)
-    # PEFT also writes a boilerplate model card (README.md); the fixtures are documented
-    # in Tests/Fixtures/README.md instead, so drop it.
-    card = os.path.join(adir, "README.md")
-    if os.path.exists(card):
-        os.remove(card)
-    # PEFT keeps target_modules as a Python set, so the saved list order depends on
-    # PYTHONHASHSEED. Re-write it sorted (same json.dumps layout PEFT uses) for byte-stable output.
-    acfg_path = os.path.join(adir, "adapter_config.json")
-    with open(acfg_path) as f:
-        acfg = json.load(f)
-    acfg["target_modules"] = sorted(acfg["target_modules"])
-    with open(acfg_path, "w") as f:
-        f.write(json.dumps(acfg, indent=2, sort_keys=True))
-
-    out_l = pm(input_ids=input_ids, labels=input_ids)
-    out_l.loss.backward()
-    lora_loss = out_l.loss.detach()
-    check = model_loss(out_l.logits.detach(), input_ids)
-    assert torch.allclose(lora_loss, check, rtol=1e-6, atol=1e-6)
-    ref["lora.logits"] = out_l.logits.detach().float().contiguous()
-    ref["lora.loss"] = lora_loss.float().reshape(())
-    ref["lora.scaling"] = torch.tensor(LORA_ALPHA / LORA_R, dtype=torch.float32)
-    for saved_name, p in lora_params.items():
-        assert p.grad is not None, saved_name
-        ref[f"lora.grad.{saved_name}"] = p.grad.detach().clone().contiguous()
-    # Frozen base params must have no gradient.
-    for pname, p in pm.named_parameters():
-        if not p.requires_grad:
-            assert p.grad is None, pname
+    save_adapter(pm, adir, f"Tests/Fixtures/{name}")
+    lora_reference(pm, input_ids, lora_params, ref)
 
     # Adapter keys on disk must equal the names we used for lora.grad.*
-    saved_adapter = load_file(os.path.join(adir, "adapter_model.safetensors"))
-    assert sorted(saved_adapter) == sorted(lora_params), (sorted(saved_adapter), sorted(lora_params))
-    for k, v in saved_adapter.items():
-        assert v.dtype == torch.float32
-        assert torch.equal(v, lora_params[k].detach()), k
-    n_mods = config.num_hidden_layers * len(targets)
-    assert len(saved_adapter) == 2 * n_mods
+    saved_adapter = load_saved_adapter(adir, lora_params, config.num_hidden_layers * len(targets))
 
     # Cross-check: merging W' = W + scaling * B @ A into a plain model reproduces lora.logits.
-    scaling = LORA_ALPHA / LORA_R
-    merged = {k: v.clone() for k, v in saved_base.items()}
-    for k in saved_adapter:
-        if ".lora_A." in k:
-            stem = k[len("base_model.model."):].replace(".lora_A.weight", "")
-            A = saved_adapter[k]
-            B = saved_adapter[k.replace(".lora_A.", ".lora_B.")]
-            merged[stem + ".weight"] += scaling * (B @ A)
     m2 = LlamaForCausalLM(make_config(tie)).to(torch.float32).eval()
-    missing, unexpected = m2.load_state_dict(merged, strict=False)
-    assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)
-    with torch.no_grad():
-        ml = m2(input_ids=input_ids).logits
+    ml, _ = merged_logits(m2, saved_base, saved_adapter, input_ids)
     maxdiff = (ml - ref["lora.logits"]).abs().max().item()
     assert maxdiff < 1e-4, maxdiff
 
@@ -330,17 +221,7 @@ def main():
     for spec in FIXTURES:
         build_fixture(spec)
     # Print the exact key list (header order) of the first fixture's reference file.
-    first = os.path.join(OUT_ROOT, FIXTURES[0]["name"], "reference.safetensors")
-    hdr = read_header(first)
-    print(f"keys of {os.path.relpath(first, REPO_ROOT)} (header order):")
-    for k, v in hdr.items():
-        if k == "__metadata__":
-            continue
-        print(f"   {k}  {v['dtype']}  {v['shape']}")
-    total = 0
-    for root, _, files in os.walk(OUT_ROOT):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    print(f"total size of {os.path.relpath(OUT_ROOT, REPO_ROOT)}: {total / 1024:.1f} KiB")
+    print_keys_and_size(os.path.join(OUT_ROOT, FIXTURES[0]["name"], "reference.safetensors"), OUT_ROOT)
 
 
 if __name__ == "__main__":
