@@ -23,16 +23,17 @@ import Testing
         return (status, err)
     }
 
+    /// step → loss, from a run's metrics.jsonl (also read by FamilyCLITests and ClusterCLITests).
     static func losses(_ run: String) throws -> [Int: Double] {
         var out: [Int: Double] = [:]
         for line in try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n") {
             let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-            out[o["step"] as! Int] = o["loss"] as? Double
+            out[try #require(o["step"] as? Int)] = o["loss"] as? Double
         }
         return out
     }
 
-    /// Element-wise max |Δ| between two exported models; 0 means bitwise equal.
+    /// Element-wise max |Δ| between two exported models' tensors; 0 means bitwise equal.
     static func maxDifference(_ a: String, _ b: String) throws -> Float {
         let x = try SafeTensors(path: a + "/model.safetensors"), y = try SafeTensors(path: b + "/model.safetensors")
         #expect(x.names == y.names)

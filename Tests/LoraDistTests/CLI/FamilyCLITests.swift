@@ -68,28 +68,6 @@ struct FamilyCLITests {
         try #require(status == expect, "lora-dist \(args.joined(separator: " ")) exited \(status), expected \(expect): \(err)")
     }
 
-    /// step → loss, from a run's metrics.jsonl.
-    static func losses(_ run: String) throws -> [Int: Double] {
-        var out: [Int: Double] = [:]
-        for line in try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n") {
-            let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-            out[try #require(o["step"] as? Int)] = o["loss"] as? Double
-        }
-        return out
-    }
-
-    /// Element-wise max |Δ| between two merged exports' tensors; 0 means bitwise equal.
-    static func maxDifference(_ a: String, _ b: String) throws -> Float {
-        let x = try SafeTensors(path: a + "/model.safetensors"), y = try SafeTensors(path: b + "/model.safetensors")
-        #expect(x.names == y.names)
-        var worst: Float = 0
-        for n in x.names {
-            let u = try x.floats(n), v = try y.floats(n)
-            for i in 0..<u.count where u[i].bitPattern != v[i].bitPattern { worst = max(worst, abs(u[i] - v[i]), .leastNonzeroMagnitude) }
-        }
-        return worst
-    }
-
     static let modes = ["lora", "qlora", "full"]
     static let cases = FamilyTests.fixtures.flatMap { f in modes.map { (f, $0) } }
 
@@ -108,14 +86,14 @@ struct FamilyCLITests {
         try Self.lora(Self.args(mode, model: model, data: data, run: parts) + ["--stop-after", "2"], in: tmp, expect: Preemption.exitCode)
         #expect(CheckpointFiles.latest(parts + "/checkpoints") == "step-0000002")
         try Self.lora(Self.args(mode, model: model, data: data, run: parts) + ["--resume", "latest", "--export-merged", parts + "/m"], in: tmp)
-        let losses = try Self.losses(whole)
+        let losses = try CheckpointCLITests.losses(whole)
         #expect(losses.count == Self.steps)
-        #expect(try Self.losses(parts) == losses)
-        #expect(try Self.maxDifference(parts + "/m", whole + "/m") == 0)
+        #expect(try CheckpointCLITests.losses(parts) == losses)
+        #expect(try CheckpointCLITests.maxDifference(parts + "/m", whole + "/m") == 0)
 
         // export --format merged from the checkpoint: what training exported, read back strictly.
         try Self.lora(["export", "--format", "merged", "--checkpoint", whole, "--out", tmp + "/merged"], in: tmp)
-        #expect(try Self.maxDifference(tmp + "/merged", whole + "/m") == 0)
+        #expect(try CheckpointCLITests.maxDifference(tmp + "/merged", whole + "/m") == 0)
         let source = try ModelSource(tmp + "/merged")
         #expect(source.config == config)
         let written = try FamilyExportTests.json(tmp + "/merged/config.json")
@@ -168,12 +146,12 @@ struct FamilyCLITests {
         try mpi(Self.args("full", model: model, data: data, run: tmp + "/whole") + ["--export-merged", tmp + "/whole/m"])
         try mpi(Self.args("full", model: model, data: data, run: tmp + "/parts") + ["--stop-after", "2"], expect: Preemption.exitCode)
         try mpi(Self.args("full", model: model, data: data, run: tmp + "/parts") + ["--resume", "latest", "--export-merged", tmp + "/parts/m"])
-        let losses = try Self.losses(tmp + "/whole")
+        let losses = try CheckpointCLITests.losses(tmp + "/whole")
         #expect(losses.count == Self.steps)
-        #expect(try Self.losses(tmp + "/parts") == losses)
-        #expect(try Self.maxDifference(tmp + "/parts/m", tmp + "/whole/m") == 0)
+        #expect(try CheckpointCLITests.losses(tmp + "/parts") == losses)
+        #expect(try CheckpointCLITests.maxDifference(tmp + "/parts/m", tmp + "/whole/m") == 0)
         try Self.lora(Self.args("full", model: model, data: data, run: tmp + "/one") + ["--export-merged", tmp + "/one/m"], in: tmp)
-        for (step, loss) in try Self.losses(tmp + "/one") {
+        for (step, loss) in try CheckpointCLITests.losses(tmp + "/one") {
             #expect(abs(loss - losses[step]!) <= 1e-5 * loss, "step \(step): 1 rank \(loss), 2 ranks \(losses[step]!)")
         }
         // The weights agree to 1e-5, but where a gradient is ~0 and Adam moves a weight by ≈ ±lr on
