@@ -122,24 +122,17 @@ public enum Compare {
                 var seedRows: [CompareResults.Row] = []
                 for i in 0..<max(o.seeds, 1) {
                     let seed = o.seed &+ UInt64(i)
-                    var t = TrainOptions()
+                    var t = runOptions(o, domain: o.domain, lr: lr, seed: seed)
                     t.mode = c.mode; t.lora = c.lora; t.model = base
-                    t.data = o.corpora + "/\(o.domain)/train"; t.devData = o.corpora + "/\(o.domain)/dev"
-                    t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen; t.lr = lr
-                    t.warmup = max(1, o.steps / 20)
-                    t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
-                    t.exchange = o.exchange; t.seed = seed; t.keepLast = 1; t.quiet = true
                     t.compression = c.compression
-                    t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                     t.runDir = o.out + "/runs/\(c.name)/lr-\(lr)" + (o.seeds > 1 ? "/seed-\(seed)" : "")
                     t.configYAML = o.runConfig?(t)
                     let what = "\(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : "")"
                     let key = runKey(o, t.runDir)
-                    if let r = try ledger.reuse(CompareLedger.RunRecord.self, key: key, label: what, log: log) {
-                        if baselines[seed] == nil { baselines[seed] = r.baseline.mapValues(\.evaluation) }
+                    if let row = try ledger.reuseRun(key: key, label: what, seed: seed, baselines: &baselines, log: log) {
                         sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, seed: o.seeds > 1 ? seed : nil,
-                                                               bestDevLoss: r.row.bestDevLoss))
-                        seedRows.append(r.row)
+                                                               bestDevLoss: row.bestDevLoss))
+                        seedRows.append(row)
                         continue
                     }
                     try ledger.start(&t, label: what, log: log)
@@ -171,8 +164,7 @@ public enum Compare {
                     row.gradCompression = c.compression.method.rawValue
                     sweep.append(CompareResults.SweepPoint(run: c.name, lr: lr.shortest, seed: o.seeds > 1 ? seed : nil,
                                                            bestDevLoss: s.devLoss.finite))
-                    try ledger.save(CompareLedger.RunRecord(row: row, seed: seed, baseline: baselines[seed]!.mapValues(CompareLedger.Score.init)),
-                                    key: key)
+                    try ledger.saveRun(row, seed: seed, baseline: baselines[seed]!, key: key)
                     seedRows.append(row)
                 }
                 // Over seeds: the means, each seed's figures and the intervals; the lr by mean dev loss.
@@ -192,6 +184,19 @@ public enum Compare {
             wallSeconds: Date().timeIntervalSince(start))
         try ledger.finish { try CompareReport.write(report, to: o.out) }
         return report
+    }
+
+    /// What every run of a comparison on `domain` shares: its splits, the budget, evaluation, early
+    /// stopping, exchange and reading of `o`; the caller adds the model, method and run directory.
+    static func runOptions(_ o: CompareOptions, domain: String, lr: Float, seed: UInt64) -> TrainOptions {
+        var t = TrainOptions()
+        t.data = o.corpora + "/\(domain)/train"; t.devData = o.corpora + "/\(domain)/dev"
+        t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen; t.lr = lr
+        t.warmup = max(1, o.steps / 20)
+        t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
+        t.exchange = o.exchange; t.seed = seed; t.keepLast = 1; t.quiet = true
+        t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
+        return t
     }
 
     /// A run's key in the ledger: its directory under OUT/runs.

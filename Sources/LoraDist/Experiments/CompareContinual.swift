@@ -71,18 +71,11 @@ public enum ContinualCompare {
             }
             for (k, domain) in stages.enumerated() {
                 let dir = o.out + "/runs/\(method.rawValue)/\(k + 1)-\(domain)"
-                var t = TrainOptions()
+                // One seed: a built-in base is the same model at every stage.
+                var t = Compare.runOptions(o, domain: domain, lr: method == .full ? fullLR : loraLR, seed: o.seed)
                 t.mode = method == .full ? .full : .lora
                 t.lora = method == .full ? nil : lora
                 t.model = from.model; t.adapter = from.adapter
-                t.data = o.corpora + "/\(domain)/train"; t.devData = o.corpora + "/\(domain)/dev"
-                t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen
-                t.lr = method == .full ? fullLR : loraLR
-                t.warmup = max(1, o.steps / 20)
-                t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
-                t.exchange = o.exchange; t.seed = o.seed;  // one seed: a built-in base is the same model at every stage
-                t.keepLast = 1; t.quiet = true
-                t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
                 t.runDir = dir + "/run"
                 t.configYAML = o.runConfig?(t)
                 let what = "\(method.label), stage \(k + 1) (\(domain))", key = Compare.runKey(o, t.runDir)

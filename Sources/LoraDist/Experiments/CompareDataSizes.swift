@@ -95,21 +95,14 @@ public enum DataSizes {
                 var seedRows: [CompareResults.Row] = []
                 for i in 0..<max(o.seeds, 1) {
                     let seed = o.seed &+ UInt64(i)
-                    var t = TrainOptions()
-                    t.mode = c.mode; t.lora = c.lora; t.model = base
-                    t.data = trainPath; t.devData = devPath; t.trainTokens = size
-                    t.steps = o.steps; t.batch = o.batch; t.seqLen = o.seqLen; t.lr = lr
-                    t.warmup = max(1, o.steps / 20)
-                    t.evalEvery = o.evalEvery; t.patience = o.patience; t.evalSequences = o.evalSequences
-                    t.exchange = o.exchange; t.seed = seed; t.keepLast = 1; t.quiet = true
-                    t.textField = o.reading.textField; t.replaceInvalidUTF8 = o.reading.replaceInvalidUTF8
+                    var t = Compare.runOptions(o, domain: o.domain, lr: lr, seed: seed)
+                    t.mode = c.mode; t.lora = c.lora; t.model = base; t.trainTokens = size
                     t.runDir = o.out + "/runs/\(label(size))/\(c.name)" + (o.seeds > 1 ? "/seed-\(seed)" : "")
                     t.configYAML = o.runConfig?(t)
                     let what = "\(label(size)) tokens, \(c.label), lr \(lr)\(o.seeds > 1 ? ", seed \(seed)" : "")"
                     let key = Compare.runKey(o, t.runDir)
-                    if let r = try ledger.reuse(CompareLedger.RunRecord.self, key: key, label: what, log: log) {
-                        if baselines[seed] == nil { baselines[seed] = r.baseline.mapValues(\.evaluation) }
-                        seedRows.append(r.row)
+                    if let row = try ledger.reuseRun(key: key, label: what, seed: seed, baselines: &baselines, log: log) {
+                        seedRows.append(row)
                         continue
                     }
                     try ledger.start(&t, label: what, log: log)
@@ -124,8 +117,7 @@ public enum DataSizes {
                     let evals = Compare.evaluations(trainer, tests: tests!, windows: o.testSequences)
                     let row = Compare.result(c, lr: lr, outcome: outcome, evals: evals, baseline: baselines[seed]!,
                                              domain: o.domain, runDir: t.runDir)
-                    try ledger.save(CompareLedger.RunRecord(row: row, seed: seed, baseline: baselines[seed]!.mapValues(CompareLedger.Score.init)),
-                                    key: key)
+                    try ledger.saveRun(row, seed: seed, baseline: baselines[seed]!, key: key)
                     seedRows.append(row)
                 }
                 rows.append(o.seeds > 1 ? CompareResults.Row.over(seeds: seedRows, first: o.seed) : seedRows[0])

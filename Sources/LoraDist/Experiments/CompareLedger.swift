@@ -26,7 +26,7 @@ public final class CompareLedger {
 
     /// A run of a plain or --data-sizes compare: its row, its seed, and the base's scores on that
     /// seed's test sets before training (the reference for forgetting and the report's base figures).
-    struct RunRecord: Codable {
+    private struct RunRecord: Codable {
         var row: CompareResults.Row
         var seed: UInt64
         var baseline: [String: Score]
@@ -130,6 +130,21 @@ public final class CompareLedger {
             try Files.createDirectory((path as NSString).deletingLastPathComponent)
             try Files.writeAtomically(try JSONCoding.encode(value), to: path)
         }
+    }
+
+    /// A plain or --data-sizes run that finished before: its row, with its seed's base scores put
+    /// into `baselines` when they are not there yet (logged as reused); nil when it has to run.
+    func reuseRun(key: String, label: String, seed: UInt64, baselines: inout [UInt64: [String: LoadedModel.Evaluation]],
+                  log: (String) -> Void) throws -> CompareResults.Row? {
+        guard let r = try reuse(RunRecord.self, key: key, label: label, log: log) else { return nil }
+        if baselines[seed] == nil { baselines[seed] = r.baseline.mapValues(\.evaluation) }
+        return r.row
+    }
+
+    /// Saves a finished plain or --data-sizes run: its row, seed and the base's scores on that seed.
+    /// Collective.
+    func saveRun(_ row: CompareResults.Row, seed: UInt64, baseline: [String: LoadedModel.Evaluation], key: String) throws {
+        try save(RunRecord(row: row, seed: seed, baseline: baseline.mapValues(Score.init)), key: key)
     }
 
     /// How the run of `t` starts. Resuming, from its latest checkpoint when it saved one (the
