@@ -80,6 +80,8 @@ public enum Attention {
         /// In Double for LlamaModel.workingFloats (sizes past Int are measured, not trapped on).
         public var scratchFloats: Double { Double(lanes) * Double(laneCount) + partialsFloats }
         public var scratchCount: Int { Int(scratchFloats) }
+        /// Floats of the scratch the forward alone needs: the lanes' (no backward partials).
+        public var forwardScratchCount: Int { lanes * laneCount }
         /// Floats of the saved log-sum-exp.
         public var lseCount: Int { batch * heads * seqLen }
 
@@ -180,14 +182,14 @@ public enum Attention {
         for r in 0..<rows { (dst + r * width).update(from: src + r * ld, count: width) }
     }
     @inline(__always)
-    private static func unpack(_ dst: FPtr, ld: Int, _ src: UnsafePointer<Float>, rows: Int, width: Int) {
+    static func unpack(_ dst: FPtr, ld: Int, _ src: UnsafePointer<Float>, rows: Int, width: Int) {
         for r in 0..<rows { (dst + r * ld).update(from: src + r * width, count: width) }
     }
 
     /// The stacked block of `rows` positions of a group's heads, from `src` (its first
     /// position, group's first column; rows `ld` apart): src itself when G = 1, else packed into `buf`.
     @inline(__always)
-    private static func stacked(_ src: UnsafePointer<Float>, ld: Int, rows: Int, _ s: Shape, into buf: FPtr)
+    static func stacked(_ src: UnsafePointer<Float>, ld: Int, rows: Int, _ s: Shape, into buf: FPtr)
         -> (UnsafePointer<Float>, Int) {
         if s.group == 1 { return (src, ld) }
         pack(buf, src, ld: ld, rows: rows, width: s.group * s.headDim)
