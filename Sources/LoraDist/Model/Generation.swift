@@ -19,6 +19,10 @@ public final class Generator {
     public var context: Int { model.seqLen }
     /// feed's working buffers, for the most rows one feed has run; decoding reuses them.
     private var work: Buffers?
+    /// The prefill's Attention.forward lanes: the threads this process computes with when the
+    /// Generator is made (BLAS.setThreads), as a training model's are its thread budget. Fixed,
+    /// since the attention scratch is sized for them.
+    private let attentionLanes = Parallel.workers
 
     /// `model` must have been built with maxBatch 1 and seqLen = the longest context wanted.
     public init(model: LlamaModel) {
@@ -32,9 +36,9 @@ public final class Generator {
 
     public func reset() { length = 0 }
 
-    /// Attention.forward's shape for a prefill of `rows` positions: the model's heads, window and lanes.
+    /// Attention.forward's shape for a prefill of `rows` positions: the model's heads and window.
     private func prefillShape(_ rows: Int) -> Attention.Shape {
-        LlamaModel.attentionShape(c, batch: 1, seqLen: rows, lanes: model.layers.first?.attentionLanes ?? 1)
+        LlamaModel.attentionShape(c, batch: 1, seqLen: rows, lanes: attentionLanes)
     }
 
     /// Floats `attendCached` needs for `rows` query rows: per block of up to Attention.block
