@@ -31,8 +31,10 @@ public enum MPIRuntime {
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0)
         var provided: Int32 = 0
         // SERIALIZED: one thread at a time calls MPI (the trainer's; OpenBLAS's
-        // threads never do), though not always the same one (test runners).
-        MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided)
+        // threads never do), though not always the same one (test runners). Without mpirun the
+        // singleton init forks OpenMPI's daemon: no sgemm may run meanwhile (BLAS.exclusive). A
+        // test process starting MPI while another test's threaded sgemm ran hung in it.
+        BLAS.exclusive { _ = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided) }
         initialized = true
         var size: Int32 = 0
         MPI_Comm_size(cmpi_comm_world(), &size)

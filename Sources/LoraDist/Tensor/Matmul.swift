@@ -66,6 +66,15 @@ public enum BLAS {
         return body()
     }
 
+    /// body while no OpenBLAS call runs or starts, on any thread. For what forks: OpenBLAS's
+    /// fork handler shuts its worker threads down, and a threaded call in flight on another
+    /// thread then waits for them forever.
+    static func exclusive<T>(_ body: () -> T) -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return body()
+    }
+
     private static func setOpenBLASThreads(_ n: Int32) {
         pthread_rwlock_wrlock(lock)
         openblas_set_num_threads(n)
