@@ -66,9 +66,9 @@ public enum BLAS {
         return body()
     }
 
-    /// body while no OpenBLAS call runs or starts, on any thread. For what forks: OpenBLAS's
-    /// fork handler shuts its worker threads down, and a threaded call in flight on another
-    /// thread then waits for them forever.
+    /// body while no OpenBLAS call runs or starts, on any thread: for changes of the thread
+    /// count, and for what forks (OpenBLAS's fork handler shuts its worker threads down, and a
+    /// threaded call in flight on another thread then waits for them forever).
     static func exclusive<T>(_ body: () -> T) -> T {
         pthread_rwlock_wrlock(lock)
         defer { pthread_rwlock_unlock(lock) }
@@ -76,9 +76,7 @@ public enum BLAS {
     }
 
     private static func setOpenBLASThreads(_ n: Int32) {
-        pthread_rwlock_wrlock(lock)
-        openblas_set_num_threads(n)
-        pthread_rwlock_unlock(lock)
+        exclusive { openblas_set_num_threads(n) }
     }
 
     /// Also sets how many workers the element-wise kernels use.
