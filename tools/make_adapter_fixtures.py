@@ -36,15 +36,10 @@ import subprocess
 import sys
 import tempfile
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# First: sets the offline environment before transformers loads (tools/reference_stack.py).
+from reference_stack import VERSIONS, lora_dist_env
 
-import numpy as np  # noqa: E402
-import peft  # noqa: E402
-import safetensors  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -81,16 +76,6 @@ COMBINATIONS = [
     {"name": "single", "method": "cat", "adapters": ["code"], "weights": [0.5]},
 ]
 MERGE = {"adapters": ["legal", "code", "rs"], "weights": [0.5, 0.2, -0.3]}
-
-VERSIONS = {
-    "torch": torch.__version__,
-    "transformers": transformers.__version__,
-    "peft": peft.__version__,
-    "safetensors": safetensors.__version__,
-    "numpy": np.__version__,
-    "python": sys.version.split()[0],
-}
-
 
 def make_config(hidden=32):
     return LlamaConfig(
@@ -239,7 +224,7 @@ def check(binary):
     os.chdir(REPO_ROOT)
     ref = load_file(os.path.join(OUT, "reference.safetensors"))
     ids = ref["input_ids"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "OPAL_"))}
+    env = lora_dist_env()
     tmp = tempfile.mkdtemp()
     worst = 0.0
 

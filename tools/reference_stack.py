@@ -1,7 +1,7 @@
 """What the scripts that build tiny transformers/peft reference models share.
 
-Used by tools/make_fixtures.py, make_family_fixtures.py, make_export_fixtures.py and
-check_family_exports.py (each imports it first, from its own folder: importing it sets the offline
+Used by tools/make_fixtures.py, make_family_fixtures.py, make_export_fixtures.py,
+make_adapter_fixtures.py and check_family_exports.py (each imports it first, from its own folder: importing it sets the offline
 environment before transformers loads). Every helper does its steps in the order the scripts did
 them inline, so the fixtures they write are byte-identical.
 """
