@@ -37,7 +37,7 @@ import sys
 import tempfile
 
 # First: sets the offline environment before transformers loads (tools/reference_stack.py).
-from reference_stack import VERSIONS, lora_dist_env
+from reference_stack import VERSIONS, lora_dist_env, save_adapter, tidy_saved_adapter
 
 import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
@@ -102,19 +102,6 @@ def load_base():
                                             attn_implementation="eager").eval()
 
 
-def sort_targets(adir):
-    """PEFT keeps target_modules as a set (the saved order follows PYTHONHASHSEED): sort it."""
-    path = os.path.join(adir, "adapter_config.json")
-    with open(path) as f:
-        cfg = json.load(f)
-    cfg["target_modules"] = sorted(cfg["target_modules"])
-    with open(path, "w") as f:
-        f.write(json.dumps(cfg, indent=2, sort_keys=True))
-    card = os.path.join(adir, "README.md")
-    if os.path.exists(card):
-        os.remove(card)
-
-
 def make_adapter(base, spec, seed):
     cfg = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=0.0, target_modules=list(spec["targets"]),
                      bias="none", task_type="CAUSAL_LM", use_rslora=spec["rslora"])
@@ -125,10 +112,8 @@ def make_adapter(base, spec, seed):
         for pname, p in pm.named_parameters():
             if "lora_B" in pname:
                 p.copy_(torch.randn(p.shape, generator=gen) * LORA_B_STD)
-    pm.peft_config["default"].base_model_name_or_path = REL + "/base"
     adir = os.path.join(OUT, spec["name"])
-    pm.save_pretrained(adir)
-    sort_targets(adir)
+    save_adapter(pm, adir, REL + "/base")
     return adir
 
 
@@ -194,7 +179,7 @@ def build():
         dst = os.path.join(OUT, "combined", c["name"])
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.move(os.path.join(tmp, c["name"]), dst)
-        sort_targets(dst)
+        tidy_saved_adapter(dst)
         # the saved combination reloads in peft and gives the same logits
         again = PeftModel.from_pretrained(load_base(), dst).eval()
         assert torch.equal(logits(again, ids), ref[f"combined.{c['name']}.logits"]), c["name"]

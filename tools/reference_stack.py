@@ -184,6 +184,11 @@ def save_adapter(pm, adir, base_name):
     # output does not depend on where the repo is checked out.
     pm.peft_config["default"].base_model_name_or_path = base_name
     pm.save_pretrained(adir)
+    tidy_saved_adapter(adir)
+
+
+def tidy_saved_adapter(adir):
+    """What PEFT's save_pretrained leaves in adir, made byte-stable and fixture-only."""
     # PEFT also writes a boilerplate model card (README.md); the fixtures are documented
     # in their README.md instead, so drop it.
     card = os.path.join(adir, "README.md")
